@@ -1,0 +1,1 @@
+"""Subcommands of the ``cardiacnets`` command line, one module each."""

@@ -1,0 +1,124 @@
+"""Memory-mapped training sets on disk, and the dataset that reads them.
+
+A training set folder holds:
+
+    manifest.csv        one row per subject: ids, split, which modalities exist,
+                        targets, demographics, file provenance
+    dataset.yaml        resolved preprocessing config, array shapes and dtypes
+    ecg.npy             (N, 12, T) standard ECGs          (float16 by default)
+    ecg_lead_mask.npy   (N, 12) bool, lead present and usable
+    cmr_<view>.npy      (N, slices, frames, H, W) cines in [0, 1]
+    seg_<view>.npy      (N, slices, frames, H, W) uint8 labels, when segmented
+    failures.csv        records skipped, with the reason
+    report.json         counts and timings of the last run
+
+Arrays are ``.npy`` files opened with ``mmap_mode``: reading a sample touches
+only its pages, so RAM stays flat however many subjects the set holds, and
+writers fill rows in place from several processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from cardiacnets.errors import InputError
+
+MANIFEST = "manifest.csv"
+DATASET_YAML = "dataset.yaml"
+FAILURES = "failures.csv"
+REPORT = "report.json"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One per-subject array: its file stem, per-row shape and dtype."""
+
+    name: str
+    row_shape: tuple[int, ...]
+    dtype: str
+
+    def path(self, root: Path) -> Path:
+        return Path(root) / f"{self.name}.npy"
+
+
+def create_arrays(root: Path, n_rows: int, specs: list[ArraySpec]) -> None:
+    """Create zero-filled (sparse) ``.npy`` arrays of ``n_rows`` rows."""
+    for spec in specs:
+        arr = np.lib.format.open_memmap(spec.path(root), mode="w+", dtype=np.dtype(spec.dtype), shape=(n_rows, *spec.row_shape))
+        del arr
+
+
+def open_arrays(root: Path, specs: list[ArraySpec], mode: str = "r") -> dict[str, np.memmap]:
+    """Open existing arrays as memory maps (``mode`` "r" or "r+")."""
+    return {spec.name: np.load(spec.path(root), mmap_mode=mode) for spec in specs}
+
+
+def specs_from_yaml(info: dict) -> list[ArraySpec]:
+    return [ArraySpec(a["name"], tuple(a["row_shape"]), a["dtype"]) for a in info.get("arrays", [])]
+
+
+class TrainingSet:
+    """A preprocessed training set, read lazily from its memory-mapped arrays.
+
+    Samples are dicts with fixed keys: ``subject_id``, ``split``, ``ecg``
+    (12, T) float32, ``ecg_lead_mask`` (12,) bool, ``ecg_sample_mask`` (T,) bool,
+    ``cmr_<view>`` (slices, frames, H, W) float32 for each stored view (zeros
+    and ``has_<view>`` False where absent), ``seg_<view>`` when stored, and
+    ``targets``: a dict of the numeric manifest columns named in `targets`.
+
+    Args:
+        root: the training set folder.
+        split: keep only this split (``"train"``, ``"val"``, ``"test"``) or all.
+        require: modalities a subject must have (``"ecg"``, ``"sa"``, ``"la_4ch"``...).
+        targets: manifest columns returned under ``targets`` (NaN where missing).
+    """
+
+    def __init__(self, root: str | Path, split: str | None = None, require: tuple[str, ...] = (), targets: tuple[str, ...] = ()):
+        self.root = Path(root)
+        manifest_path = self.root / MANIFEST
+        if not manifest_path.is_file():
+            raise InputError(self.root, f"not a cardiacnets training set (no {MANIFEST}); run 'cardiacnets preprocess' first")
+        self.info = yaml.safe_load((self.root / DATASET_YAML).read_text())
+        manifest = pd.read_csv(manifest_path, dtype={"subject_id": str, "patient_id": str})
+        if split is not None:
+            manifest = manifest[manifest["split"] == split]
+        for modality in require:
+            col = f"has_{modality}"
+            if col not in manifest.columns:
+                raise InputError(self.root, f"training set has no modality {modality!r}")
+            manifest = manifest[manifest[col].astype(bool)]
+        missing = [t for t in targets if t not in manifest.columns]
+        if missing:
+            raise InputError(self.root, f"manifest has no target column(s) {missing}")
+        self.manifest = manifest.reset_index(drop=True)
+        self.targets = tuple(targets)
+        self.arrays = open_arrays(self.root, specs_from_yaml(self.info), mode="r")
+        self.views = [name[len("cmr_"):] for name in self.arrays if name.startswith("cmr_")]
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.manifest.iloc[index]
+        r = int(row["row"])
+        sample = {"subject_id": str(row["subject_id"]), "split": str(row["split"])}
+        if "ecg" in self.arrays:
+            n_samples = self.arrays["ecg"].shape[-1]
+            mask = np.zeros(n_samples, dtype=bool)
+            mask[int(row["ecg_valid_start"]):int(row["ecg_valid_end"])] = True
+            sample["ecg"] = np.asarray(self.arrays["ecg"][r], dtype=np.float32)
+            sample["ecg_lead_mask"] = np.asarray(self.arrays["ecg_lead_mask"][r], dtype=bool)
+            sample["ecg_sample_mask"] = mask
+            sample["has_ecg"] = bool(row["has_ecg"])
+        for view in self.views:
+            sample[f"cmr_{view}"] = np.asarray(self.arrays[f"cmr_{view}"][r], dtype=np.float32)
+            sample[f"has_{view}"] = bool(row[f"has_{view}"])
+            if f"seg_{view}" in self.arrays:
+                sample[f"seg_{view}"] = np.asarray(self.arrays[f"seg_{view}"][r])
+        sample["targets"] = {t: float(row[t]) if pd.notna(row[t]) else float("nan") for t in self.targets}
+        return sample

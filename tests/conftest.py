@@ -1,0 +1,44 @@
+"""Shared fixtures: the real data samples in ``../shared/data`` and temp copies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the checkout (override with CARDIACNETS_SHARED_DATA)."""
+    env = os.environ.get("CARDIACNETS_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.fail(f"real data samples not found at {path}; set CARDIACNETS_SHARED_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ukb_xml_path(shared_data) -> Path:
+    return shared_data / "ukb_ecg_xml" / "ukbb_scrubbed.xml"
+
+
+@pytest.fixture(scope="session")
+def ptbxl_dir(shared_data) -> Path:
+    return shared_data / "ptbxl"
+
+
+@pytest.fixture(scope="session")
+def ptbdb_record(shared_data) -> Path:
+    return shared_data / "ptbdb" / "s0010_re"
+
+
+@pytest.fixture(scope="session")
+def acdc_dir(shared_data) -> Path:
+    return shared_data / "acdc_h5"
