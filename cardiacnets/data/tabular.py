@@ -79,7 +79,7 @@ def read_ukb_tabular(paths: Sequence[str | Path], mapper: ICD10Mapper | None = N
     for other in frames[1:]:
         raw = raw.combine_first(other)  # columns from every file, earlier files win on overlap
     raw.index.name = "eid"
-    return _named_columns(raw, mapper)
+    return _named_columns(raw.fillna(""), mapper)
 
 
 def _numeric(series: pd.Series) -> pd.Series:

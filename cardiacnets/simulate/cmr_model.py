@@ -1,0 +1,669 @@
+"""Biventricular heart model and bSSFP-like rendering of UK Biobank-style cines.
+
+Geometry (heart frame: long axis ``u`` in mm from the end-diastolic mitral plane
+toward the apex; angle ``theta`` with 0 lateral, 90 anterior, 180 septal, 270
+inferior degrees):
+
+* LV cavity: a truncated prolate ellipsoid, radius ``a * sqrt(f(xi)) * shape(theta)``
+  with ``xi`` the normalised long-axis position (0 mitral plane, 1 apex) and ``f``
+  the ellipsoid profile. The apex stays fixed while the mitral plane descends by
+  the MAPSE in systole (longitudinal shortening); the remaining volume change is
+  radial. Akinetic AHA segments keep their end-diastolic radius and thickness.
+* LV myocardium: a shell of thickness ``H * (1 - 0.3 xi)`` (septal hypertrophy and
+  scar thinning modulate it with angle) closed by an apical cap. Its cross-section
+  area scales with one factor per frame so that the myocardial volume is conserved
+  (walls thicken in systole).
+* RV cavity: a crescent wrapped around the septal side of the LV epicardium,
+  shorter than the LV; its width per frame is solved from the RV volume.
+* Atria above the mitral plane (ellipsoids) with volumes from the physiology;
+  pericardial effusion is a fluid ring outside the epicardium.
+
+Ground truth agrees with segmentation-based measurement by construction: every
+free scale (cavity radius, remote contraction, myocardial scale, RV width) is
+solved per frame from Simpson's sum over the actual slice positions, i.e. from
+the same quantity `cardiacnets.cmr.indices.function_indices` measures (areas are
+exact on a 1.5-degree polar grid; rasterisation leaves < 1 % volume error).
+
+Rendering: bright blood, dark myocardium, bright fat, dark lung, liver, spine
+and aorta from a simple 3-D body model, a smooth coil bias field and Rician noise
+(the magnitude of complex Gaussian noise), written as int16 like UK Biobank. The
+short-axis affine is oblique (columns: in-plane axes times the pixel spacing, the
+long axis times the slice spacing); the 4-chamber plane contains the long axis
+and the septal-lateral direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from einops import rearrange
+from scipy.optimize import brentq
+
+from cardiacnets.cmr.image import CMRImage
+
+N_THETA = 240
+THETA = ((np.arange(N_THETA) + 0.5) * (2.0 * np.pi / N_THETA)).astype(np.float64)
+D_THETA = 2.0 * np.pi / N_THETA
+XI_EQUATOR = 0.2  # cavity ellipsoid's widest point, as a fraction of the long axis below the mitral plane
+APICAL_THINNING = 0.3  # wall thickness falls by this fraction from base to apex
+SCAR_THINNING = 0.4  # chronic infarct scar is this much thinner
+XI_RV_APEX = 0.85  # the RV ends short of the LV apex
+RV_WALL_MM = 3.5
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+RING_EDGES = (0.0, 1.0 / 3.0, 2.0 / 3.0, 0.9)  # basal | mid | apical | apex (segment 17)
+RING_RAMP = 0.04
+ABSENT = -1.0e4  # radius of a structure missing at a position (stays negative after adding offsets)
+
+# Tissue signal of a bSSFP cine, relative to LV blood.
+SIGNAL = dict(blood=1.0, rv_blood=0.95, atrial_blood=0.93, myocardium=0.27, fat=0.85, fluid=1.15,
+              lung=0.04, liver=0.36, muscle=0.30, mediastinum=0.7, spine=0.42, csf=0.8, aorta=0.95)
+
+# AHA segment centres (degrees, heart frame) and half-widths.
+_SEGMENT_SECTORS: dict[int, tuple[float, float]] = {}
+for _ring, _first in ((0, 1), (1, 7)):
+    for _i, _centre in enumerate((90.0, 150.0, 210.0, 270.0, 330.0, 30.0)):
+        _SEGMENT_SECTORS[_first + _i] = (_centre, 30.0)
+for _i, _centre in enumerate((90.0, 180.0, 270.0, 0.0)):
+    _SEGMENT_SECTORS[13 + _i] = (_centre, 45.0)
+
+
+def segment_ring(segment: int) -> int:
+    """Ring of an AHA segment: 0 basal (1-6), 1 mid (7-12), 2 apical (13-16), 3 apex (17)."""
+    return 0 if segment <= 6 else 1 if segment <= 12 else 2 if segment <= 16 else 3
+
+
+def _angular_distance_deg(theta_rad: np.ndarray, centre_deg: float) -> np.ndarray:
+    return np.abs((np.degrees(theta_rad) - centre_deg + 180.0) % 360.0 - 180.0)
+
+
+def _sector_window(centre_deg: float, half_deg: float, edge_deg: float = 8.0) -> np.ndarray:
+    """Smooth membership (N_THETA,) of an angular sector."""
+    d = _angular_distance_deg(THETA, centre_deg)
+    return np.clip((half_deg - d) / edge_deg + 0.5, 0.0, 1.0)
+
+
+def _smooth_bump(centre_deg: float, half_deg: float) -> np.ndarray:
+    """cos^2 bump (N_THETA,) of the given half-width, 1 at the centre."""
+    d = np.clip(_angular_distance_deg(THETA, centre_deg) / half_deg, 0.0, 1.0)
+    return np.cos(0.5 * np.pi * d) ** 2
+
+
+def _ramp(x: np.ndarray) -> np.ndarray:
+    return np.clip(x / RING_RAMP + 0.5, 0.0, 1.0)
+
+
+def ring_weights(xi: np.ndarray) -> np.ndarray:
+    """Smooth membership of the four AHA rings at normalised positions ``xi``: (..., 4), summing to 1 in the LV."""
+    edges = (*RING_EDGES, np.inf)
+    out = [
+        _ramp(xi - edges[r]) - (_ramp(xi - edges[r + 1]) if np.isfinite(edges[r + 1]) else 0.0) for r in range(4)
+    ]
+    return np.stack(out, axis=-1)
+
+
+def akinetic_sector_table(akinetic_segments: list[int]) -> np.ndarray:
+    """Per ring, the angular akinetic weight: (4, N_THETA) in [0, 1]."""
+    table = np.zeros((4, N_THETA))
+    for seg in akinetic_segments:
+        ring = segment_ring(seg)
+        if ring == 3:
+            table[3] = 1.0
+        else:
+            table[ring] += _sector_window(*_SEGMENT_SECTORS[seg])
+    return np.clip(table, 0.0, 1.0)
+
+
+def cavity_profile(xi: np.ndarray) -> np.ndarray:
+    """Squared-radius profile of the cavity ellipsoid: 0 outside the LV (xi < 0 or > 1)."""
+    f = 1.0 - ((xi - XI_EQUATOR) / (1.0 - XI_EQUATOR)) ** 2
+    return np.where((xi >= 0.0) & (xi <= 1.0), np.clip(f, 0.0, None), 0.0)
+
+
+def volume_waveform(t: np.ndarray, t_es: float, e_fill: float, heart_rate_bpm: float) -> np.ndarray:
+    """Fraction of the stroke volume above end-systole through the cycle.
+
+    Args:
+        t: times as fractions of the cycle in [0, 1), 0 = end-diastole.
+        t_es: end-systole (the waveform's minimum, 0).
+        e_fill: share of filling in early diastole; the rest is the atrial kick.
+        heart_rate_bpm: sets the isovolumic relaxation and filling durations.
+
+    Returns:
+        Values in [0, 1]: 1 at end-diastole, a cosine ejection to 0 at ``t_es``,
+        isovolumic relaxation, rapid early filling, diastasis and atrial filling.
+    """
+    cycle_s = 60.0 / heart_rate_bpm
+    ivr = 0.07 / cycle_s
+    a_start = 1.0 - 0.17 / cycle_s
+    e_start = t_es + ivr
+    e_dur = float(np.clip(min(0.18 / cycle_s, a_start - e_start), 0.04, None))
+
+    def smoothstep(x):
+        x = np.clip(x, 0.0, 1.0)
+        return x * x * (3.0 - 2.0 * x)
+
+    systole = 0.5 * (1.0 + np.cos(np.pi * np.clip(t / t_es, 0.0, 1.0)))
+    diastole = e_fill * smoothstep((t - e_start) / e_dur) + (1.0 - e_fill) * smoothstep((t - a_start) / (1.0 - a_start))
+    return np.where(t <= t_es, systole, diastole)
+
+
+def _endo_shape(phys) -> np.ndarray:
+    """Angular shape of the cavity (N_THETA,): ellipticity and septal flattening."""
+    shape = 1.0 + phys.lv_ellipticity * np.cos(2.0 * (THETA - np.radians(30.0)))
+    return shape * (1.0 - phys.septal_flattening * _smooth_bump(180.0, 55.0))
+
+
+def _wall_angle_factor(phys) -> np.ndarray:
+    """Angular wall-thickness factor (N_THETA,): asymmetric septal hypertrophy."""
+    return 1.0 + (phys.septal_hypertrophy_ratio - 1.0) * _smooth_bump(180.0, 70.0)
+
+
+@dataclass
+class LVWall:
+    """End-diastolic LV wall solution for a subject (see `solve_lv_wall`)."""
+
+    cavity_scale_mm2: float  # a^2
+    wall_scale_mm: float  # H
+    mass_g: float
+    mean_thickness_mm: float
+    max_thickness_mm: float
+    akinetic_fraction: float
+
+
+def _slice_positions(phys, config) -> np.ndarray:
+    return phys.sa_base_offset_mm + config.slice_spacing_mm * np.arange(config.n_slices)
+
+
+def _myocardial_area_terms(u, xi, cavity_scale, wall_scale, shape, wall_factor, akinetic_w, phys):
+    """End-diastolic (r_epi^2 - r_endo^2) at material positions: (..., N_THETA)."""
+    thickness = (
+        wall_scale * (1.0 - APICAL_THINNING * np.clip(xi, 0.0, 1.0))[..., None]
+        * wall_factor * (1.0 - SCAR_THINNING * akinetic_w)
+    )
+    r_endo = np.sqrt(cavity_scale * cavity_profile(xi))[..., None] * shape
+    inside = ((xi >= 0.0) & (xi <= 1.0))[..., None]
+    shell = (r_endo + thickness) ** 2 - r_endo**2
+    beyond = np.clip(thickness**2 - ((u - phys.lv_long_axis_mm) ** 2)[..., None], 0.0, None)
+    return np.where(inside, shell, np.where((u > phys.lv_long_axis_mm)[..., None], beyond, 0.0)), thickness
+
+
+def solve_lv_wall(phys, config, *, max_thickness_mm: float | None = None) -> LVWall:
+    """Solve the end-diastolic LV geometry on the short-axis slices.
+
+    The cavity scale makes Simpson's sum over the slices equal ``phys.lvedv_ml``;
+    the wall scale makes the myocardial volume equal ``phys.lv_mass_g / 1.05``,
+    or, when ``max_thickness_mm`` is given (HCM), makes the maximal wall that
+    thick and returns the resulting mass.
+
+    Args:
+        phys: `Physiology` (volumes, long axis, slice offset, shape, akinetic segments).
+        config: `SynthConfig` (slice count and spacing).
+        max_thickness_mm: target maximal wall thickness instead of the mass.
+
+    Returns:
+        `LVWall` with the scales, mass, mean/maximal thickness over the 16
+        segments and the akinetic share of the cavity.
+    """
+    s = config.slice_spacing_mm
+    u = _slice_positions(phys, config)
+    xi = u / phys.lv_long_axis_mm
+    f = cavity_profile(xi)
+    shape = _endo_shape(phys)
+    wall_factor = _wall_angle_factor(phys)
+    w = ring_weights(xi) @ akinetic_sector_table(phys.akinetic_segments)  # (K, N_THETA)
+    cavity_area = 0.5 * D_THETA * (f[:, None] * shape**2)  # per unit a^2
+    cavity_scale = phys.lvedv_ml * 1000.0 / (s * cavity_area.sum())
+    akinetic_fraction = float((cavity_area * w).sum() / cavity_area.sum())
+    lv16 = (xi >= 0.0) & (xi < RING_EDGES[3])
+
+    def myocardial_volume_ml(wall_scale):
+        q, _ = _myocardial_area_terms(u, xi, cavity_scale, wall_scale, shape, wall_factor, w, phys)
+        return s * 0.5 * D_THETA * q.sum() / 1000.0
+
+    if max_thickness_mm is not None:
+        _, unit = _myocardial_area_terms(u, xi, cavity_scale, 1.0, shape, wall_factor, w, phys)
+        wall_scale = max_thickness_mm / unit[lv16].max()
+    else:
+        target_ml = phys.lv_mass_g / MYOCARDIAL_DENSITY_G_PER_ML
+        wall_scale = brentq(lambda h: myocardial_volume_ml(h) - target_ml, 0.3, 60.0, xtol=1e-4)
+    _, thickness = _myocardial_area_terms(u, xi, cavity_scale, wall_scale, shape, wall_factor, w, phys)
+    return LVWall(
+        cavity_scale_mm2=float(cavity_scale),
+        wall_scale_mm=float(wall_scale),
+        mass_g=float(myocardial_volume_ml(wall_scale) * MYOCARDIAL_DENSITY_G_PER_ML),
+        mean_thickness_mm=float(thickness[lv16].mean()),
+        max_thickness_mm=float(thickness[lv16].max()),
+        akinetic_fraction=akinetic_fraction,
+    )
+
+
+class HeartModel:
+    """The solved, moving heart of one subject.
+
+    Args:
+        phys: the subject's `Physiology`.
+        config: `SynthConfig` (slices, frames).
+
+    After construction the per-frame scales are solved so that Simpson's sums
+    over the short-axis slices reproduce the LV and RV volume curves and a
+    constant myocardial volume; `radii` evaluates the walls anywhere.
+    """
+
+    def __init__(self, phys, config):
+        self.phys = phys
+        self.config = config
+        n_frames = config.n_frames
+        s = config.slice_spacing_mm
+        self.t = np.arange(n_frames) / n_frames
+        self.es_frame = int(np.clip(round(phys.es_fraction * n_frames), 1, n_frames - 2))
+        self.g = volume_waveform(self.t, self.es_frame / n_frames, phys.e_fill_fraction, phys.heart_rate_bpm)
+        self.base_mm = phys.mapse_mm * (1.0 - self.g)  # mitral plane position (T,)
+        self.lv_volume_ml = phys.lvesv_ml + (phys.lvedv_ml - phys.lvesv_ml) * self.g
+        self.rv_volume_ml = phys.rvesv_ml + (phys.rvedv_ml - phys.rvesv_ml) * self.g
+        self.la_volume_ml = phys.la_min_ml + (phys.la_max_ml - phys.la_min_ml) * (1.0 - self.g)
+        self.ra_volume_ml = phys.ra_min_ml + (phys.ra_max_ml - phys.ra_min_ml) * (1.0 - self.g)
+        self.shape = _endo_shape(phys)
+        self.wall_factor = _wall_angle_factor(phys)
+        self.akinetic_table = akinetic_sector_table(phys.akinetic_segments)
+        self.rv_profile = np.cos(0.5 * np.pi * np.clip(_angular_distance_deg(THETA, 180.0) / phys.rv_sector_deg, 0, 1)) ** 0.7
+        self.rv_wall_profile = _sector_window(180.0, phys.rv_sector_deg + 6.0, 12.0)
+        wall = solve_lv_wall(phys, config)
+        self.cavity_scale = wall.cavity_scale_mm2
+        self.wall_scale = wall.wall_scale_mm
+        self.slice_u_mm = _slice_positions(phys, config)
+
+        # Solve the per-frame scales on the short-axis slices (K, T).
+        u = self.slice_u_mm[:, None] * np.ones((1, n_frames))
+        xi = self._xi(u)
+        f = cavity_profile(xi)
+        w = ring_weights(xi) @ self.akinetic_table  # (K, T, N_THETA)
+        sh2 = self.shape**2
+        fixed = (f[..., None] * sh2 * w).sum(axis=(0, 2)) * 0.5 * D_THETA
+        moving = (f[..., None] * sh2 * (1.0 - w)).sum(axis=(0, 2)) * 0.5 * D_THETA
+        target = self.lv_volume_ml * 1000.0 / (s * self.cavity_scale)
+        self.remote_area_scale = (target - fixed) / moving  # m^2 per frame
+        if np.any(self.remote_area_scale <= 0.02):
+            raise AssertionError(f"eid {phys.eid}: infeasible LV contraction {self.remote_area_scale.min():.3f}")
+        r_endo2 = self._endo2(f, w)
+        q_ed, _ = _myocardial_area_terms(u, xi, self.cavity_scale, self.wall_scale, self.shape,
+                                         self.wall_factor, w, phys)
+        myo_ml = wall.mass_g / MYOCARDIAL_DENSITY_G_PER_ML
+        q_fixed = (q_ed * w).sum(axis=(0, 2)) * 0.5 * D_THETA
+        q_moving = (q_ed * (1.0 - w)).sum(axis=(0, 2)) * 0.5 * D_THETA
+        self.myo_scale = (myo_ml * 1000.0 / s - q_fixed) / q_moving  # (T,)
+        r_epi = np.sqrt(r_endo2 + q_ed * (w + (1.0 - w) * self.myo_scale[None, :, None]))
+        p_rv = self._rv_long(xi)
+        lin = (p_rv[..., None] * r_epi * self.rv_profile).sum(axis=(0, 2)) * D_THETA
+        quad = (p_rv[..., None] ** 2 * self.rv_profile**2).sum(axis=(0, 2)) * 0.5 * D_THETA
+        rv_target = self.rv_volume_ml * 1000.0 / s
+        self.rv_width_mm = (-lin + np.sqrt(lin**2 + 4.0 * quad * rv_target)) / (2.0 * quad)
+        self.mass_g = wall.mass_g
+
+    def _xi(self, u: np.ndarray) -> np.ndarray:
+        return (u - self.base_mm) / (self.phys.lv_long_axis_mm - self.base_mm)
+
+    def _rv_long(self, xi: np.ndarray) -> np.ndarray:
+        return np.where(xi >= 0.0, np.sqrt(np.clip(1.0 - (xi / XI_RV_APEX) ** 2, 0.0, 1.0)), 0.0)
+
+    def _endo2(self, f: np.ndarray, w: np.ndarray) -> np.ndarray:
+        m2 = self.remote_area_scale[None, :, None]
+        return self.cavity_scale * f[..., None] * self.shape**2 * (w + (1.0 - w) * m2)
+
+    def radii(self, u_mm: np.ndarray, theta_index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Wall radii (mm from the long axis) at long-axis positions, all frames.
+
+        Args:
+            u_mm: (N,) positions along the long axis from the end-diastolic mitral plane.
+            theta_index: indices into `THETA` to evaluate (default all).
+
+        Returns:
+            ``endo``, ``epi``, ``rv`` (RV cavity outer), ``rv_wall`` (RV free wall
+            outer), each (N, frames, angles); `ABSENT` where the structure is absent.
+        """
+        idx = np.arange(N_THETA) if theta_index is None else np.asarray(theta_index)
+        u = np.asarray(u_mm, dtype=np.float64)[:, None] * np.ones((1, self.t.size))
+        xi = self._xi(u)
+        f = cavity_profile(xi)
+        w = ring_weights(xi) @ self.akinetic_table[:, idx]
+        sh = self.shape[idx]
+        m2 = self.remote_area_scale[None, :, None]
+        r_endo2 = self.cavity_scale * f[..., None] * sh**2 * (w + (1.0 - w) * m2)
+        q_ed, _ = _myocardial_area_terms(u, xi, self.cavity_scale, self.wall_scale, sh, self.wall_factor[idx], w, self.phys)
+        q = q_ed * (w + (1.0 - w) * self.myo_scale[None, :, None])
+        endo = np.sqrt(r_endo2)
+        epi = np.sqrt(r_endo2 + q)
+        present = epi > 0.0
+        width = (self.rv_width_mm[None, :] * self._rv_long(xi))[..., None]
+        rv = epi + width * self.rv_profile[idx]
+        rv_wall = rv + RV_WALL_MM * self.rv_wall_profile[idx] * np.clip(width / 4.0, 0.0, 1.0)
+        absent = ABSENT
+        return {
+            "endo": np.where(endo > 0.0, endo, absent),
+            "epi": np.where(present, epi, absent),
+            "rv": np.where(present, rv, absent),
+            "rv_wall": np.where(present, rv_wall, absent),
+        }
+
+    def atria(self) -> dict[str, np.ndarray]:
+        """Atrial ellipsoids per frame: centre position along the axis, half-length and radius (mm).
+
+        The atria sit above the mitral plane (negative ``u``), the left atrium on
+        the axis' lateral side and the right atrium on the septal side beyond the RV.
+        """
+        out = {}
+        for name, volume in (("la", self.la_volume_ml), ("ra", self.ra_volume_ml)):
+            radius = (3.0 * volume * 1000.0 / (4.0 * np.pi * 1.3)) ** (1.0 / 3.0)
+            half_length = 1.3 * radius
+            out[name] = dict(u=self.base_mm - 0.6 * half_length, half_length=half_length, radius=radius)
+        lv_radius = np.sqrt(self.cavity_scale)
+        out["la"]["lateral_mm"] = np.full(self.t.size, 0.15 * lv_radius)
+        out["ra"]["lateral_mm"] = -(lv_radius + self.wall_scale + 0.5 * self.rv_width_mm + 6.0)
+        return out
+
+
+@dataclass
+class SimulatedCMR:
+    """The rendered cines of one subject.
+
+    Attributes:
+        sa: short-axis cine, int16 (x, y, slices, frames).
+        seg_sa: its segmentation, uint8, UK Biobank labels.
+        la_4ch: 4-chamber long-axis cine, int16 (x, y, 1, frames).
+        model: the solved `HeartModel` (targets, per-frame scales).
+    """
+
+    sa: CMRImage
+    seg_sa: CMRImage
+    la_4ch: CMRImage
+    model: HeartModel
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+@dataclass
+class _Pose:
+    """Where the heart sits in the body (world RAS mm) and how the planes cut it."""
+
+    base_centre: np.ndarray
+    long_axis: np.ndarray  # base -> apex
+    lateral: np.ndarray
+    anterior: np.ndarray
+    sa_rotation_rad: float
+    sa_offset_mm: np.ndarray  # image centre relative to the LV axis, heart frame (lateral, anterior)
+    la_rotation_rad: float
+    la_centre_mm: np.ndarray  # (u, septal) of the LA image centre
+
+
+def _sample_pose(phys, rng: np.random.Generator) -> _Pose:
+    azimuth = np.radians(rng.normal(42.0, 6.0))  # from anterior toward the left
+    elevation = np.radians(rng.normal(25.0, 6.0))  # downward tilt of the apex
+    long_axis = np.array([-np.sin(azimuth) * np.cos(elevation), np.cos(azimuth) * np.cos(elevation), -np.sin(elevation)])
+    up = np.array([0.0, 0.5, 1.0])
+    anterior = _unit(up - up.dot(long_axis) * long_axis)
+    septal = np.cross(long_axis, anterior)
+    if septal[0] < 0:  # the RV lies to the patient's right (+x in RAS)
+        septal = -septal
+    mid = np.array([-22.0, 28.0, -10.0]) + rng.normal(0.0, 4.0, 3)
+    base = mid - 0.5 * phys.lv_long_axis_mm * long_axis
+    return _Pose(
+        base_centre=base, long_axis=long_axis, lateral=-septal, anterior=anterior,
+        sa_rotation_rad=float(np.radians(rng.normal(0.0, 12.0))),
+        sa_offset_mm=np.array([-15.0, 0.0]) + rng.normal(0.0, 4.0, 2),  # toward the RV
+        la_rotation_rad=float(np.radians(rng.normal(0.0, 10.0))),
+        la_centre_mm=np.array([0.45 * phys.lv_long_axis_mm - 12.0, 8.0]) + rng.normal(0.0, 4.0, 2),
+    )
+
+
+def _soft(distance_outside_mm: np.ndarray, pixel_mm: float) -> np.ndarray:
+    """Partial-volume weight of being inside, from a signed distance (negative inside)."""
+    return np.clip(0.5 - distance_outside_mm / pixel_mm, 0.0, 1.0).astype(np.float32)
+
+
+def _body_background(xyz: np.ndarray, phys, pixel_mm: float) -> np.ndarray:
+    """bSSFP signal of the static body (no heart) at world points (..., 3)."""
+    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
+    bmi = phys.bmi
+    half_w = 150.0 + 3.0 * (bmi - 25.0) + 8.0 * phys.is_male
+    half_d = 105.0 + 3.0 * (bmi - 25.0)
+    fat_mm = float(np.clip(6.0 + 1.3 * (bmi - 20.0), 4.0, 35.0))
+
+    def ellipse_distance(cx, cy, ax, ay):
+        r = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2)
+        return (r - 1.0) * min(ax, ay)
+
+    def ellipsoid_distance(c, axes):
+        r = np.sqrt(sum(((v - cv) / av) ** 2 for v, cv, av in zip((x, y, z), c, axes)))
+        return (r - 1.0) * min(axes)
+
+    out = np.zeros(x.shape, np.float32)
+
+    def paint(value, alpha):
+        nonlocal out
+        out = out + alpha * (np.float32(value) - out)
+
+    paint(SIGNAL["fat"], _soft(ellipse_distance(0.0, 0.0, half_w, half_d), pixel_mm))
+    paint(SIGNAL["muscle"], _soft(ellipse_distance(0.0, 0.0, half_w - fat_mm, half_d - fat_mm), pixel_mm))
+    paint(SIGNAL["mediastinum"], _soft(ellipse_distance(0.0, 0.0, half_w - fat_mm - 12, half_d - fat_mm - 12), pixel_mm))
+    liver_top = -45.0 + 0.3 * x - 0.002 * (x**2 + y**2)
+    paint(SIGNAL["liver"], _soft(z - liver_top, pixel_mm) * _soft(ellipse_distance(0, 0, half_w - fat_mm - 14, half_d - fat_mm - 14), pixel_mm))
+    paint(SIGNAL["lung"], _soft(ellipsoid_distance((-88.0, -8.0, 25.0), (58.0, 72.0, 120.0)), pixel_mm))
+    paint(SIGNAL["lung"], _soft(ellipsoid_distance((82.0, -8.0, 35.0), (62.0, 78.0, 120.0)), pixel_mm))
+    paint(SIGNAL["spine"], _soft(ellipse_distance(0.0, -78.0, 18.0, 16.0), pixel_mm))
+    paint(SIGNAL["csf"], _soft(ellipse_distance(0.0, -102.0, 7.0, 7.0), pixel_mm))
+    paint(SIGNAL["aorta"], _soft(ellipse_distance(-22.0, -58.0, 12.0, 12.0), pixel_mm))
+    return out
+
+
+def _bias_field(shape_xy: tuple[int, int], n_slices: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth multiplicative coil sensitivity (slices, x, y), mean about 1."""
+    xs = np.linspace(-1.0, 1.0, shape_xy[0])[:, None]
+    ys = np.linspace(-1.0, 1.0, shape_xy[1])[None, :]
+    c = rng.normal(0.0, 1.0, 6)
+    field2d = c[0] * xs + c[1] * ys + 0.5 * c[2] * xs * ys + 0.4 * c[3] * xs**2 + 0.4 * c[4] * ys**2
+    field2d = field2d / max(1e-6, np.abs(field2d).max())
+    ks = np.linspace(-1.0, 1.0, n_slices)[:, None, None]
+    return np.exp(strength * (field2d[None] + 0.3 * c[5] * ks)).astype(np.float32)
+
+
+def _rician_int16(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of the clean signal plus complex Gaussian noise (Rician), rounded to int16.
+
+    Works in place on `clean` (float32) to keep the number of passes low.
+    """
+    noise = rng.standard_normal(clean.shape, dtype=np.float32)
+    noise *= np.float32(sigma)
+    clean += noise
+    np.multiply(clean, clean, out=clean)
+    rng.standard_normal(dtype=np.float32, out=noise)
+    noise *= np.float32(sigma)
+    np.multiply(noise, noise, out=noise)
+    clean += noise
+    np.sqrt(clean, out=clean)
+    clean += np.float32(0.5)  # round half up: values are non-negative
+    return clean.astype(np.int16)
+
+
+class _Compositor:
+    """Paints nested heart layers over a background with partial-volume edges.
+
+    Radii arrive in pixel units (float32); the weight of a layer at a pixel is
+    ``clip(r - rho + 0.5, 0, 1)``, i.e. the covered fraction of a pixel-wide
+    ramp across the boundary, so the hard segmentation (weight > 0.5) is exactly
+    ``rho < r``.
+    """
+
+    def __init__(self, image: np.ndarray, rho_px: np.ndarray, seg: np.ndarray | None = None):
+        self.image = image
+        self.neg_rho = (0.5 - rho_px).astype(np.float32)
+        self.seg = seg
+
+    def weight(self, radius_px: np.ndarray, static_px: np.ndarray | None = None, *, inplace: bool = False) -> np.ndarray:
+        offset = self.neg_rho if static_px is None else static_px
+        alpha = np.add(radius_px, offset, out=radius_px if inplace else None)
+        np.maximum(alpha, 0.0, out=alpha)
+        np.minimum(alpha, 1.0, out=alpha)
+        return alpha
+
+    def paint(self, alpha: np.ndarray, value: float, label: int = 0) -> None:
+        if label and self.seg is not None:
+            self.seg[alpha > 0.5] = label
+        diff = np.subtract(np.float32(value), self.image)
+        diff *= alpha
+        self.image += diff
+
+
+def _heart_layers(comp: _Compositor, r_px: dict[str, np.ndarray], effusion_px: float, fat_px: np.ndarray) -> None:
+    """Paint fat, effusion, RV wall, RV blood, LV wall and LV blood, outside in (consumes `r_px`)."""
+    outer = r_px["rv_wall"]
+    if effusion_px > 0:
+        fluid = comp.neg_rho + np.float32(effusion_px)
+        comp.paint(comp.weight(outer, fluid + np.float32(1.0) + fat_px), SIGNAL["fat"])
+        comp.paint(comp.weight(outer, fluid + np.float32(1.0)), SIGNAL["myocardium"] * 0.4)  # pericardium
+        comp.paint(comp.weight(outer, fluid), SIGNAL["fluid"])
+    else:
+        comp.paint(comp.weight(outer, comp.neg_rho + fat_px), SIGNAL["fat"])
+    comp.paint(comp.weight(outer, inplace=True), SIGNAL["myocardium"])
+    comp.paint(comp.weight(r_px["rv"], inplace=True), SIGNAL["rv_blood"], label=3)
+    comp.paint(comp.weight(r_px["epi"], inplace=True), SIGNAL["myocardium"], label=2)
+    comp.paint(comp.weight(r_px["endo"], inplace=True), SIGNAL["blood"], label=1)
+
+
+def _paint_atria(comp: _Compositor, model: HeartModel, lateral_px: np.ndarray, anterior_px: np.ndarray,
+                 along_px: np.ndarray, px: float) -> None:
+    """Paint both atria (wall, then blood; the LA over the RA) above the valve plane.
+
+    Args:
+        lateral_px, anterior_px: heart-frame coordinates of the pixels across the long axis, in pixels.
+        along_px: long-axis position of the pixels, in pixels; broadcastable with the image.
+    """
+    atria = model.atria()
+    base_px = (model.base_mm / px).astype(np.float32)[:, None, None]
+    valve = np.clip(base_px - along_px + 0.5, 0.0, 1.0)  # above the mitral / tricuspid plane
+    for name in ("ra", "la"):
+        a = atria[name]
+        hl = (a["half_length"] / px)[:, None, None]
+        rad = (a["radius"] / px)[:, None, None]
+        du = (along_px - (a["u"] / px)[:, None, None]) / hl
+        dl = (lateral_px - (a["lateral_mm"] / px)[:, None, None]) / rad
+        dist = (np.sqrt(du**2 + dl**2 + (anterior_px / rad) ** 2) - 1.0) * rad  # ~ distance outside, pixels
+        for extra, value in ((2.0 / px, SIGNAL["myocardium"]), (0.0, SIGNAL["atrial_blood"])):
+            alpha = np.clip(0.5 - dist + np.float32(extra), 0.0, 1.0) * valve
+            comp.paint(alpha.astype(np.float32), value)
+
+
+def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
+    """Render the short-axis cine, its segmentation and the 4-chamber cine.
+
+    Args:
+        phys: the subject's `Physiology` (from `sample_physiology`).
+        rng: random generator for the nuisance (pose, anatomy, bias, noise).
+        config: `SynthConfig` (matrix sizes, spacing, slices, frames, noise).
+
+    Returns:
+        `SimulatedCMR` with UK Biobank-like int16 cines and uint8 segmentation.
+    """
+    model = HeartModel(phys, config)
+    pose = _sample_pose(phys, rng)
+    px = config.pixel_spacing_mm
+    n = config.image_size
+    n_frames = config.n_frames
+    frame_ms = 60000.0 / phys.heart_rate_bpm / n_frames
+    signal_scale = float(rng.uniform(280.0, 480.0))
+    sigma = config.noise_sigma * float(rng.uniform(0.8, 1.25)) * signal_scale
+    fat_harmonics = rng.normal(0.0, 1.0, 2)
+    fat_theta_px = np.clip(3.0 + 2.0 * (fat_harmonics[0] * np.cos(THETA) + fat_harmonics[1] * np.sin(2 * THETA))
+                           + 3.0 * _smooth_bump(120.0, 40.0), 0.5, 9.0) / px
+    meta = dict(simulated=True, eid=phys.eid, heart_rate_bpm=phys.heart_rate_bpm,
+                slice_thickness_mm=config.slice_thickness_mm)
+
+    # 1. Short-axis grid: in-plane axes rotated from (lateral, anterior); the
+    # field of view is centred between the ventricles.
+    c, s_ = np.cos(pose.sa_rotation_rad), np.sin(pose.sa_rotation_rad)
+    axis_i = c * pose.lateral + s_ * pose.anterior
+    axis_j = -s_ * pose.lateral + c * pose.anterior
+    centre = (n - 1) / 2.0
+    offset_world = pose.sa_offset_mm[0] * pose.lateral + pose.sa_offset_mm[1] * pose.anterior
+    origin = pose.base_centre + model.slice_u_mm[0] * pose.long_axis + offset_world - centre * px * (axis_i + axis_j)
+    sa_affine = np.eye(4)
+    sa_affine[:3, 0] = axis_i * px
+    sa_affine[:3, 1] = axis_j * px
+    sa_affine[:3, 2] = pose.long_axis * config.slice_spacing_mm
+    sa_affine[:3, 3] = origin
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    rel = (ii[..., None] * px) * axis_i + (jj[..., None] * px) * axis_j + (offset_world - centre * px * (axis_i + axis_j))
+    x_h, y_h = rel @ pose.lateral, rel @ pose.anterior
+    rho_px = (np.hypot(x_h, y_h) / px).astype(np.float32)
+    theta_idx = (np.mod(np.arctan2(y_h, x_h), 2 * np.pi) / D_THETA).astype(np.intp) % N_THETA
+
+    # 2. Static body background, coil bias and signal scale.
+    world = origin + ii[None, ..., None] * sa_affine[:3, 0] + jj[None, ..., None] * sa_affine[:3, 1] \
+        + np.arange(config.n_slices)[:, None, None, None] * sa_affine[:3, 2]
+    background = _body_background(world, phys, px)  # (K, x, y)
+    gain = _bias_field((n, n), config.n_slices, config.bias_field, rng) * np.float32(signal_scale)
+
+    # 3. Heart: wall radii per slice, frame and angle, gathered onto the pixels.
+    r = model.radii(model.slice_u_mm)  # each (K, T, N_THETA) in mm
+    r_px = {k: np.take((v / px).astype(np.float32), theta_idx, axis=-1) for k, v in r.items()}  # (K, T, x, y)
+    image = np.repeat(background[:, None], n_frames, axis=1)
+    seg = np.zeros(image.shape, np.uint8)
+    comp = _Compositor(image, rho_px, seg)
+    above = np.flatnonzero((model.slice_u_mm[:, None] < model.base_mm[None, :]).any(axis=1))
+    for k in above:  # slices that catch the atria above the descending mitral plane
+        sub = _Compositor(image[k], rho_px)
+        _paint_atria(sub, model, (x_h / px).astype(np.float32), (y_h / px).astype(np.float32),
+                     np.float32(model.slice_u_mm[k] / px), px)
+    _heart_layers(comp, r_px, phys.effusion_mm / px, np.take(fat_theta_px.astype(np.float32), theta_idx))
+    image *= gain[:, None]
+    sa_int = _rician_int16(image, sigma, rng)
+
+    sa_img = CMRImage(rearrange(sa_int, "k t x y -> x y k t"), sa_affine, format="nifti", view="sa",
+                      frame_interval_ms=frame_ms, metadata=dict(meta))
+    seg_img = CMRImage(rearrange(seg, "k t x y -> x y k t"), sa_affine.copy(), format="nifti", view="sa",
+                       frame_interval_ms=frame_ms, is_segmentation=True, metadata=dict(meta))
+    la_img = _render_la(phys, model, pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms, meta)
+    return SimulatedCMR(sa=sa_img, seg_sa=seg_img, la_4ch=la_img, model=model)
+
+
+def _render_la(phys, model: HeartModel, pose: _Pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms,
+               meta) -> CMRImage:
+    """The 4-chamber cine: the plane through the long axis and the septal-lateral direction."""
+    px = config.pixel_spacing_mm
+    n = config.la_image_size
+    n_frames = config.n_frames
+    septal = -pose.lateral
+    # Image axes: apex toward the top-right, rotated a little per subject.
+    angle = np.radians(-35.0) + pose.la_rotation_rad
+    axis_i = np.cos(angle) * pose.long_axis + np.sin(angle) * septal
+    axis_j = -np.sin(angle) * pose.long_axis + np.cos(angle) * septal
+    centre = (n - 1) / 2.0
+    centre_world = pose.base_centre + pose.la_centre_mm[0] * pose.long_axis + pose.la_centre_mm[1] * septal
+    origin = centre_world - centre * px * (axis_i + axis_j)
+    affine = np.eye(4)
+    affine[:3, 0] = axis_i * px
+    affine[:3, 1] = axis_j * px
+    affine[:3, 2] = pose.anterior * config.la_slice_thickness_mm
+    affine[:3, 3] = origin
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    world = origin + ii[..., None] * affine[:3, 0] + jj[..., None] * affine[:3, 1]
+    rel = world - pose.base_centre
+    u = rel @ pose.long_axis
+    b = rel @ septal  # > 0 toward the RV
+    step = 0.5
+    u_bins = np.arange(u.min() - step, u.max() + 2 * step, step)
+    r = model.radii(u_bins, np.array([0, N_THETA // 2]))  # lateral and septal bins: (Nu, T, 2)
+    ubin = np.clip(np.rint((u - u_bins[0]) / step).astype(np.intp), 0, u_bins.size - 1)
+    side = (b > 0).astype(np.intp)
+    r_px = {k: (rearrange(v, "u t s -> t u s")[:, ubin, side] / px).astype(np.float32) for k, v in r.items()}  # (T, x, y)
+    background = _body_background(world, phys, px)
+    image = np.repeat(background[None], n_frames, axis=0)
+    comp = _Compositor(image, (np.abs(b) / px).astype(np.float32))
+    _paint_atria(comp, model, (-b / px).astype(np.float32)[None], np.float32(0.0), (u / px).astype(np.float32)[None], px)
+    fat_px = np.where(side > 0, fat_theta_px[N_THETA // 2], fat_theta_px[0]).astype(np.float32)
+    _heart_layers(comp, r_px, phys.effusion_mm / px, fat_px)
+    image *= _bias_field((n, n), 1, config.bias_field, rng) * np.float32(signal_scale)
+    la_int = _rician_int16(image, sigma, rng)
+    return CMRImage(rearrange(la_int, "t x y -> x y 1 t"), affine, format="nifti", view="la_4ch",
+                    frame_interval_ms=frame_ms, metadata=dict(meta))
