@@ -98,3 +98,10 @@ def test_missing_file_and_console_script(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "nope.xml: no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_overrides_after_options_and_unknown_arguments(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["inspect", "file.xml", "--json", "surplus"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: surplus" in capsys.readouterr().err

@@ -379,6 +379,34 @@ def test_dicom_folder_errors(tmp_path):
     _assert_input_error(err, truncated, "zip")
 
 
+def test_dicom_repeated_slice_keeps_latest_series_and_gaps_are_errors(tmp_path):
+    first = CMRImage(integer_cine((8, 6, 1, 3), seed=7), np.eye(4), frame_interval_ms=20.0)
+    repeat = CMRImage(integer_cine((8, 6, 1, 3), seed=8), np.eye(4), frame_interval_ms=20.0)
+    write_dicom_series(first, tmp_path / "repeat", series_description="CINE_segmented_SAX_b1", synthetic=False)
+    write_dicom_series(
+        repeat, tmp_path / "repeat", series_description="CINE_segmented_SAX_b1", series_number=2, synthetic=False
+    )
+    back = read_dicom_series(tmp_path / "repeat")
+    np.testing.assert_array_equal(back.data, repeat.data)
+    assert back.metadata["superseded_series"] == ["CINE_segmented_SAX_b1"]
+
+    paths = write_dicom_series(
+        CMRImage(integer_cine((8, 6, 4, 2)), np.diag([1.5, 1.5, 10.0, 1.0])),
+        tmp_path / "gap",
+        series_description="x",
+        synthetic=False,
+    )
+    for path in paths[2:4]:  # slice 1 (both frames) missing
+        path.unlink()
+    with pytest.raises(InputError) as err:
+        read_dicom_series(tmp_path / "gap")
+    _assert_input_error(err, tmp_path / "gap", "not evenly spaced", "[20.0, 10.0]")
+    paths[5].unlink()  # and one frame of slice 2
+    with pytest.raises(InputError) as err:
+        read_dicom_series(tmp_path / "gap")
+    _assert_input_error(err, tmp_path / "gap", "different frame counts [2, 1, 2]")
+
+
 # --------------------------------------------------------------------------- ACDC
 
 

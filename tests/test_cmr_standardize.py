@@ -82,10 +82,10 @@ def test_oblique_grid_is_reoriented_and_resampled():
         [[0.0, -spacing, 0.0, 70.0], [-spacing, 0.0, 0.0, 40.0], [0.0, 0.0, 10.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
     )
     assert canonical_inplane_axcodes(affine) == "RAS"
-    i, j = np.meshgrid(np.arange(100), np.arange(100), indexing="ij")
+    i, j = np.meshgrid(np.arange(130), np.arange(130), indexing="ij")
     world_r, world_a = 70.0 - spacing * j, 40.0 - spacing * i
-    disc_r, disc_a, radius_mm = -15.0, 10.0, 15.0
-    data = np.zeros((100, 100, 1, n_frames), np.float32)
+    disc_r, disc_a, radius_mm = -26.0, -14.0, 15.0  # voxel (45, 80): off-centre
+    data = np.zeros((130, 130, 1, n_frames), np.float32)
     marker = np.hypot(world_r - (disc_r + 25.0), world_a - disc_a) <= 3.0  # static, 25 mm to the right
     for t in range(n_frames):
         data[:, :, 0, t] = 100.0 * (np.hypot(world_r - disc_r, world_a - disc_a) <= disc_radius(t, n_frames, radius_mm))
@@ -171,10 +171,15 @@ def test_slice_selection_by_hand():
     assert select_slices(image, CMRConfig(sa_slices="basal_mid_apical"))[0] == [1, 5, 8]
 
 
-def test_mid_slice_without_segmentation_is_the_most_dynamic():
+def test_slices_without_segmentation_follow_the_beating_slices():
     image, _ = pulsing_disc(shape=(60, 60, 7, 12), center=(25.0, 35.0), disc_slices=[5])
     out = standardize_cine(image, CMRConfig(crop_size=32, n_frames=12))
     assert out.slice_indices == [5]
+    stack, _ = pulsing_disc(shape=(60, 60, 10, 12), center=(25.0, 35.0), disc_slices=range(2, 8))
+    center = (25.0, 35.0)
+    assert select_slices(stack, CMRConfig(sa_slices="mid"), None, center)[0] == [4]
+    assert select_slices(stack, CMRConfig(sa_slices="basal_mid_apical"), None, center)[0] == [3, 5, 7]
+    assert select_slices(stack, CMRConfig(sa_slices="all", n_sa_slices=4), None, center)[0] == [3, 4, 5, 6]
     static = CMRImage(image.data[..., :1].copy(), image.affine, view="sa")
     _, seg = pulsing_disc(shape=(60, 60, 7, 1), center=(25.0, 35.0))
     seg.data[:, :, :, :] = 0  # no LV cavity anywhere, but a heart label for the centre
@@ -248,3 +253,26 @@ def test_acdc_crops_contain_the_lv(acdc_dir):
         cx, cy = (int(np.floor(v + 0.5)) for v in out.center_xy)
         expected = np.clip((image.data[cx, cy, out.slice_indices[1], 0] - low) / (high - low), 0, 1)
         assert out.frames[1, 0, 40, 40] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_variance_centre_finds_the_heart_on_acdc_ed_es_pairs(acdc_dir):
+    """Without segmentations, two-frame (ED, ES) cines of real hearts: the crop still holds the LV."""
+    distances, lv_inside, slice_offsets = [], 0, []
+    patients = sorted({path.name[:10] for path in acdc_dir.glob("patient*_frame01.h5")})
+    for patient in patients:
+        ed, ed_seg = read_acdc_h5(acdc_dir / f"{patient}_frame01.h5")
+        es, _ = read_acdc_h5(acdc_dir / f"{patient}_frame02.h5")
+        cine = CMRImage(np.concatenate([ed.data, es.data], axis=3), ed.affine, view="sa", metadata=ed.metadata)
+        (cx, cy), method = find_crop_center(cine)
+        assert method == "temporal_variance"
+        lv = np.argwhere(ed_seg.data[..., 0] == 1)
+        distances.append(np.hypot(cx - lv[:, 0].mean(), cy - lv[:, 1].mean()))
+        lv_inside += bool(np.all(np.abs(lv[:, 0] - cx) < 40) and np.all(np.abs(lv[:, 1] - cy) < 40))
+        mid_without_seg = select_slices(cine, CMRConfig(), None, (cx, cy))[0][0]
+        mid_with_seg = select_slices(ed, CMRConfig(), ed_seg)[0][0]
+        slice_offsets.append(abs(mid_without_seg - mid_with_seg))
+    assert len(patients) == 30
+    assert np.median(distances) < 8.0
+    assert lv_inside >= 28
+    assert np.median(slice_offsets) <= 1 and max(slice_offsets) <= 3

@@ -155,6 +155,11 @@ def test_ukb_xml_corrupted_copies_raise_input_errors(tmp_path, ukb_text):
     _copy_with(tmp_path, ukb_text[:s0] + strip[:v6] + strip[v6_end:] + ukb_text[s1:], "eleven_leads.xml")
     cases["eleven_leads.xml"] = ("wrong lead count", "NumberOfLeads says 12, found 11")
 
+    _copy_with(tmp_path, ukb_text[:s0] + strip.replace('lead="V1"', 'lead="V9"') + ukb_text[s1:], "wrong_lead.xml")
+    cases["wrong_lead.xml"] = ("unknown lead 'V9' in StripData",)
+    _copy_with(tmp_path, ukb_text[:s0] + strip.replace('lead="V2"', 'lead="V1"') + ukb_text[s1:], "twice.xml")
+    cases["twice.xml"] = ("lead V1 appears twice in StripData",)
+
     bad = strip.replace("\t\t21,21,20,21,", "\t\t21,x1,20,21,", 1)
     assert bad != strip
     _copy_with(tmp_path, ukb_text[:s0] + bad + ukb_text[s1:], "non_numeric.xml")

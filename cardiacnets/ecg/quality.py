@@ -17,8 +17,11 @@ Codes:
     clipping          at least `CLIPPING_MIN_FRACTION` of the samples sit on the
                       lead's extreme value in plateaus of `CLIPPING_MIN_RUN_S` or
                       longer (amplifier saturation). Plateaus touching the first
-                      or last sample do not count: PTB-XL, for one, holds the
-                      last value for the final ~0.1 s of many records.
+                      or last sample do not count (PTB-XL, for one, holds the
+                      last value for the final ~0.1 s of many records), nor an
+                      extreme within `CLIPPING_MIN_EXCURSION` of the lead's
+                      peak-to-peak from its median (a noise-free isoelectric line
+                      sitting at the lead's minimum is not saturation).
     too_short         shorter than `MIN_DURATION_S` (error).
     unknown_lead      a label that is not one of the 12 standard leads (ignored).
     duplicate_lead    two rows map to the same standard lead (error).
@@ -39,7 +42,7 @@ import numpy as np
 from einops import rearrange
 from numpy.lib.stride_tricks import sliding_window_view
 
-from cardiacnets.ecg.leads import STANDARD_LEADS, canonical_lead_name
+from cardiacnets.ecg.leads import canonical_lead_name
 from cardiacnets.ecg.record import ECGRecord
 
 MIN_DURATION_S = 2.0
@@ -54,6 +57,8 @@ CLIPPING_MIN_RUN_S = 0.02
 rounded and touches its maximum for only a few samples."""
 CLIPPING_MIN_FRACTION = 0.01
 """Fraction of samples in such plateaus that counts as clipping."""
+CLIPPING_MIN_EXCURSION = 0.25
+"""A clipped extreme lies at least this fraction of the peak-to-peak from the median."""
 IMPLAUSIBLE_MAX_MV = 30.0
 """Median over leads of the peak-to-peak amplitude above this is not millivolts."""
 IMPLAUSIBLE_MIN_MV = 0.05
@@ -113,7 +118,7 @@ def check_quality(record: ECGRecord) -> list[QualityFinding]:
         if std_name is None:
             findings.append(QualityFinding(
                 "unknown_lead", "warning", name,
-                f"lead {name!r} is not one of the 12 standard leads ({', '.join(STANDARD_LEADS)}); it is ignored",
+                f"lead {name!r} is not one of the 12 standard leads; ignored",
             ))
         elif std_name in seen:
             findings.append(QualityFinding(
@@ -253,7 +258,11 @@ def _plateau_fraction(clean: np.ndarray, high: np.ndarray, low: np.ndarray, min_
     candidates = np.flatnonzero(at_high.sum(axis=1) + at_low.sum(axis=1) >= CLIPPING_MIN_FRACTION * n_samples)
     for lead in candidates:
         total = 0
-        for at_extreme in (at_high[lead], at_low[lead]):
+        median = float(np.median(clean[lead]))
+        min_excursion = CLIPPING_MIN_EXCURSION * (high[lead] - low[lead])
+        for extreme, at_extreme in ((high[lead], at_high[lead]), (low[lead], at_low[lead])):
+            if abs(extreme - median) < min_excursion:
+                continue  # the isoelectric line, not a rail
             edges = np.diff(np.concatenate(([0], at_extreme.view(np.int8), [0])))
             starts = np.flatnonzero(edges == 1)
             ends = np.flatnonzero(edges == -1)

@@ -190,6 +190,7 @@ def _select_series(
     source: _Source, frames: list[_Frame], series: str | None, view: str | None
 ) -> tuple[list[_Frame], list[str]]:
     """Keep the frames of the requested series; returns them and the descriptions left out."""
+
     def described(frame: _Frame) -> str:
         return frame.description or frame.series_uid
 
@@ -204,7 +205,7 @@ def _select_series(
     else:
         kept = [f for f in frames if not DUPLICATE_SERIES_PATTERN.search(f.description)]
         if not kept:
-            kept = frames  # only InlineVF series: they are the data
+            kept = frames  # only InlineVF series: they hold the cine
         if view is not None and view != "unknown":
             names_a_view = any(
                 re.search(p, f.description, re.IGNORECASE) for f in kept for p in VIEW_SERIES_PATTERNS.values()
@@ -270,9 +271,8 @@ def _frame_sort_key(source: _Source, frame: _Frame, use_trigger: bool) -> tuple[
     instance = frame.ds.get("InstanceNumber")
     has_instance = instance not in (None, "")
     if not use_trigger and not has_instance:
-        raise source.error(
-            frame.name, "missing DICOM tag InstanceNumber and TriggerTime is not on every frame; cannot order the frames"
-        )
+        problem = "missing DICOM tag InstanceNumber, and TriggerTime is not on every frame; cannot order the frames"
+        raise source.error(frame.name, problem)
     trigger = float(frame.ds.TriggerTime) if use_trigger else 0.0
     return trigger, float(instance) if has_instance else 0.0
 
@@ -294,7 +294,8 @@ def read_dicom_series(path: str | os.PathLike, *, series: str | None = None, vie
     Series selection: with `series`, only images whose SeriesInstanceUID equals
     it or whose SeriesDescription matches it as a case-insensitive shell pattern
     (``"CINE_segmented_LAX_4Ch"``, ``"*SAX_b*"``) are read. Otherwise Siemens
-    ``InlineVF`` duplicates are skipped and, when `view` is given and the
+    ``InlineVF`` series (the cine slices again, in one series) are skipped
+    when other series are present and, when `view` is given and the
     series descriptions name views (``SAX``, ``2Ch``, ``3Ch``, ``4Ch``), only
     that view's series are kept. All kept images must share one image plane
     orientation; several short-axis series (one per slice, as UK Biobank

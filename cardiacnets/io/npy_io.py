@@ -74,7 +74,9 @@ def read_npy(
     elif array.shape[1] == n_leads:
         signal = array.T  # (time, leads) -> (leads, time)
     else:
-        raise InputError(path, f"lead count mismatch: array shape {array.shape} has no axis of {n_leads} (the number of lead_names)")
+        raise InputError(
+            path, f"lead count mismatch: array shape {array.shape} has no axis of {n_leads} (the number of lead_names)"
+        )
 
     signal_mV = (signal.astype(np.float64) * UNIT_TO_MV[units]).astype(np.float32)
     return ECGRecord(

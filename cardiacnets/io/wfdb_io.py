@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from einops import rearrange
 
 from cardiacnets.ecg.leads import canonical_lead_name
 from cardiacnets.ecg.record import ECGRecord
@@ -181,14 +182,14 @@ def _parse_header(header_path: Path, text: str) -> _Header:
         raise InputError(
             header_path, f"bad header: record line announces {n_signals} signals, found {len(signal_lines)} signal lines"
         )
-    for number, line in signal_lines[:n_signals]:
-        header.signals.append(_parse_signal_line(header_path, number, line))
+    for index, (number, line) in enumerate(signal_lines[:n_signals]):
+        header.signals.append(_parse_signal_line(header_path, number, line, index))
     if n_signals == 0:
         raise InputError(header_path, "bad header: record has no signals")
     return header
 
 
-def _parse_signal_line(header_path: Path, number: int, line: str) -> _SignalSpec:
+def _parse_signal_line(header_path: Path, number: int, line: str, index: int) -> _SignalSpec:
     fields = line.split(maxsplit=8)
     where = f"bad header: line {number}"
     if len(fields) < 2:
@@ -211,7 +212,7 @@ def _parse_signal_line(header_path: Path, number: int, line: str) -> _SignalSpec
         adc_zero = int(fields[4]) if len(fields) > 4 else 0
     except ValueError:
         raise InputError(header_path, f"{where}: ADC zero {fields[4]!r} is not an integer") from None
-    label = fields[8].strip() if len(fields) > 8 else f"signal{number - 1}"
+    label = fields[8].strip() if len(fields) > 8 else f"signal{index + 1}"  # unlabelled: flagged unknown later
     return _SignalSpec(
         file_name=fields[0],
         fmt=int(fmt_match["fmt"]),
@@ -282,18 +283,21 @@ def _read_format16(header_path: Path, header: _Header) -> tuple[np.ndarray, str]
         if n_samples is None:
             if available <= 0 or available % frame_bytes:
                 raise InputError(
-                    file_path, f"signal file of {len(raw)} bytes is not a whole number of {len(indices)}-signal frames (truncated?)"
+                    file_path,
+                    f"signal file of {len(raw)} bytes is not a whole number of {len(indices)}-signal frames (truncated?)",
                 )
             n_samples = available // frame_bytes
         needed = n_samples * frame_bytes
         if available < needed:
             raise InputError(
-                file_path, f"truncated signal file: {len(raw)} bytes, the header needs {needed + offset} ({n_samples} samples x {len(indices)} signals)"
+                file_path,
+                f"truncated signal file: {len(raw)} bytes, the header needs {needed + offset} "
+                f"({n_samples} samples x {len(indices)} signals)",
             )
         block = np.frombuffer(raw, dtype="<i2", count=n_samples * len(indices), offset=offset)
         if digital is None:
             digital = np.empty((header.n_signals, n_samples), dtype=np.int16)
-        digital[indices] = block.reshape(n_samples, len(indices)).T
+        digital[indices] = rearrange(block, "(time lead) -> lead time", lead=len(indices))  # frames are interleaved
     assert digital is not None
     return _to_mV(header_path, header, digital, INVALID_SAMPLE_16)
 
@@ -349,7 +353,8 @@ def _read_with_wfdb(header_path: Path, header: _Header) -> tuple[np.ndarray, str
     signal = np.asarray(record.p_signal, dtype=np.float64).T  # (leads, time)
     expected = header.n_samples or record.sig_len
     if signal.shape != (len(record.sig_name), expected):
-        raise InputError(header_path, f"signal has shape {signal.shape}, the header needs ({len(record.sig_name)}, {expected}) (truncated?)")
+        needs = (len(record.sig_name), expected)
+        raise InputError(header_path, f"signal has shape {signal.shape}, the header needs {needs} (truncated?)")
     units = [u or "mV" for u in record.units]
     scale = []
     for label, unit in zip(record.sig_name, units):

@@ -22,7 +22,8 @@ Ground truth agrees with segmentation-based measurement by construction: every
 free scale (cavity radius, remote contraction, myocardial scale, RV width) is
 solved per frame from Simpson's sum over the actual slice positions, i.e. from
 the same quantity `cardiacnets.cmr.indices.function_indices` measures (areas are
-exact on a 1.5-degree polar grid; rasterisation leaves < 1 % volume error).
+exact on a 1.5-degree polar grid; rasterisation leaves typically 0.2-0.4 % and at
+most about 2 % volume error, EF within half a point).
 
 Rendering: bright blood, dark myocardium, bright fat, dark lung, liver, spine
 and aorta from a simple 3-D body model, a smooth coil bias field and Rician noise
@@ -266,7 +267,8 @@ class HeartModel:
         self.shape = _endo_shape(phys)
         self.wall_factor = _wall_angle_factor(phys)
         self.akinetic_table = akinetic_sector_table(phys.akinetic_segments)
-        self.rv_profile = np.cos(0.5 * np.pi * np.clip(_angular_distance_deg(THETA, 180.0) / phys.rv_sector_deg, 0, 1)) ** 0.7
+        rv_angle = np.clip(_angular_distance_deg(THETA, 180.0) / phys.rv_sector_deg, 0.0, 1.0)
+        self.rv_profile = np.cos(0.5 * np.pi * rv_angle) ** 0.7  # crescent width around the septum
         self.rv_wall_profile = _sector_window(180.0, phys.rv_sector_deg + 6.0, 12.0)
         wall = solve_lv_wall(phys, config)
         self.cavity_scale = wall.cavity_scale_mm2
@@ -329,7 +331,8 @@ class HeartModel:
         sh = self.shape[idx]
         m2 = self.remote_area_scale[None, :, None]
         r_endo2 = self.cavity_scale * f[..., None] * sh**2 * (w + (1.0 - w) * m2)
-        q_ed, _ = _myocardial_area_terms(u, xi, self.cavity_scale, self.wall_scale, sh, self.wall_factor[idx], w, self.phys)
+        q_ed, _ = _myocardial_area_terms(u, xi, self.cavity_scale, self.wall_scale, sh, self.wall_factor[idx], w,
+                                         self.phys)
         q = q_ed * (w + (1.0 - w) * self.myo_scale[None, :, None])
         endo = np.sqrt(r_endo2)
         epi = np.sqrt(r_endo2 + q)
@@ -345,11 +348,16 @@ class HeartModel:
             "rv_wall": np.where(present, rv_wall, absent),
         }
 
-    def atria(self) -> dict[str, np.ndarray]:
-        """Atrial ellipsoids per frame: centre position along the axis, half-length and radius (mm).
+    def atria(self) -> dict[str, dict[str, np.ndarray]]:
+        """Atrial ellipsoids per frame, from the atrial volume curves.
 
         The atria sit above the mitral plane (negative ``u``), the left atrium on
         the axis' lateral side and the right atrium on the septal side beyond the RV.
+
+        Returns:
+            ``{"la": ..., "ra": ...}``, each with (frames,) arrays ``u`` (centre along
+            the long axis), ``half_length``, ``radius`` and ``lateral_mm`` (centre's
+            offset from the LV axis toward the lateral wall), all in mm.
         """
         out = {}
         for name, volume in (("la", self.la_volume_ml), ("ra", self.ra_volume_ml)):
@@ -400,7 +408,8 @@ class _Pose:
 def _sample_pose(phys, rng: np.random.Generator) -> _Pose:
     azimuth = np.radians(rng.normal(42.0, 6.0))  # from anterior toward the left
     elevation = np.radians(rng.normal(25.0, 6.0))  # downward tilt of the apex
-    long_axis = np.array([-np.sin(azimuth) * np.cos(elevation), np.cos(azimuth) * np.cos(elevation), -np.sin(elevation)])
+    long_axis = np.array([-np.sin(azimuth) * np.cos(elevation), np.cos(azimuth) * np.cos(elevation),
+                          -np.sin(elevation)])
     up = np.array([0.0, 0.5, 1.0])
     anterior = _unit(up - up.dot(long_axis) * long_axis)
     septal = np.cross(long_axis, anterior)
@@ -411,7 +420,7 @@ def _sample_pose(phys, rng: np.random.Generator) -> _Pose:
     return _Pose(
         base_centre=base, long_axis=long_axis, lateral=-septal, anterior=anterior,
         sa_rotation_rad=float(np.radians(rng.normal(0.0, 12.0))),
-        sa_offset_mm=np.array([-15.0, 0.0]) + rng.normal(0.0, 4.0, 2),  # toward the RV
+        sa_offset_mm=np.array([-20.0, 0.0]) + rng.normal(0.0, 3.0, 2),  # toward the RV
         la_rotation_rad=float(np.radians(rng.normal(0.0, 10.0))),
         la_centre_mm=np.array([0.45 * phys.lv_long_axis_mm - 12.0, 8.0]) + rng.normal(0.0, 4.0, 2),
     )
@@ -446,9 +455,10 @@ def _body_background(xyz: np.ndarray, phys, pixel_mm: float) -> np.ndarray:
 
     paint(SIGNAL["fat"], _soft(ellipse_distance(0.0, 0.0, half_w, half_d), pixel_mm))
     paint(SIGNAL["muscle"], _soft(ellipse_distance(0.0, 0.0, half_w - fat_mm, half_d - fat_mm), pixel_mm))
-    paint(SIGNAL["mediastinum"], _soft(ellipse_distance(0.0, 0.0, half_w - fat_mm - 12, half_d - fat_mm - 12), pixel_mm))
-    liver_top = -45.0 + 0.3 * x - 0.002 * (x**2 + y**2)
-    paint(SIGNAL["liver"], _soft(z - liver_top, pixel_mm) * _soft(ellipse_distance(0, 0, half_w - fat_mm - 14, half_d - fat_mm - 14), pixel_mm))
+    thorax = _soft(ellipse_distance(0.0, 0.0, half_w - fat_mm - 12, half_d - fat_mm - 12), pixel_mm)
+    paint(SIGNAL["mediastinum"], thorax)
+    liver_top = -45.0 + 0.3 * x - 0.002 * (x**2 + y**2)  # diaphragm dome, higher on the right
+    paint(SIGNAL["liver"], _soft(z - liver_top, pixel_mm) * thorax)
     paint(SIGNAL["lung"], _soft(ellipsoid_distance((-88.0, -8.0, 25.0), (58.0, 72.0, 120.0)), pixel_mm))
     paint(SIGNAL["lung"], _soft(ellipsoid_distance((82.0, -8.0, 35.0), (62.0, 78.0, 120.0)), pixel_mm))
     paint(SIGNAL["spine"], _soft(ellipse_distance(0.0, -78.0, 18.0, 16.0), pixel_mm))
@@ -471,16 +481,27 @@ def _bias_field(shape_xy: tuple[int, int], n_slices: int, strength: float, rng: 
 def _rician_int16(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the clean signal plus complex Gaussian noise (Rician), rounded to int16.
 
-    Works in place on `clean` (float32) to keep the number of passes low.
+    The complex noise is drawn in polar form (Box-Muller: radius
+    ``sigma * sqrt(-2 ln u1)``, phase ``2 pi u2``), so the magnitude is
+    ``sqrt(s^2 + (sigma r)^2 + 2 s sigma r cos(phase))`` -- exactly Rician, from two
+    uniforms instead of two normals: 50-75 ms against 95-105 ms for a default
+    short-axis cine (3.2 M voxels) on the project's 2-core machine. Works in place
+    on `clean` (float32).
     """
-    noise = rng.standard_normal(clean.shape, dtype=np.float32)
-    noise *= np.float32(sigma)
-    clean += noise
+    radius2 = rng.random(clean.shape, dtype=np.float32)
+    np.subtract(np.float32(1.0), radius2, out=radius2)  # (0, 1]: log stays finite
+    np.log(radius2, out=radius2)
+    radius2 *= np.float32(-2.0 * sigma * sigma)  # (sigma r)^2
+    cross = rng.random(clean.shape, dtype=np.float32)
+    cross *= np.float32(2.0 * np.pi)
+    np.cos(cross, out=cross)
+    cross *= np.sqrt(radius2)
+    cross *= clean
+    cross *= np.float32(2.0)  # 2 s sigma r cos(phase)
     np.multiply(clean, clean, out=clean)
-    rng.standard_normal(dtype=np.float32, out=noise)
-    noise *= np.float32(sigma)
-    np.multiply(noise, noise, out=noise)
-    clean += noise
+    clean += radius2
+    clean += cross
+    np.maximum(clean, 0.0, out=clean)  # rounding can leave -0.0001 where s ~ sigma r
     np.sqrt(clean, out=clean)
     clean += np.float32(0.5)  # round half up: values are non-negative
     return clean.astype(np.int16)
@@ -489,30 +510,32 @@ def _rician_int16(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> 
 class _Compositor:
     """Paints nested heart layers over a background with partial-volume edges.
 
-    Radii arrive in pixel units (float32); the weight of a layer at a pixel is
-    ``clip(r - rho + 0.5, 0, 1)``, i.e. the covered fraction of a pixel-wide
-    ramp across the boundary, so the hard segmentation (weight > 0.5) is exactly
-    ``rho < r``.
+    Radii arrive in pixel units (float32). A layer covers ``clip(r - rho + 0.5,
+    0, 1)`` of a pixel (a pixel-wide ramp across the boundary), so the hard
+    segmentation (coverage > 0.5) is exactly ``rho < r``. `weight` returns the
+    *uncovered* fraction ``beta`` so that `paint` can blend in place without
+    temporaries: ``image = value + beta * (image - value)``.
     """
 
     def __init__(self, image: np.ndarray, rho_px: np.ndarray, seg: np.ndarray | None = None):
         self.image = image
-        self.neg_rho = (0.5 - rho_px).astype(np.float32)
+        self.neg_rho = (0.5 - rho_px).astype(np.float32)  # coverage = clip(r + neg_rho, 0, 1)
         self.seg = seg
 
-    def weight(self, radius_px: np.ndarray, static_px: np.ndarray | None = None, *, inplace: bool = False) -> np.ndarray:
-        offset = self.neg_rho if static_px is None else static_px
-        alpha = np.add(radius_px, offset, out=radius_px if inplace else None)
-        np.maximum(alpha, 0.0, out=alpha)
-        np.minimum(alpha, 1.0, out=alpha)
-        return alpha
+    def weight(self, radius_px: np.ndarray, static_px: np.ndarray | None = None, *,
+               inplace: bool = False) -> np.ndarray:
+        """Uncovered fraction ``1 - clip(r + static, 0, 1)`` (static defaults to ``0.5 - rho``)."""
+        complement = np.float32(1.0) - (self.neg_rho if static_px is None else static_px)
+        beta = np.subtract(complement, radius_px, out=radius_px if inplace else None)
+        return np.clip(beta, 0.0, 1.0, out=beta)
 
-    def paint(self, alpha: np.ndarray, value: float, label: int = 0) -> None:
+    def paint(self, beta: np.ndarray, value: float, label: int = 0) -> None:
         if label and self.seg is not None:
-            self.seg[alpha > 0.5] = label
-        diff = np.subtract(np.float32(value), self.image)
-        diff *= alpha
-        self.image += diff
+            self.seg[beta < 0.5] = label
+        value = np.float32(value)
+        self.image -= value
+        self.image *= beta
+        self.image += value
 
 
 def _heart_layers(comp: _Compositor, r_px: dict[str, np.ndarray], effusion_px: float, fat_px: np.ndarray) -> None:
@@ -532,15 +555,18 @@ def _heart_layers(comp: _Compositor, r_px: dict[str, np.ndarray], effusion_px: f
 
 
 def _paint_atria(comp: _Compositor, model: HeartModel, lateral_px: np.ndarray, anterior_px: np.ndarray,
-                 along_px: np.ndarray, px: float) -> None:
+                 along_px: np.ndarray, px: float, frames: np.ndarray | None = None) -> None:
     """Paint both atria (wall, then blood; the LA over the RA) above the valve plane.
 
     Args:
         lateral_px, anterior_px: heart-frame coordinates of the pixels across the long axis, in pixels.
         along_px: long-axis position of the pixels, in pixels; broadcastable with the image.
+        frames: the frames the image holds (default all).
     """
-    atria = model.atria()
-    base_px = (model.base_mm / px).astype(np.float32)[:, None, None]
+    frames = np.arange(model.t.size) if frames is None else frames
+    atria = {name: {k: np.broadcast_to(v, model.t.shape)[frames] for k, v in a.items()}
+             for name, a in model.atria().items()}
+    base_px = (model.base_mm[frames] / px).astype(np.float32)[:, None, None]
     valve = np.clip(base_px - along_px + 0.5, 0.0, 1.0)  # above the mitral / tricuspid plane
     for name in ("ra", "la"):
         a = atria[name]
@@ -550,8 +576,8 @@ def _paint_atria(comp: _Compositor, model: HeartModel, lateral_px: np.ndarray, a
         dl = (lateral_px - (a["lateral_mm"] / px)[:, None, None]) / rad
         dist = (np.sqrt(du**2 + dl**2 + (anterior_px / rad) ** 2) - 1.0) * rad  # ~ distance outside, pixels
         for extra, value in ((2.0 / px, SIGNAL["myocardium"]), (0.0, SIGNAL["atrial_blood"])):
-            alpha = np.clip(0.5 - dist + np.float32(extra), 0.0, 1.0) * valve
-            comp.paint(alpha.astype(np.float32), value)
+            coverage = np.clip(0.5 - dist + np.float32(extra), 0.0, 1.0) * valve
+            comp.paint((1.0 - coverage).astype(np.float32), value)
 
 
 def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
@@ -593,7 +619,8 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     sa_affine[:3, 2] = pose.long_axis * config.slice_spacing_mm
     sa_affine[:3, 3] = origin
     ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    rel = (ii[..., None] * px) * axis_i + (jj[..., None] * px) * axis_j + (offset_world - centre * px * (axis_i + axis_j))
+    rel = (ii[..., None] * px) * axis_i + (jj[..., None] * px) * axis_j \
+        + (offset_world - centre * px * (axis_i + axis_j))  # pixel positions relative to the LV axis
     x_h, y_h = rel @ pose.lateral, rel @ pose.anterior
     rho_px = (np.hypot(x_h, y_h) / px).astype(np.float32)
     theta_idx = (np.mod(np.arctan2(y_h, x_h), 2 * np.pi) / D_THETA).astype(np.intp) % N_THETA
@@ -610,11 +637,13 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     image = np.repeat(background[:, None], n_frames, axis=1)
     seg = np.zeros(image.shape, np.uint8)
     comp = _Compositor(image, rho_px, seg)
-    above = np.flatnonzero((model.slice_u_mm[:, None] < model.base_mm[None, :]).any(axis=1))
-    for k in above:  # slices that catch the atria above the descending mitral plane
-        sub = _Compositor(image[k], rho_px)
+    above = model.slice_u_mm[:, None] + px < model.base_mm[None, :]  # (K, T): slice above the mitral plane
+    for k in np.flatnonzero(above.any(axis=1)):  # slices that catch the atria above the descending base
+        frames = np.flatnonzero(above[k])
+        sub = _Compositor(image[k, frames], rho_px)
         _paint_atria(sub, model, (x_h / px).astype(np.float32), (y_h / px).astype(np.float32),
-                     np.float32(model.slice_u_mm[k] / px), px)
+                     np.float32(model.slice_u_mm[k] / px), px, frames)
+        image[k, frames] = sub.image
     _heart_layers(comp, r_px, phys.effusion_mm / px, np.take(fat_theta_px.astype(np.float32), theta_idx))
     image *= gain[:, None]
     sa_int = _rician_int16(image, sigma, rng)
@@ -656,11 +685,13 @@ def _render_la(phys, model: HeartModel, pose: _Pose, config, rng, signal_scale, 
     r = model.radii(u_bins, np.array([0, N_THETA // 2]))  # lateral and septal bins: (Nu, T, 2)
     ubin = np.clip(np.rint((u - u_bins[0]) / step).astype(np.intp), 0, u_bins.size - 1)
     side = (b > 0).astype(np.intp)
-    r_px = {k: (rearrange(v, "u t s -> t u s")[:, ubin, side] / px).astype(np.float32) for k, v in r.items()}  # (T, x, y)
+    r_px = {k: (rearrange(v, "u t s -> t u s")[:, ubin, side] / px).astype(np.float32)  # (T, x, y)
+            for k, v in r.items()}
     background = _body_background(world, phys, px)
     image = np.repeat(background[None], n_frames, axis=0)
     comp = _Compositor(image, (np.abs(b) / px).astype(np.float32))
-    _paint_atria(comp, model, (-b / px).astype(np.float32)[None], np.float32(0.0), (u / px).astype(np.float32)[None], px)
+    lateral_px, along_px = (-b / px).astype(np.float32)[None], (u / px).astype(np.float32)[None]
+    _paint_atria(comp, model, lateral_px, np.float32(0.0), along_px, px)
     fat_px = np.where(side > 0, fat_theta_px[N_THETA // 2], fat_theta_px[0]).astype(np.float32)
     _heart_layers(comp, r_px, phys.effusion_mm / px, fat_px)
     image *= _bias_field((n, n), 1, config.bias_field, rng) * np.float32(signal_scale)

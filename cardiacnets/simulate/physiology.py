@@ -19,11 +19,12 @@ reweighting.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from cardiacnets.errors import ConfigError
+from cardiacnets.simulate.cmr_model import solve_lv_wall
 
 
 @dataclass
@@ -245,6 +246,8 @@ class SynthConfig:
             raise ConfigError("image_size and la_image_size must be at least 48 pixels (the heart must fit)")
         if self.n_slices < 4 or self.n_frames < 8:
             raise ConfigError("n_slices >= 4 and n_frames >= 8 are required")
+        if (self.n_slices - 1) * self.slice_spacing_mm < 70.0:
+            raise ConfigError("the short-axis stack must span the LV: (n_slices - 1) * slice_spacing_mm >= 70 mm")
         if self.pixel_spacing_mm <= 0 or self.slice_spacing_mm <= 0 or self.slice_thickness_mm <= 0:
             raise ConfigError("pixel_spacing_mm, slice_spacing_mm and slice_thickness_mm must be positive")
         if self.slice_thickness_mm > self.slice_spacing_mm:
@@ -308,8 +311,6 @@ def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | 
         A `Physiology` whose volumes, mass, wall thickness and akinetic share
         are consistent with the short-axis geometry the renderer will draw.
     """
-    from cardiacnets.simulate.cmr_model import solve_lv_wall
-
     config = config or SynthConfig()
     prev = config.prevalence
 
@@ -349,11 +350,11 @@ def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | 
     ra_max = rvedv * ref["ra_ratio"] * float(np.exp(rng.normal(0.0, 0.15)))
     la_ef = _clip_normal(rng, 60.0, 6.0, 40.0, 75.0)
     ra_ef = _clip_normal(rng, 50.0, 7.0, 30.0, 70.0)
-    long_axis = 15.5 * lvedv ** (1.0 / 3.0) * float(np.exp(rng.normal(0.0, 0.05)))
+    long_axis = 16.0 * lvedv ** (1.0 / 3.0) * float(np.exp(rng.normal(0.0, 0.05)))
     ellipticity = float(rng.uniform(0.0, 0.06))
     septal_flattening = 0.0
     septal_ratio = 1.0
-    rv_sector = float(rng.uniform(62.0, 75.0))
+    rv_sector = float(rng.uniform(68.0, 82.0))
     e_fill = _clip_normal(rng, 0.72 - 0.004 * (age - 60.0), 0.05, 0.4, 0.85)
     mapse_scale = 1.0
     hcm_thickness = None
@@ -375,7 +376,7 @@ def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | 
         lvedv *= rng.uniform(0.72, 0.95)
         lvef = rng.uniform(66.0, 80.0)
         hcm_thickness = rng.uniform(15.5, 26.0)  # maximal wall thickness
-        septal_ratio = rng.uniform(1.0, 1.45)
+        septal_ratio = rng.uniform(1.2, 1.8)  # asymmetric septal hypertrophy
         la_max *= rng.uniform(1.3, 1.8)
         la_ef *= 0.75
         e_fill = rng.uniform(0.35, 0.55)  # impaired relaxation: more atrial filling
@@ -411,7 +412,7 @@ def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | 
         rvef = rng.uniform(22.0, 42.0)
         lvedv *= rng.uniform(0.82, 0.97)  # underfilled LV
         septal_flattening = rng.uniform(0.12, 0.3)
-        rv_sector = rng.uniform(78.0, 92.0)
+        rv_sector = rng.uniform(84.0, 98.0)
         ra_max *= rng.uniform(1.4, 2.0)
         ra_ef *= 0.7
     if pericarditis:
@@ -456,9 +457,3 @@ def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | 
     if cad and phys.lvef_pct < 40.0:
         phys.hf = True
     return phys
-
-
-def physiology_columns() -> list[str]:
-    """Names of the Physiology fields and derived values, in ground-truth order."""
-    names = [f.name for f in fields(Physiology)]
-    return names + ["bmi", "bsa_m2", "lvsv_ml", "lvef_pct", "rvsv_ml", "rvef_pct"]
