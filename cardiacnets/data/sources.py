@@ -81,10 +81,11 @@ def scan_ukb(raw: Path, ecg_instance: int = 2, views: tuple[str, ...] = ("sa", "
             continue
         m = UKB_DICOM_RE.match(name)
         if m:
-            if int(m.group(3)) == 2:
-                view = "sa" if m.group(2) == "20209" else "la_4ch"
-                if view in views:
-                    subject(m.group(1)).cmr.setdefault(view, path)
+            if int(m.group(3)) == 2:  # imaging visit
+                zip_views = ("sa",) if m.group(2) == "20209" else ("la_4ch", "la_2ch", "la_3ch")
+                for view in zip_views:
+                    if view in views:
+                        subject(m.group(1)).cmr.setdefault(view, path)
             continue
         if name.endswith((".nii.gz", ".nii")) and path.parent.name.isdigit():
             stem = name.split(".nii")[0]

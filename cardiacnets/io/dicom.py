@@ -672,7 +672,7 @@ def write_dicom_series(
             ds.CardiacNumberOfImages = n_frames
             if interval_ms:
                 ds.TriggerTime = _ds(t * interval_ms)
-                ds.NominalInterval = _ds(n_frames * interval_ms)
+                ds.NominalInterval = int(round(n_frames * interval_ms))  # VR IS: integer string
             # Image plane
             ds.PixelSpacing = [_ds(row_spacing), _ds(col_spacing)]
             ds.ImageOrientationPatient = [_ds(v) for v in (*row_cosine, *col_cosine)]
