@@ -22,7 +22,18 @@ recoverable; ejection fraction has no direct ECG correlate except through
 disease signatures (Q waves of an infarct, LBBB, tachycardia); RV dilation in
 pulmonary hypertension shifts the axis rightward and inverts right precordial T
 waves. `measure_ceiling` quantifies this per index as the cross-validated R² of
-the true ECG latents (`ceiling.json` beside every cohort).
+the true ECG latents (`ceiling.json` beside every cohort). On 200 default
+subjects (seed 0, enriched prevalences):
+
+    index        R² (ECG latents)   R² (+ age, sex, height, weight)
+    LV mass            0.73               0.75
+    wall thickness     0.61               0.63
+    LVEDV              0.36               0.62
+    LVESV              0.43               0.54
+    LVEF               0.42               0.42
+    LVSV               0.10               0.37
+    RVEDV              0.45               0.69
+    RVEF               0.35               0.29
 
 `write_cohort` writes the cohort tree (``cardiacnets synth``).
 """
