@@ -63,3 +63,26 @@ def test_function_indices_errors():
         function_indices(empty)
     with pytest.raises(InputError, match="expected"):
         function_indices(CMRImage(np.zeros((4, 4, 2), np.uint8), _affine(), source="x"))
+
+
+def test_acdc_ejection_fractions_from_expert_labels(acdc_dir):
+    """On ACDC ED/ES labels EF is exact without voxel spacing; DCM hearts eject less than normal ones."""
+    import h5py
+
+    from cardiacnets.io.acdc import acdc_diagnosis, read_acdc_h5
+
+    lvef = {}
+    for ed_path in sorted(acdc_dir.glob("patient*_frame01.h5")):
+        number = int(ed_path.name[7:10])
+        _, seg_ed = read_acdc_h5(ed_path)
+        _, seg_es = read_acdc_h5(ed_path.with_name(ed_path.name.replace("frame01", "frame02")))
+        out = ed_es_indices(seg_ed, seg_es)
+        with h5py.File(ed_path, "r") as f_ed, h5py.File(str(ed_path).replace("frame01", "frame02"), "r") as f_es:
+            lv_ed = int((np.asarray(f_ed["label"]) == 3).sum())  # ACDC: 3 = LV cavity
+            lv_es = int((np.asarray(f_es["label"]) == 3).sum())
+        assert out["lvef_pct"] == pytest.approx(100.0 * (lv_ed - lv_es) / lv_ed)
+        lvef[number] = (acdc_diagnosis(number), out["lvef_pct"])
+    by_group = {}
+    for group, ef in lvef.values():
+        by_group.setdefault(group, []).append(ef)
+    assert np.mean(by_group["DCM"]) < 30 < 50 < np.mean(by_group["NOR"])
