@@ -66,7 +66,7 @@ def test_inspect_npy(tmp_path, capsys):
 def test_inspect_acdc(acdc_dir, capsys):
     d = _inspect_json(acdc_dir / "patient001_frame01.h5", capsys)
     assert d["modality"] == "cmr" and d["format"] == "acdc_h5" and d["n_frames"] == 1
-    assert d["n_slices"] == d["shape"][2] and len(d["spacing_mm"]) == 3
+    assert d["n_slices"] == d["shape"][2] and d["spacing_mm"] is None  # ACDC files do not store spacing
 
 
 def test_inspect_human_output(ukb_xml_path, capsys):
@@ -105,3 +105,18 @@ def test_overrides_after_options_and_unknown_arguments(capsys):
         main(["inspect", "file.xml", "--json", "surplus"])
     assert info.value.code == 2
     assert "unrecognized arguments: surplus" in capsys.readouterr().err
+
+
+def test_inspect_simulated_nifti_and_segmentation(tmp_path, capsys):
+    from cardiacnets.simulate import write_cohort
+
+    write_cohort(tmp_path / "c", 1, seed=0, workers=0, ceiling=False)
+    folder = next((tmp_path / "c" / "cmr").iterdir())
+    d = _inspect_json(folder / "sa.nii.gz", capsys)
+    assert d["modality"] == "cmr" and d["format"] == "nifti" and d["view"] == "sa"
+    assert d["n_slices"] == 10 and d["n_frames"] == 50 and d["spacing_mm"] == [1.8, 1.8, 10.0]
+    assert len(d["orientation"]) == 3
+    seg = _inspect_json(folder / "seg_sa.nii.gz", capsys)
+    assert seg["is_segmentation"] and set(seg["labels"]) == {"0", "1", "2", "3"}
+    la = _inspect_json(folder / "la_4ch.nii.gz", capsys)
+    assert la["view"] == "la_4ch" and la["n_slices"] == 1

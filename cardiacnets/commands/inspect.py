@@ -53,6 +53,7 @@ def describe_cmr(path: Path) -> dict:
     from cardiacnets.io.cmr import read_cmr
 
     image = read_cmr(path)
+    spacing_known = image.metadata.get("spacing_known", True)
     desc = {
         "modality": "cmr",
         "format": image.format,
@@ -60,7 +61,7 @@ def describe_cmr(path: Path) -> dict:
         "view": image.view,
         "is_segmentation": image.is_segmentation,
         "shape": list(image.shape),
-        "spacing_mm": [round(v, 4) for v in image.spacing_mm],
+        "spacing_mm": [round(v, 4) for v in image.spacing_mm] if spacing_known else None,
         "n_slices": image.n_slices,
         "n_frames": image.n_frames,
         "frame_interval_ms": image.frame_interval_ms,
@@ -128,7 +129,8 @@ def _print_human(desc: dict) -> None:
     else:
         print(f"  view         {desc['view']}{' (segmentation)' if desc['is_segmentation'] else ''}")
         print(f"  shape        {' x '.join(map(str, desc['shape']))} (x, y, slices, frames)")
-        print(f"  spacing      {' x '.join(f'{v:g}' for v in desc['spacing_mm'])} mm")
+        spacing = desc["spacing_mm"]
+        print(f"  spacing      {' x '.join(f'{v:g}' for v in spacing)} mm" if spacing else "  spacing      unknown (not stored in the file)")
         print(f"  slices       {desc['n_slices']}, frames {desc['n_frames']}"
               + (f", {desc['frame_interval_ms']:g} ms apart" if desc.get("frame_interval_ms") else ""))
         print(f"  orientation  {desc['orientation']}")

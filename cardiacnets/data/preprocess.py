@@ -106,12 +106,9 @@ _WORKER: dict = {}
 
 
 def _init_worker(out: str, source: str, config: PreprocessConfig, specs: list[ArraySpec]) -> None:
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+    torch.set_num_threads(1)  # one process per core; MONAI transforms must not oversubscribe
     _WORKER.clear()
     _WORKER.update(out=Path(out), source=source, config=config, arrays=open_arrays(Path(out), specs, mode="r+"))
 
