@@ -12,7 +12,7 @@ from cardiacnets.cli import main
 from cardiacnets.ecg.config import ECGConfig
 from cardiacnets.io.ecg import read_ecg
 
-PIPELINE_KEYS = {"records_per_s", "ms_per_record", "processing_ms_per_record"}
+PIPELINE_KEYS = {"records_per_s", "ms_per_record", "processing_ms_per_record", "read_ms_per_record"}
 
 
 def _check_summary(summary: dict, n_records: int) -> None:
@@ -21,7 +21,11 @@ def _check_summary(summary: dict, n_records: int) -> None:
     assert summary["reader"]["ms_per_record"] > 0
     for pipeline in ("ours", "baseline"):
         assert summary[pipeline]["records_per_s"] > 0
-        assert summary[pipeline]["ms_per_record"] > summary[pipeline]["processing_ms_per_record"]
+        p = summary[pipeline]
+        assert p["ms_per_record"] > p["processing_ms_per_record"] > 0 and p["read_ms_per_record"] > 0
+        assert p["ms_per_record"] == pytest.approx(p["read_ms_per_record"] + p["processing_ms_per_record"], abs=2e-3)
+    proc_ratio = summary["baseline"]["processing_ms_per_record"] / summary["ours"]["processing_ms_per_record"]
+    assert summary["processing_speedup"] == pytest.approx(proc_ratio, rel=0.05, abs=0.05)
     ratio = summary["baseline"]["ms_per_record"] / summary["ours"]["ms_per_record"]
     assert abs(summary["speedup"] - ratio) <= 0.02 * ratio + 0.01  # speedup = ours/baseline records per second
 

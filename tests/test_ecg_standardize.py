@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import scipy.signal
 import torch
 
 from cardiacnets.ecg.config import ECGConfig
-from cardiacnets.ecg.filters import apply_filters, bandpass_sos, filter_cascade, median_baseline
+from cardiacnets.ecg.filters import (
+    EDGE_PAD_S,
+    _image_segments,
+    apply_filters,
+    bandpass,
+    bandpass_sos,
+    cascade_settings,
+    filter_cascade,
+    median_baseline,
+    notch,
+    notch_sos,
+    resampling_taps,
+    zero_phase_fft,
+)
 from cardiacnets.ecg.leads import STANDARD_LEADS, derive_limb_leads
 from cardiacnets.ecg.record import ECGRecord
 from cardiacnets.ecg.standardize import StandardECG, apply_lead_subset, reduce_leads, standardize_ecg
@@ -265,3 +281,152 @@ def test_reduce_leads_returns_a_new_record():
     assert list(np.flatnonzero(single.lead_mask)) == [idx("II")]
     assert std.lead_mask.all() and std.signal[0].any()
     assert single.source == std.source and single.sampling_rate_hz == std.sampling_rate_hz
+
+
+# --------------------------------------------------------------------------- fast paths against references
+
+
+def _reference(signal_mV: np.ndarray, up: int, down: int, config: ECGConfig, target_hz: float = 500.0) -> np.ndarray:
+    """resample_poly, then sosfiltfilt of the notch + band-pass designed at the target rate (2 s odd pad)."""
+    signal = signal_mV.astype(np.float64)
+    if (up, down) != (1, 1):
+        signal = scipy.signal.resample_poly(signal, up, down, axis=-1, padtype="line")
+    sos = np.array(filter_cascade(target_hz, *cascade_settings(config)))
+    padlen = min(int(round(EDGE_PAD_S * target_hz)), signal.shape[1] - 1)
+    return scipy.signal.sosfiltfilt(sos, signal, axis=-1, padlen=padlen)
+
+
+def _relative_rms(actual: np.ndarray, expected: np.ndarray, trim: float) -> float:
+    """RMS of the difference over the middle (1 - 2 * trim) of the samples, relative to the expected RMS there."""
+    n = expected.shape[-1]
+    middle = slice(int(round(trim * n)), n - int(round(trim * n)))
+    difference = actual[..., middle] - expected[..., middle]
+    return float(np.sqrt(np.mean(difference**2) / np.mean(expected[..., middle] ** 2)))
+
+
+@pytest.mark.slow
+def test_upsampling_path_matches_resample_then_filter_on_every_ptbxl_100hz_record(ptbxl_dir):
+    config = ECGConfig()
+    errors, against_default_pad = [], []
+    for header in sorted((ptbxl_dir / "records100").rglob("*.hea")):
+        record = read_ecg(header)
+        std = standardize_ecg(record, config)
+        errors.append(_relative_rms(std.signal, _reference(record.signal_mV, 5, 1, config), trim=0.1))
+        # scipy's default (42 ms) pad, as before the fused path: same away from the edges.
+        resampled = scipy.signal.resample_poly(record.signal_mV.astype(np.float64), 5, 1, axis=-1, padtype="line")
+        sos = np.array(filter_cascade(500.0, *cascade_settings(config)))
+        default_pad = scipy.signal.sosfiltfilt(sos, resampled, axis=-1)
+        against_default_pad.append(_relative_rms(std.signal, default_pad, trim=0.2))
+    assert len(errors) == 400
+    assert max(errors) < 1e-2 and np.median(errors) < 1e-3  # measured: 3.5e-3 and 4e-4
+    assert np.median(against_default_pad) < 5e-3  # measured 1.9e-3
+
+
+def test_downsampling_path_matches_resample_then_filter_on_ptbdb(ptbdb_record):
+    record = read_ecg(ptbdb_record)  # 38.4 s at 1 kHz
+    config = ECGConfig()
+    full = _reference(record.signal_mV[:12], 1, 2, config)
+    assert full.shape == (12, 19200)
+    for crop, offset in (("start", 0), ("center", (19200 - 5000) // 2)):
+        std = standardize_ecg(record, dataclasses.replace(config, crop=crop))
+        assert _relative_rms(std.signal, full[:, offset: offset + 5000], trim=0.1) < 1e-4  # measured 6e-6
+
+
+def test_same_rate_path_matches_sosfiltfilt_on_ukb_xml(ukb_xml_path):
+    record = read_ecg(ukb_xml_path)
+    std = standardize_ecg(record, ECGConfig())
+    assert _relative_rms(std.signal, _reference(record.signal_mV, 1, 1, ECGConfig()), trim=0.1) < 1e-3  # measured 6e-5
+
+
+@pytest.mark.parametrize(
+    ("fs", "config", "duration_s"),
+    [
+        (100.0, ECGConfig(notch_hz=None), 10.0),  # band-pass only
+        (100.0, ECGConfig(baseline_removal="median"), 10.0),  # median: resample_poly first
+        (250.0, ECGConfig(), 10.0),  # up = 2
+        (250.0, ECGConfig(notch_hz=60.0, bandpass_hz=(1.0, 40.0)), 10.0),
+        (360.0, ECGConfig(), 10.0),  # 25/18: resample_poly first
+        (100.0, ECGConfig(), 2.0),  # shortest accepted record: the pad shrinks to the record
+        (500.0, ECGConfig(), 2.5),
+    ],
+)
+def test_other_rates_and_settings_match_the_reference(ptbxl_dir, fs, config, duration_s):
+    ratio = Fraction(500, int(fs))
+    if fs == 100.0:
+        source = read_ecg(ptbxl_dir / "records100/00000/00001_lr").signal_mV
+    else:  # the 500 Hz record brought down to fs
+        full_rate = read_ecg(ptbxl_dir / "records500/00000/00001_hr").signal_mV.astype(np.float64)
+        source = scipy.signal.resample_poly(full_rate, ratio.denominator, ratio.numerator, axis=-1).astype(np.float32)
+    source = np.ascontiguousarray(source[:, : int(round(duration_s * fs))])
+    std = standardize_ecg(ECGRecord(source, list(STANDARD_LEADS), fs, source="rate.npy"), config)
+    expected = _reference(source, ratio.numerator, ratio.denominator, config)
+    if config.baseline_removal == "median":
+        resampled = scipy.signal.resample_poly(source.astype(np.float64), 5, 1, axis=-1, padtype="line")
+        expected = _reference(resampled - median_baseline(resampled, 500.0), 1, 1, config)
+    n_valid = std.n_valid_samples
+    assert n_valid == min(5000, expected.shape[1])
+    assert _relative_rms(std.signal[:, :n_valid], expected[:, :n_valid], trim=0.1) < 5e-3  # measured <= 3.4e-3
+
+
+def test_notch_only_upsampling_keeps_offset_slope_and_ecg_band():
+    fs = 250.0
+    t = np.arange(2500) / fs
+    wanted = 0.3 + 0.1 * t + 0.2 * np.sin(2 * np.pi * 10.0 * t)  # offset and slope: the removed line's path
+    hum = 0.5 * np.sin(2 * np.pi * 50.0 * t)
+    record = ECGRecord(np.stack([wanted + hum, wanted]).astype(np.float32), ["I", "II"], fs, source="hum250.npy")
+    std = standardize_ecg(record, ECGConfig(bandpass_hz=None, baseline_removal="none", notch_hz=50.0))
+    t500 = np.arange(5000) / 500.0
+    expected = 0.3 + 0.1 * t500 + 0.2 * np.sin(2 * np.pi * 10.0 * t500)
+    inner = slice(750, 4250)
+    np.testing.assert_allclose(std.signal[idx("I"), inner], expected[inner], atol=0.01)
+    np.testing.assert_allclose(std.signal[idx("II"), inner], expected[inner], atol=1e-3)
+
+
+def test_zero_phase_fft_on_white_noise_matches_resample_then_filter():
+    # White noise fills the band up to the source Nyquist, so the images of the
+    # zero-stuffed spectrum (which the low-pass edge partly passes) matter:
+    # leaving them out gives 5.6e-2 here instead of 4e-4.
+    noise = np.random.default_rng(3).normal(0.0, 1.0, (3, 1000)).astype(np.float32)
+    config = ECGConfig()
+    out = zero_phase_fft(noise, 100.0, config, up=5)
+    assert out.shape == (3, 5000) and out.dtype == np.float32
+    assert _relative_rms(out, _reference(noise, 5, 1, config), trim=0.2) < 2e-3
+
+
+def test_zero_phase_fft_rejects_bad_arguments():
+    signal = np.zeros((2, 1000), dtype=np.float32)
+    with pytest.raises(ValueError, match="neither a band-pass nor a notch"):
+        zero_phase_fft(signal, 500.0, ECGConfig(**RAW))
+    with pytest.raises(ValueError, match="positive integer"):
+        zero_phase_fft(signal, 500.0, ECGConfig(), up=0)
+
+
+def test_resampling_taps_are_resample_polys_own_design():
+    taps = resampling_taps(5, 1)
+    assert taps is resampling_taps(5, 1) and not taps.flags.writeable and taps.shape == (101,)
+    signal = np.random.default_rng(4).normal(0, 1, (2, 300))
+    for up, down in ((5, 1), (1, 2), (25, 18)):
+        np.testing.assert_array_equal(
+            scipy.signal.resample_poly(signal, up, down, axis=-1, window=resampling_taps(up, down)),
+            scipy.signal.resample_poly(signal, up, down, axis=-1),
+        )
+
+
+@pytest.mark.parametrize("n_fft", [7, 8, 9, 1440, 1441])
+def test_image_segments_lay_out_the_zero_stuffed_spectrum(n_fft):
+    signal = np.random.default_rng(n_fft).normal(0, 1, n_fft)
+    half_spectrum, full_spectrum = np.fft.rfft(signal), np.fft.fft(signal)
+    for n_bins in (1, n_fft // 2 + 1, n_fft + 3, 5 * n_fft // 2 + 1):
+        laid_out = np.empty(n_bins, dtype=complex)
+        for out_bins, source_bins, mirrored in _image_segments(n_fft, n_bins):
+            laid_out[out_bins] = np.conj(half_spectrum[source_bins]) if mirrored else half_spectrum[source_bins]
+        np.testing.assert_allclose(laid_out, full_spectrum[np.arange(n_bins) % n_fft], atol=1e-9)
+
+
+def test_bandpass_and_notch_helpers_use_the_package_edge_pad():
+    signal = np.random.default_rng(5).normal(0, 1, (2, 3000))
+    padlen = int(EDGE_PAD_S * 500)
+    expected = scipy.signal.sosfiltfilt(np.array(bandpass_sos(500.0, 0.5, 40.0, 2)), signal, padlen=padlen)
+    np.testing.assert_allclose(bandpass(signal, 500.0, 0.5, 40.0), expected)
+    expected = scipy.signal.sosfiltfilt(np.array(notch_sos(500.0, 50.0, 30.0)), signal, padlen=padlen)
+    np.testing.assert_allclose(notch(signal, 500.0, 50.0), expected)
