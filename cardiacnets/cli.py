@@ -15,7 +15,7 @@ import sys
 from cardiacnets import __version__
 from cardiacnets.errors import CardiacNetsError
 
-COMMANDS = ("inspect", "synth", "preprocess", "bench", "demo")
+COMMANDS = ("inspect", "synth", "preprocess", "bench", "demo", "evaluate", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

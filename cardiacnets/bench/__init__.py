@@ -14,6 +14,7 @@ import time
 BENCHMARKS: dict[str, str] = {
     "preprocess": "cardiacnets.bench.preprocess",
     "synth": "cardiacnets.bench.synth",
+    "train": "cardiacnets.bench.train",
 }
 
 
