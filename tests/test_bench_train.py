@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from cardiacnets.bench.train import (BenchTrainConfig, count_step_flops, matmul_peak_flops, synthetic_batch,
+from cardiacnets.bench.train import (BenchTrainConfig, count_step_flops, matmul_peak_flops, peak_rss, synthetic_batch,
                                      write_synthetic_training_set)
 from cardiacnets.cli import main
 from cardiacnets.config import load_config
@@ -28,7 +28,7 @@ TINY_CONFIG = {
     "cmr_pretrain": {"model": "cmr_mim_demo", "batch_size": 2,
                      "overrides": {"encoders": {"sa": TINY_CMR, "la_4ch": TINY_CMR}}},
     "align": {"model": "cardiac_clip_demo", "batch_size": 2, "overrides": TINY_CLIP},
-    "steps": 1, "baseline_steps": 1, "warmup_steps": 0, "peak_matmul_size": 256,
+    "steps": 1, "baseline_steps": 1, "warmup_steps": 0, "peak_matmul_size": 256, "threads": 1,
     "memory": {"subjects": [6, 30], "steps": 2, "batch_size": 2, "threads": 1, "model": "cardiac_clip_demo",
                "overrides": TINY_CLIP},
 }
@@ -43,8 +43,15 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def test_demo_config_file_matches_defaults():
-    assert load_config(BenchTrainConfig, "configs/demo/bench_train.yaml") == BenchTrainConfig()
+def test_demo_config_file_matches_defaults_and_the_demo_alignment():
+    import dataclasses
+
+    bench = load_config(BenchTrainConfig, "configs/demo/bench_train.yaml")
+    assert dataclasses.replace(bench, align=BenchTrainConfig().align) == BenchTrainConfig()
+    # The alignment step benchmarked is the model configs/demo/align.yaml trains.
+    align = yaml.safe_load(open("configs/demo/align.yaml"))
+    assert bench.align.model == align["model"]["name"] and bench.align.overrides == align["model"]["overrides"]
+    assert bench.align.batch_size == align["data"]["batch_size"]
 
 
 @pytest.mark.slow
@@ -70,15 +77,20 @@ def test_bench_train_json_on_tiny_config(tmp_path, capsys):
         assert result["stages"][name]["attention_speedup"] > 0
     assert "tuned_with_sdpa_attention" not in result["stages"]["cmr_pretrain"]
     assert isinstance(result["meets_target"], bool) and result["target_mfu_bf16"] == 0.25
+    assert result["torch_threads"] == 1 and result["config"]["omp_wait_policy"] == "passive"
     memory = result["memory"]
     assert [run["subjects"] for run in memory["runs"]] == [6, 30]
-    assert all(run["steps"] == 2 and run["peak_rss_mib"] > 0 for run in memory["runs"])
+    assert all(run["steps"] == 2 and run["peak_rss_mib"] > 0 and run["ru_maxrss_mib"] > 0 for run in memory["runs"])
     assert memory["peak_rss_ratio"] >= 1.0 and isinstance(memory["meets_target"], bool)
 
 
 def test_bench_train_config_errors(tmp_path, capsys):
     assert main(["bench", "train", "stages=[ecg_pretrain,decoder]"]) == 2
     assert "unknown stage(s) ['decoder']" in capsys.readouterr().err
+    assert main(["bench", "train", "threads=0"]) == 2
+    assert "threads must be >= 1" in capsys.readouterr().err
+    assert main(["bench", "train", "align.model=cardiac_clip_huge"]) == 2
+    assert "unknown model 'cardiac_clip_huge'" in capsys.readouterr().err
     bad = tmp_path / "bench.yaml"
     bad.write_text("ecg_encoder:\n  model: ecg_vit_tiny\n  batchsize: 4\n")
     assert main(["bench", "train", "--config", str(bad)]) == 2
@@ -104,6 +116,16 @@ def test_flop_count_of_a_linear_model_is_exact():
 
 def test_matmul_peak_is_positive():
     assert matmul_peak_flops(torch.float32, size=128, repeats=2) > 0
+
+
+def test_peak_rss_reads_this_process():
+    result = peak_rss()
+    assert result["peak_rss_mib"] > 0 and result["ru_maxrss_mib"] > 0
+    assert result["rss_source"] in ("VmHWM", "ru_maxrss")
+    if result["rss_source"] == "VmHWM":  # the high-water mark is at least the current resident size
+        with open("/proc/self/status") as status:
+            current_kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        assert result["peak_rss_mib"] >= current_kib / 1024 - 1
 
 
 def test_synthetic_training_set_reads_back(tmp_path):

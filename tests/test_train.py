@@ -33,6 +33,7 @@ TRAJECTORY: list[dict[str, torch.Tensor]] = []  # weights seen by each training 
 class ToyOptions:
     dropout: float = 0.0
     constant_validation: bool = False
+    batch_norm: bool = False
 
 
 @register_task
@@ -52,8 +53,8 @@ class ToyTask(Task):
         return ["ecg"]
 
     def build_model(self):
-        return torch.nn.Sequential(torch.nn.Dropout(self.options.dropout), torch.nn.Linear(12, 4), torch.nn.Tanh(),
-                                   torch.nn.Linear(4, 1))
+        first = torch.nn.BatchNorm1d(12) if self.options.batch_norm else torch.nn.Dropout(self.options.dropout)
+        return torch.nn.Sequential(first, torch.nn.Linear(12, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
 
     def _loss(self, model, batch):
         x = batch["ecg"].mean(dim=-1)  # (B, 12)
@@ -187,6 +188,25 @@ def test_early_stopping_stops_and_exports_the_best_weights(dataset, tmp_path):
     for name in best:
         torch.testing.assert_close(exported[name], best[name])
         torch.testing.assert_close(exported[name], TRAJECTORY[1][name])  # what step 2 started from
+
+
+def test_precise_bn_recomputes_running_statistics_over_fixed_batches(dataset, tmp_path):
+    import numpy as np
+
+    from cardiacnets.data.store import TrainingSet
+
+    result = train(toy_config(dataset, options={"batch_norm": True}, precise_bn_batches=2,
+                              schedule={"max_steps": 3}), tmp_path / "bn")
+    exported = load_file(str(result.exports["toy"]))
+    # The statistics are a plain average over the 2 fixed batches of 4 training subjects.
+    train_set = TrainingSet(dataset, split="train")
+    chosen = np.random.default_rng([0, 7919]).permutation(len(train_set))[:8]
+    inputs = torch.stack([torch.from_numpy(train_set[int(i)]["ecg"]).mean(dim=-1) for i in chosen])  # (8, 12)
+    batch_means = inputs.view(2, 4, 12).mean(dim=1)
+    batch_vars = inputs.view(2, 4, 12).var(dim=1, unbiased=True)
+    torch.testing.assert_close(exported["0.running_mean"], batch_means.mean(dim=0), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(exported["0.running_var"], batch_vars.mean(dim=0), rtol=1e-4, atol=1e-6)
+    assert int(exported["0.num_batches_tracked"]) == 2
 
 
 def test_checkpoint_with_malicious_pickle_is_refused(dataset, tmp_path, capsys):

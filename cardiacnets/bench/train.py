@@ -13,7 +13,10 @@ CPU attention path (`cardiacnets.models.layers.Attention`). FLOPs per step (forw
 model FLOP utilisation (MFU) is achieved FLOP/s ÷ this machine's matmul peak
 for the dtype, measured in the same run as the best of several 2048³
 matmuls in fp32 and in bf16 (before and after the steps, as the machine may
-be shared). Step times are medians.
+be shared). Step times are medians. The measurements run in a fresh process
+whose OpenMP threads wait passively (``omp_wait_policy``; see
+`BenchTrainConfig`), which on a shared machine is worth more than any model
+change.
 
 Memory: a short training run (DataLoader over a memory-mapped `TrainingSet`,
 alignment model, bf16) on a 1k-subject and on a 10k-subject synthetic
@@ -95,12 +98,18 @@ class BenchTrainConfig:
             only for tests).
         precision: autocast dtype of the tuned setting.
         compile: ``torch.compile`` the tuned models.
+        channels_last: keep the tuned models' 4-D weights channels-last (as ``channels_last`` in a
+            training config; oneDNN's bf16 convolutions are about 3x faster that way on this CPU).
         compare_attention: also time the tuned ECG steps with ``attention: sdpa`` (PyTorch's
             fused kernel) instead of the models' CPU path, to show what that choice buys.
         stages: which of the four steps to run.
         threads: torch threads for the steps and the peak (``None``: PyTorch's default, one per core).
-            On a machine shared with other jobs, one thread avoids OpenMP barrier stalls and
-            measures the per-core efficiency.
+        omp_wait_policy: ``OMP_WAIT_POLICY`` of the measuring processes (``inherit`` keeps the
+            environment's). ``passive``: OpenMP threads waiting at a barrier sleep instead of
+            spinning. On the 2-core development machine shared with other jobs (load 4), the
+            spinning default made the demo ECG steps 2–2.5× slower than passive waiting (MAE step
+            6.6 s vs 2.6 s at batch 64; a thread that spins while its partner is descheduled
+            stalls every parallel region).
         memory: the peak-RSS comparison (``subjects: []`` skips it).
         seed: seed of the synthetic batches and models.
     """
@@ -115,9 +124,11 @@ class BenchTrainConfig:
     peak_matmul_size: int = 2048
     precision: Literal["bf16", "fp32"] = "bf16"
     compile: bool = False
+    channels_last: bool = True
     compare_attention: bool = True
     stages: list[str] = field(default_factory=lambda: ["ecg_pretrain", "ecg_encoder", "cmr_pretrain", "align"])
     threads: int | None = None
+    omp_wait_policy: Literal["passive", "active", "inherit"] = "passive"
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     seed: int = 0
 
@@ -279,6 +290,7 @@ def bench_stage(spec: StepConfig, config: BenchTrainConfig) -> dict:
     """Time one stage's training step, tuned and as the fp32 eager baseline, and count its FLOPs."""
     import torch
 
+    from cardiacnets.config import to_dict
     from cardiacnets.models import create_model
     from cardiacnets.models.layers import count_parameters
 
@@ -289,13 +301,15 @@ def bench_stage(spec: StepConfig, config: BenchTrainConfig) -> dict:
     batch = synthetic_batch(model, spec.batch_size, generator)
     flops = count_step_flops(model, batch, None)
     tuned_dtype = torch.bfloat16 if config.precision == "bf16" else None
-    tuned_model = torch.compile(model) if config.compile else model
-    result = {"spec": spec, "parameters": count_parameters(model), "flops": flops}
+    tuned_model = model.to(memory_format=torch.channels_last) if config.channels_last else model
+    tuned_model = torch.compile(tuned_model) if config.compile else tuned_model
+    result = {"spec": to_dict(spec), "parameters": count_parameters(model), "flops": flops}
     result["tuned"] = time_steps(tuned_model, batch, tuned_dtype, config.steps, config.warmup_steps)
     sdpa_config = _sdpa_variant(model.config) if config.compare_attention else None
     if sdpa_config is not None and sdpa_config != model.config:
         variant = type(model)(sdpa_config).train()
         variant.load_state_dict(initial_state)
+        variant = variant.to(memory_format=torch.channels_last) if config.channels_last else variant
         result["tuned_sdpa"] = time_steps(variant, batch, tuned_dtype, config.steps, config.warmup_steps)
     baseline_model = create_model(spec.model, **spec.overrides).train()
     baseline_model.load_state_dict(initial_state)
@@ -305,7 +319,7 @@ def bench_stage(spec: StepConfig, config: BenchTrainConfig) -> dict:
 
 def summarise_stage(raw: dict, config: BenchTrainConfig, peaks: dict) -> dict:
     """JSON summary of a `bench_stage` result against the measured matmul peaks (FLOP/s by dtype)."""
-    spec, flops = raw["spec"], raw["flops"]
+    spec, flops = StepConfig(**raw["spec"]), raw["flops"]
 
     def summary(timing: dict, peak_dtype: str) -> dict:
         achieved = flops / timing["step_s"]
@@ -366,12 +380,13 @@ def write_synthetic_training_set(root: Path, n_subjects: int, model_config) -> N
     (root / DATASET_YAML).write_text(yaml.safe_dump(info, sort_keys=False))
 
 
-def memory_run(root: str, model_name: str, overrides_json: str, steps: int, batch_size: int, workers: int,
-               threads: int = 0) -> dict:
+def memory_run(root: str, model_name: str, overrides_json: str, steps: int | str, batch_size: int | str,
+               workers: int | str, threads: int | str = 0) -> dict:
     """A short alignment training run over a training set; returns peak RSS (run in a subprocess).
 
-    ``threads`` > 0 sets the torch thread count.
+    Numbers may come as command-line strings; ``threads`` > 0 sets the torch thread count.
     """
+    steps, batch_size, workers, threads = int(steps), int(batch_size), int(workers), int(threads)
     import torch
     from torch.utils.data import DataLoader
 
@@ -421,7 +436,7 @@ def peak_rss() -> dict:
     return out
 
 
-def bench_memory(config: MemoryConfig, tmp: Path) -> dict:
+def bench_memory(config: MemoryConfig, tmp: Path, omp_wait_policy: str = "inherit") -> dict:
     """Peak RSS of the same short run on each training-set size, each in a fresh subprocess."""
     from cardiacnets.config import to_dict
     from cardiacnets.models import create_model
@@ -434,14 +449,9 @@ def bench_memory(config: MemoryConfig, tmp: Path) -> dict:
     for n in config.subjects:
         root = tmp / f"set_{n}"
         write_synthetic_training_set(root, n, shapes)
-        code = ("import json, sys; from cardiacnets.bench.train import memory_run; "
-                "print(json.dumps(memory_run(*sys.argv[1:3], sys.argv[3], *map(int, sys.argv[4:]))))")
-        proc = subprocess.run([sys.executable, "-c", code, str(root), config.model, json.dumps(config.overrides),
-                               str(config.steps), str(config.batch_size), str(config.workers), str(config.threads or 0)],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory run on {n} subjects failed:\n{proc.stderr[-2000:]}")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        runs.append(_run_child("memory_run", [str(root), config.model, json.dumps(config.overrides), str(config.steps),
+                                              str(config.batch_size), str(config.workers), str(config.threads or 0)],
+                               omp_wait_policy))
     result: dict[str, Any] = {"model": config.model, "views": list(shapes["cmr"]), "runs": runs}
     if len(runs) >= 2:
         rss = [r["peak_rss_mib"] for r in runs]
@@ -466,22 +476,20 @@ def run(args: argparse.Namespace) -> dict:
         step with SDPA attention), ``meets_target`` (both ECG steps at ≥ 25 % of the bf16 peak),
         and ``memory``.
     """
-    import torch
-
     from cardiacnets.config import load_config, to_dict
+    from cardiacnets.models import get_model_config
 
     config = load_config(BenchTrainConfig, args.config, args.overrides or [])
+    for name in config.stages:  # config errors surface here, not inside the measuring process
+        spec = getattr(config, name)
+        get_model_config(spec.model, **spec.overrides)
+    if config.memory.subjects:
+        get_model_config(config.memory.model, **config.memory.overrides)
     load_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    default_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads or default_threads)
-    try:
-        size = config.peak_matmul_size
-        peaks_before = {"fp32": matmul_peak_flops(torch.float32, size), "bf16": matmul_peak_flops(torch.bfloat16, size)}
-        raw = {name: bench_stage(getattr(config, name), config) for name in config.stages}
-        peaks_after = {"fp32": matmul_peak_flops(torch.float32, size), "bf16": matmul_peak_flops(torch.bfloat16, size)}
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(default_threads)
+    # OpenMP reads its environment when torch loads, so the measurements run in a fresh process.
+    measured = _run_child("measure_steps", [json.dumps(to_dict(config))], config.omp_wait_policy)
+    peaks_before, peaks_after, raw = measured["peaks_before"], measured["peaks_after"], measured["stages"]
+    threads = measured["threads"]
     # The machine may be shared: the best of the two measurements is the closest to its true peak.
     peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
     stages = {name: summarise_stage(r, config, peaks) for name, r in raw.items()}
@@ -501,5 +509,44 @@ def run(args: argparse.Namespace) -> dict:
         result["meets_target"] = min(ecg_steps) >= TARGET_MFU_BF16
     if config.memory.subjects:
         with tempfile.TemporaryDirectory(prefix="cardiacnets-bench-train-") as tmp:
-            result["memory"] = bench_memory(config.memory, Path(tmp))
+            result["memory"] = bench_memory(config.memory, Path(tmp), config.omp_wait_policy)
     return result
+
+
+def measure_steps(config_json: str) -> dict:
+    """Peaks and stage measurements (run in the child process `run` starts).
+
+    Args:
+        config_json: the `BenchTrainConfig` as JSON.
+
+    Returns:
+        ``peaks_before``/``peaks_after`` (FLOP/s by dtype), ``stages`` (raw `bench_stage`
+        results), ``threads``.
+    """
+    import torch
+
+    from cardiacnets.config import from_dict
+
+    config = from_dict(BenchTrainConfig, json.loads(config_json))
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    size = config.peak_matmul_size
+    peaks_before = {"fp32": matmul_peak_flops(torch.float32, size), "bf16": matmul_peak_flops(torch.bfloat16, size)}
+    stages = {name: bench_stage(getattr(config, name), config) for name in config.stages}
+    peaks_after = {"fp32": matmul_peak_flops(torch.float32, size), "bf16": matmul_peak_flops(torch.bfloat16, size)}
+    return {"peaks_before": peaks_before, "peaks_after": peaks_after, "stages": stages,
+            "threads": torch.get_num_threads()}
+
+
+def _run_child(function: str, arguments: list[str], omp_wait_policy: str) -> dict:
+    """Call ``cardiacnets.bench.train.<function>(*arguments)`` in a fresh Python; return its JSON result."""
+    env = dict(os.environ)
+    if omp_wait_policy != "inherit":
+        env["OMP_WAIT_POLICY"] = omp_wait_policy.upper()
+    code = (f"import json, sys; from cardiacnets.bench.train import {function}; "
+            f"print('\\n' + json.dumps({function}(*sys.argv[1:])))")
+    proc = subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True, env=env,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench train: {function} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -12,9 +12,21 @@ import json
 from pathlib import Path
 
 
+# Modules adding further evaluations; each defines ``register(eval_subparsers)``.
+EVALUATION_MODULES: tuple[str, ...] = ()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("evaluate", help="evaluate a trained model (retrieval)")
+    import importlib
+
+    parser = sub.add_parser("evaluate", help="evaluate a trained model")
     eval_sub = parser.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
+    register_retrieval(eval_sub)
+    for module in EVALUATION_MODULES:
+        importlib.import_module(module).register(eval_sub)
+
+
+def register_retrieval(eval_sub: argparse._SubParsersAction) -> None:
 
     p = eval_sub.add_parser("retrieval", help="ECG->CMR and CMR->ECG retrieval of an aligned model; embedding export",
                             description="Top-1/5/10 accuracy and median rank of each subject's true partner among "

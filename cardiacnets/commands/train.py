@@ -1,6 +1,9 @@
 """``cardiacnets train CONFIG``: run a training stage (ECG pretraining, CMR pretraining, alignment).
 
-Multi-process: ``accelerate launch --num_processes N -m cardiacnets.cli train CONFIG``.
+Several processes (data parallel, embeddings gathered for the contrastive loss):
+
+    accelerate launch --multi_gpu --num_processes N -m cardiacnets.cli train CONFIG      # N GPUs
+    torchrun --nproc_per_node N -m cardiacnets.cli train CONFIG cpu=true                 # N CPU processes (gloo)
 """
 
 from __future__ import annotations

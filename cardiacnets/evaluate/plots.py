@@ -7,9 +7,16 @@ manifest phenotype (``lvef_pct`` by default): the top row projects every
 modality onto one PCA basis fitted on the ECG and CMR embeddings together (in
 an aligned model the panels overlap and look alike; a "modality gap" shows as
 separated clouds), the bottom row onto each modality's own basis (does the
-phenotype vary smoothly within the embedding?). Figures are
-drawn with matplotlib's object-oriented API on the Agg canvas (no display and
-no pyplot global state).
+phenotype vary smoothly within the embedding?).
+
+The downstream heads' plots: `roc_plot` (ROC curves of one or more models,
+AUROC in the legend), `calibration_plot` (reliability diagram with the
+equal-width bins of the expected calibration error, and a histogram of the
+predicted probabilities), `scatter_plot` (predicted against true index with
+the identity line, a least-squares line and r / R² / MAE) and
+`bland_altman_plot` (difference against mean with the bias and 95% limits of
+agreement). Figures are drawn with matplotlib's object-oriented API on the
+Agg canvas (no display and no pyplot global state) and written as PNG.
 """
 
 from __future__ import annotations
@@ -130,3 +137,190 @@ def plot_projection(ecg_embeddings: np.ndarray, cmr_embeddings: dict[str, np.nda
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png)
     return out_png
+
+
+def _figure(width_in: float, height_in: float):
+    """A constrained-layout figure on the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def _with_unit(label: str, unit: str) -> str:
+    return f"{label} ({unit})" if unit else label
+
+
+def roc_plot(curves: dict, path: str | Path, title: str = "") -> Path:
+    """ROC curves of one or more models on the same axes.
+
+    Args:
+        curves: model name → ``(y_true, y_score)``: (n,) 0/1 labels and scores.
+        path: the PNG to write (parent folders are created).
+        title: figure title.
+
+    Returns:
+        The PNG path.
+    """
+    from sklearn.metrics import roc_curve
+
+    from cardiacnets.evaluate.metrics import _auroc_rows, _binary_labels, _finite_float
+
+    if not curves:
+        raise ValueError("roc_plot needs at least one curve")
+    fig = _figure(4.6, 4.4)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="chance")
+    for name, (y_true, y_score) in curves.items():
+        positive, score = _binary_labels(y_true), _finite_float(y_score, f"{name} scores")
+        if positive.shape != score.shape or positive.ndim != 1:
+            raise ValueError(f"{name}: y_true {positive.shape} and y_score {score.shape} must be the same (n,) shape")
+        if positive.all() or not positive.any():
+            raise ValueError(f"{name}: a ROC curve needs both classes in y_true")
+        fpr, tpr, _ = roc_curve(positive, score)
+        auroc = float(_auroc_rows(positive[None], score[None])[0])
+        ax.plot(fpr, tpr, linewidth=1.6, label=f"{name} (AUROC {auroc:.3f}, n={positive.size})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    ax.legend(loc="lower right", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def calibration_plot(curves: dict, path: str | Path, title: str = "", n_bins: int = 10) -> Path:
+    """Reliability diagram of one or more models' predicted probabilities.
+
+    Top: observed fraction of positives against mean predicted probability
+    in each non-empty equal-width bin (the bins of the ECE, see
+    `cardiacnets.evaluate.metrics.calibration_bins`); bottom: how many
+    subjects fall in each bin.
+
+    Args:
+        curves: model name → ``(y_true, y_prob)``: (n,) 0/1 labels and probabilities in [0, 1].
+        path: the PNG to write (parent folders are created).
+        title: figure title.
+        n_bins: equal-width probability bins.
+
+    Returns:
+        The PNG path.
+    """
+    from cardiacnets.evaluate.metrics import calibration_bins, classification_metrics
+
+    if not curves:
+        raise ValueError("calibration_plot needs at least one curve")
+    fig = _figure(4.6, 5.6)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfectly calibrated")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for name, (y_true, y_prob) in curves.items():
+        ece = classification_metrics(y_true, y_prob, threshold=0.5, n_bins=n_bins)["ece"]  # validates the inputs
+        positive = np.asarray(y_true).astype(np.float64)
+        probability = np.asarray(y_prob, dtype=np.float64)
+        bins = calibration_bins(probability, n_bins)
+        count = np.bincount(bins, minlength=n_bins)
+        filled = count > 0
+        mean_probability = np.bincount(bins, weights=probability, minlength=n_bins)[filled] / count[filled]
+        observed = np.bincount(bins, weights=positive, minlength=n_bins)[filled] / count[filled]
+        line, = top.plot(mean_probability, observed, marker="o", markersize=4, linewidth=1.4,
+                         label=f"{name} (ECE {ece:.3f}, n={probability.size})")
+        bottom.stairs(count, edges, color=line.get_color(), linewidth=1.2)
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.01)
+    top.set_ylabel("observed fraction positive")
+    top.legend(loc="upper left", fontsize=7)
+    bottom.set_xlabel("predicted probability")
+    bottom.set_ylabel("subjects")
+    if title:
+        top.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def scatter_plot(y_true, y_pred, path: str | Path, unit: str = "", title: str = "") -> Path:
+    """Predicted against true values of an index, with the identity and a least-squares line.
+
+    Args:
+        y_true: (n,) true values (n >= 2).
+        y_pred: (n,) predictions in the same unit.
+        path: the PNG to write (parent folders are created).
+        unit: the index's unit for the axis labels and the MAE (``"ml"``, ``"%"``).
+        title: figure title (e.g. the index's name).
+
+    Returns:
+        The PNG path.
+    """
+    from cardiacnets.evaluate.metrics import regression_metrics
+
+    scores = regression_metrics(y_true, y_pred)  # validates the inputs
+    truth, prediction = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    if truth.ndim != 1 or truth.size < 2:
+        raise ValueError(f"scatter_plot needs (n,) arrays with n >= 2, got shape {truth.shape}")
+    fig = _figure(4.6, 4.4)
+    ax = fig.subplots()
+    low = float(min(truth.min(), prediction.min()))
+    high = float(max(truth.max(), prediction.max()))
+    pad = 0.05 * (high - low) if high > low else 1.0
+    limits = (low - pad, high + pad)
+    ax.plot(limits, limits, color="0.6", linestyle="--", linewidth=1, label="identity")
+    ax.scatter(truth, prediction, s=10, alpha=0.6, linewidths=0)
+    if truth.max() > truth.min():
+        slope, intercept = np.polyfit(truth, prediction, 1)
+        ax.plot(limits, [intercept + slope * x for x in limits], color="C3", linewidth=1.2,
+                label=f"least squares (slope {slope:.2f})")
+    text = (f"r = {scores['pearson_r']:.3f}\nR² = {scores['r2']:.3f}\n"
+            f"MAE = {scores['mae']:.3g}{(' ' + unit) if unit else ''}\nn = {truth.size}")
+    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=8)
+    ax.set_xlim(limits)
+    ax.set_ylim(limits)
+    ax.set_aspect("equal")
+    ax.set_xlabel(_with_unit("true", unit))
+    ax.set_ylabel(_with_unit("predicted", unit))
+    ax.legend(loc="lower right", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def bland_altman_plot(y_true, y_pred, path: str | Path, unit: str = "", title: str = "") -> Path:
+    """Bland–Altman plot: prediction - truth against their mean, with bias and 95% limits of agreement.
+
+    Args:
+        y_true: (n,) true values (n >= 2).
+        y_pred: (n,) predictions in the same unit.
+        path: the PNG to write (parent folders are created).
+        unit: the index's unit for the axis labels.
+        title: figure title.
+
+    Returns:
+        The PNG path.
+    """
+    from cardiacnets.evaluate.metrics import bland_altman
+
+    agreement = bland_altman(y_true, y_pred)  # validates the inputs
+    truth, prediction = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    fig = _figure(5.4, 4.0)
+    ax = fig.subplots()
+    ax.scatter((truth + prediction) / 2.0, prediction - truth, s=10, alpha=0.6, linewidths=0)
+    suffix = f" {unit}" if unit else ""
+    for value, label, style in ((agreement["bias"], "bias", "-"), (agreement["loa_high"], "+1.96 SD", "--"),
+                                (agreement["loa_low"], "-1.96 SD", "--")):
+        ax.axhline(value, color="C3" if label == "bias" else "0.4", linestyle=style, linewidth=1.1)
+        ax.annotate(f"{label}: {value:.3g}{suffix}", xy=(1.0, value), xycoords=("axes fraction", "data"),
+                    xytext=(-4, 3), textcoords="offset points", ha="right", fontsize=7)
+    ax.axhline(0.0, color="0.8", linewidth=0.8)
+    ax.set_xlabel(_with_unit("mean of predicted and true", unit))
+    ax.set_ylabel(_with_unit("predicted - true", unit))
+    ax.set_title(title or f"Bland–Altman (n={agreement['n']})", fontsize=10)
+    return _save(fig, path)

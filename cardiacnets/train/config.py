@@ -243,6 +243,11 @@ class TrainConfig:
         early_stopping: patience on the validation loss.
         logging: progress bar, CSV and TensorBoard.
         checkpoint: checkpoint interval and retention.
+        precise_bn_batches: before each validation and the export, recompute the batch-norm
+            running statistics of the evaluated model over this many fixed training batches
+            ("precise BN"; 0: keep the running averages). Needed by encoders with batch norm that
+            train at a high learning rate: their running averages lag the weights, and the
+            demo CMR encoders' evaluation embeddings collapse without it.
         channels_last: keep 4-D weights (convolutions) in channels-last memory format; with
             bf16 on a CPU this makes the demo CMR encoder's training step about 3x faster.
         output_dir: run folder (``--out`` on the command line takes precedence).
@@ -265,6 +270,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    precise_bn_batches: int = 0
     channels_last: bool = False
     output_dir: str | None = None
     cpu: bool = False
@@ -279,6 +285,8 @@ class TrainConfig:
             raise ConfigError(f"gradient_accumulation_steps must be at least 1, got {self.gradient_accumulation_steps}")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
             raise ConfigError(f"clip_grad_norm must be positive or null, got {self.clip_grad_norm}")
+        if self.precise_bn_batches < 0:
+            raise ConfigError(f"precise_bn_batches must be non-negative, got {self.precise_bn_batches}")
         if self.val_every_steps < 0:
             raise ConfigError(f"val_every_steps must be non-negative, got {self.val_every_steps}")
         if self.early_stopping.patience is not None and self.data.val_split is None:

@@ -1,8 +1,9 @@
 """The one training loop of cardiacnets, on Hugging Face Accelerate, for every stage.
 
 `train(config, run_dir, resume)` runs a task (`cardiacnets.train.tasks`) on
-one CPU, a GPU, or several processes started with ``accelerate launch -m
-cardiacnets.cli train CONFIG``. Accelerate supplies the device placement,
+one CPU, a GPU, or several processes (``accelerate launch --multi_gpu -m
+cardiacnets.cli train CONFIG`` on GPUs, ``torchrun --nproc_per_node N -m
+cardiacnets.cli train CONFIG cpu=true`` on CPUs). Accelerate supplies the device placement,
 data-parallel wrapping (``prepare``), mixed precision (``bf16`` autocast also
 on the CPU, ``fp16`` with loss scaling on GPUs), gradient accumulation
 (``accumulate``, ``sync_gradients``), ``backward`` and ``clip_grad_norm_``.
@@ -22,6 +23,9 @@ uninterrupted run):
 Each optimiser step consumes exactly ``gradient_accumulation_steps``
 micro-batches; the learning-rate scheduler steps once per optimiser step (it
 is not passed to ``prepare``, which would step it once per process).
+Validation runs the unwrapped model (its EMA copy when enabled) in eval mode
+under a fixed seed, after re-estimating batch-norm statistics when
+``precise_bn_batches`` is set.
 
 Run folder::
 
@@ -217,6 +221,7 @@ class Trainer:
         self.last_val: dict[str, float] = {}
         self.last_val_step = -1
         self.last_checkpoint_step = -1
+        self.last_bn_step = -1
 
     # --- setup -------------------------------------------------------------------------------------------------
     def _checkpoint_to_resume(self, resume: bool) -> Path | None:
@@ -245,7 +250,7 @@ class Trainer:
             print(text, flush=True)
 
     def _open_split(self, split: str, require: list[str]) -> TrainingSet:
-        data = TrainingSet(self.config.data.path, split=split, require=tuple(require))
+        data = self.task.open_split(self.config.data.path, split, require)
         if len(data) == 0:
             needs = f" having {', '.join(require)}" if require else ""
             raise InputError(self.config.data.path, f"no subjects in split {split!r}{needs}")
@@ -264,7 +269,8 @@ class Trainer:
                                                         Path(c.data.path) / "manifest.csv")
                              if c.data.demographics else None)
         views = self.task.views()
-        self.train_data = CardiacTorchDataset(train_set, self.demographics, c.data.augment, c.seed, views)
+        self.train_data = CardiacTorchDataset(train_set, self.demographics, c.data.augment, c.seed, views,
+                                              segmentations=self.task.segmentations())
         limit = c.data.max_train_subjects
         self.n_train = len(train_set) if limit is None else min(len(train_set), limit)
         global_batch = c.data.batch_size * self.world_size * c.gradient_accumulation_steps
@@ -282,7 +288,8 @@ class Trainer:
             if len(val_set) < self.world_size:
                 raise InputError(c.data.path, f"split {c.data.val_split!r} has {len(val_set)} subjects, "
                                               f"fewer than the {self.world_size} processes")
-            self.val_data = CardiacTorchDataset(val_set, self.demographics, None, c.seed, views)
+            self.val_data = CardiacTorchDataset(val_set, self.demographics, None, c.seed, views,
+                                                segmentations=self.task.segmentations())
 
     def setup_model(self) -> None:
         """Build the model, EMA, optimiser and schedule, and prepare them with Accelerate."""
@@ -413,10 +420,12 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Evaluate the validation split, update early stopping, log."""
         model = self._eval_model()
+        started = time.perf_counter()
+        self.recalibrate_batch_norm(model)
+        self.last_bn_step = self.step
         was_training = model.training
         model.eval()
-        devices = [torch.cuda.current_device()] if self.accelerator.device.type == "cuda" else []
-        started = time.perf_counter()
+        devices = self._rng_devices()
         loader = make_loader(self.val_data, shard_batches(len(self.val_data), self._val_batch_size(),
                                                           self.world_size, self.rank),
                              self.config.data.workers, pin_memory=self.accelerator.device.type == "cuda")
@@ -451,6 +460,48 @@ class Trainer:
         shown = ", ".join(f"{k} {_format(v)}" for k, v in row.items() if k not in ("step", "epoch", "seconds"))
         self._write_progress(f"step {self.step}/{self.total_steps} validation: {shown}")
         return results
+
+    @torch.no_grad()
+    def recalibrate_batch_norm(self, model: torch.nn.Module) -> int:
+        """Recompute batch-norm running statistics over fixed training batches ("precise BN").
+
+        The running averages (momentum 0.1) trail the weights; at a high learning rate
+        they describe weights of many steps ago, and evaluation-mode outputs drift. As in
+        ``torch.optim.swa_utils.update_bn`` the statistics are reset and re-estimated as a
+        plain average over ``precise_bn_batches`` batches in training mode; unlike it, frozen
+        (evaluation-mode) layers are left alone and no graph is built. The batches are the
+        same on every process and at every call, so the result is reproducible on resume.
+
+        Returns:
+            Number of batch-norm layers recalibrated.
+        """
+        c = self.config
+        was_training = model.training
+        model.train()
+        layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                  and m.training and m.track_running_stats]
+        if not layers or c.precise_bn_batches == 0:
+            model.train(was_training)
+            return 0
+        momenta = {layer: layer.momentum for layer in layers}
+        for layer in layers:
+            layer.reset_running_stats()
+            layer.momentum = None  # cumulative average over the batches
+        n = min(self.n_train, c.precise_bn_batches * c.data.batch_size)
+        order = np.random.default_rng([c.seed, 7919]).permutation(self.n_train)[:n].tolist()
+        batches = [order[i:i + c.data.batch_size] for i in range(0, n, c.data.batch_size)]
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            torch.manual_seed(c.seed)
+            for batch in make_loader(self.train_data, batches, c.data.workers, seed=c.seed):
+                with self.accelerator.autocast():
+                    self.task.validation_step(model, move_to_device(batch, self.accelerator.device))
+        for layer, momentum in momenta.items():
+            layer.momentum = momentum
+        model.train(was_training)
+        return len(layers)
+
+    def _rng_devices(self) -> list:
+        return [torch.cuda.current_device()] if self.accelerator.device.type == "cuda" else []
 
     def _val_batch_size(self) -> int:
         return self.config.data.val_batch_size or self.config.data.batch_size
@@ -618,8 +669,10 @@ class Trainer:
         model = self._eval_model()
         es = self.config.early_stopping
         if es.patience is not None and es.restore_best and self.best_step is not None and self.best_step != self.step:
-            ckpt.load_weights(model, self._best_path(self.best_step))
+            ckpt.load_weights(model, self._best_path(self.best_step))  # recalibrated when it was validated
             self._write_progress(f"exporting the weights of the best validation (step {self.best_step})")
+        elif self.last_bn_step != self.step:
+            self.recalibrate_batch_norm(model)
         exports = {}
         if self.is_main:
             # Exports hold plain (contiguous) tensors whatever the training memory format.

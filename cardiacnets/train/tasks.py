@@ -45,12 +45,25 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
+# Modules that define further tasks (imported on first lookup, so importing this module stays light).
+TASK_MODULES: tuple[str, ...] = ()
+
+
+def _import_task_modules() -> None:
+    import importlib
+
+    for module in TASK_MODULES:
+        importlib.import_module(module)
+
+
 def get_task_class(name: str) -> type[Task]:
     """The task class registered under `name`.
 
     Raises:
         ConfigError: unknown task, listing the known ones.
     """
+    if name not in TASKS:
+        _import_task_modules()
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]
@@ -101,6 +114,22 @@ class Task:
     def required_modalities(self) -> list[str]:
         """Modalities every training subject must have (``data.require`` overrides)."""
         return []
+
+    def open_split(self, root: str, split: str, require: list[str]):
+        """The subjects of one split that the loop trains on (``data.train_split``) or validates on.
+
+        Tasks override it to attach targets or select subjects (the heads' label fractions).
+
+        Returns:
+            A `cardiacnets.data.store.TrainingSet`.
+        """
+        from cardiacnets.data.store import TrainingSet
+
+        return TrainingSet(root, split=split, require=tuple(require))
+
+    def segmentations(self) -> bool:
+        """Whether batches carry the ``seg_<view>`` label arrays of `views` (segmentation training)."""
+        return False
 
     # --- model -----------------------------------------------------------------------------------------------
     def model_overrides(self) -> dict:
