@@ -1,0 +1,157 @@
+"""The demo's HTML report: one self-contained file (figures embedded), every number from ``metrics.json``.
+
+Sections: the cohort and timings, retrieval, heads (tables with 95% confidence
+intervals, ROC and scatter plots), generation (metrics against the
+nearest-neighbour baseline, generated vs true cines as GIFs), and how to open
+the review app on these results. Nothing is pasted in: the report is rendered
+from the metrics the run measured and the figures it wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#1d2430;line-height:1.45}
+h1{font-size:1.7em;margin-bottom:.2em} h2{border-bottom:2px solid #e3e7ee;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0 1.2em 0;font-size:.92em} th,td{border:1px solid #d6dbe4;padding:.3em .6em;
+text-align:right} th{background:#f2f4f8} td:first-child,th:first-child{text-align:left}
+.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0}.figs img{max-width:520px;border:1px solid #e3e7ee}
+figcaption{font-size:.85em;color:#566} .note{color:#566;font-size:.9em} code{background:#f2f4f8;padding:0 .25em}
+.synthetic{color:#b00020;font-weight:600}
+"""
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if isinstance(value, bool) or value is None:
+        return _esc(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return _esc(value)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell if isinstance(cell, _Raw) else _fmt(cell)}</td>" for cell in row)
+                   + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class _Raw(str):
+    """Already-escaped HTML for a table cell."""
+
+
+def _ci(block: dict, digits: int = 3) -> _Raw:
+    """``value (low–high)`` of a {value, low, high} dict."""
+    if not isinstance(block, dict) or "value" not in block:
+        return _Raw(_fmt(block, digits))
+    text = _fmt(block["value"], digits)
+    if block.get("low") is not None and block.get("high") is not None:
+        text += f" <span class='note'>({_fmt(block['low'], digits)}–{_fmt(block['high'], digits)})</span>"
+    return _Raw(text)
+
+
+def _image(path: Path, caption: str, width: int | None = None) -> str:
+    path = Path(path)
+    if not path.is_file():
+        return f"<p class='note'>missing figure {_esc(path)}</p>"
+    mime = {".png": "image/png", ".gif": "image/gif", ".svg": "image/svg+xml"}.get(path.suffix.lower(), "image/png")
+    data = base64.b64encode(path.read_bytes()).decode()
+    style = f" style='width:{width}px'" if width else ""
+    return f"<figure><img src='data:{mime};base64,{data}' alt='{_esc(caption)}'{style}><figcaption>{_esc(caption)}</figcaption></figure>"
+
+
+# --- sections ---------------------------------------------------------------------------------------------------
+def _summary_section(demo) -> str:
+    m = demo.metrics
+    counts = m.get("dataset", {}).get("counts", {})
+    rows = [["simulated subjects", m.get("cohort", {}).get("n_subjects")],
+            ["failed records", m.get("dataset", {}).get("failed_records")]]
+    rows += [[f"training set: {k}", v] for k, v in sorted(counts.items())]
+    timing_rows = [[name, seconds, f"{seconds / 60:.1f}"] for name, seconds in m.get("timings_s", {}).items()]
+    out = "<h2>Cohort and timings</h2>" + _table(["", "value"], rows)
+    out += _table(["step", "seconds", "minutes"], timing_rows)
+    return out
+
+
+def _retrieval_section(demo) -> str:
+    r = demo.metrics.get("retrieval", {})
+    if "skipped" in r or not r:
+        return f"<h2>Retrieval</h2><p class='note'>not evaluated: {_esc(r.get('skipped', 'no result'))}</p>"
+    rows = []
+    for view, block in r.get("views", {}).items():
+        for label, key in (("ECG → CMR", "ecg_to_cmr"), ("CMR → ECG", "cmr_to_ecg"), ("chance", "chance")):
+            b = block[key]
+            rows.append([f"{view}: {label}", b["top1"], b["top5"], b["top10"], b["median_rank"]])
+    out = (f"<h2>ECG ↔ CMR retrieval</h2><p>Each held-out subject's ECG ranks its own cine among "
+           f"{_fmt(r.get('n_candidates'))} candidates (and the reverse), split {_esc(r.get('split'))}.</p>")
+    out += _table(["direction", "top-1", "top-5", "top-10", "median rank"], rows)
+    figs = [_image(p, "PCA of the shared embedding space (ECG and CMR), coloured by LVEF")
+            for k, p in demo.figures.items() if k.startswith("retrieval/")]
+    return out + f"<div class='figs'>{''.join(figs)}</div>"
+
+
+def _generic_section(title: str, key: str, demo) -> str:
+    """A section for an evaluation without a dedicated renderer: its scalar metrics and figures."""
+    r = demo.metrics.get(key, {})
+    if "skipped" in r or not r:
+        return f"<h2>{_esc(title)}</h2><p class='note'>not evaluated: {_esc(r.get('skipped', 'no result'))}</p>"
+    rows = [[k, v] for k, v in _flatten(r).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    figs = [_image(p, k.split("/", 1)[1]) for k, p in demo.figures.items() if k.startswith(f"{key}/")]
+    return f"<h2>{_esc(title)}</h2>" + _table(["metric", "value"], rows) + f"<div class='figs'>{''.join(figs)}</div>"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+SECTIONS: dict[str, callable] = {}
+
+
+def register_section(key: str):
+    """Decorator: a dedicated renderer ``fn(demo) -> html`` for evaluation `key`."""
+    def wrap(fn):
+        SECTIONS[key] = fn
+        return fn
+    return wrap
+
+
+def write_report(demo) -> Path:
+    """Write ``report.html`` in the demo folder and return its path."""
+    from cardiacnets.demo import evaluations
+
+    parts = [f"<h1>CardiacNets demo report</h1><p class='note'>{_esc(demo.out.resolve())} — every figure below was "
+             f"computed by this run (<code>metrics.json</code> holds them all).</p>", _summary_section(demo),
+             _retrieval_section(demo)]
+    for key in evaluations.EVALUATIONS:
+        if key == "retrieval":
+            continue
+        renderer = SECTIONS.get(key)
+        parts.append(renderer(demo) if renderer else _generic_section(key.capitalize(), key, demo))
+    review = demo.metrics.get("review_command")
+    if review:
+        parts.append(f"<h2>Review</h2><p>Open the review app on these results:</p><pre>{_esc(review)}</pre>")
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>CardiacNets demo report</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(parts)}"
+            f"<details><summary>metrics.json</summary><pre>{_esc(json.dumps(demo.metrics, indent=1, default=str))}"
+            f"</pre></details></body></html>")
+    path = demo.out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,206 @@
+"""``cardiacnets demo``: the whole CardiacNets pipeline on a simulated cohort.
+
+Simulate a UK Biobank-style cohort → preprocess it into a training set → train
+every configured stage (alignment, segmenter, CMR autoencoder, ECG-conditioned
+diffusion, heads) with the one training loop → evaluate on the held-out split
+(retrieval, generation, heads) → write ``report.html`` and ``metrics.json``
+(every figure of the report, with the time each step took).
+
+Steps already done by an earlier run of the same demo folder with the same
+settings are reused (the simulated cohort when its settings match, the
+training set, and each stage whose run folder holds a ``demo_stage.json`` for
+the same resolved training config); ``force`` redoes everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cardiacnets.config import load_config, to_dict
+from cardiacnets.demo.config import DemoConfig, fill_placeholders, resolve_path
+from cardiacnets.errors import InputError
+
+STAGE_MARKER = "demo_stage.json"
+
+
+@dataclass
+class DemoRun:
+    """Folders and results of one demo run."""
+
+    out: Path
+    config: DemoConfig
+    folders: dict[str, Path] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.folders = {"out": self.out, "raw": self.out / "raw", "dataset": self.out / "dataset",
+                        "runs": self.out / "runs", "evaluation": self.out / "evaluation"}
+        for name in self.config.stages:
+            self.folders[f"run:{name}"] = self.out / "runs" / name
+
+    def run_dir(self, stage: str) -> Path:
+        return self.folders[f"run:{stage}"]
+
+    def stage_enabled(self, stage: str) -> bool:
+        return stage in self.config.stages and self.config.stages[stage].enabled
+
+
+def _announce(index: int, total: int, text: str) -> None:
+    print(f"\n[{index}/{total}] {text}", flush=True)
+
+
+def run_demo(out: str | Path, config: DemoConfig, force: bool = False, progress: bool = True) -> DemoRun:
+    """Run the demo into `out`.
+
+    Args:
+        out: the demo folder (created).
+        config: the `DemoConfig`.
+        force: redo steps an earlier run of this folder already did.
+        progress: progress bars.
+
+    Returns:
+        The `DemoRun` (``metrics`` is what ``metrics.json`` holds).
+    """
+    from cardiacnets.demo.report import write_report
+
+    config.validate()
+    demo = DemoRun(Path(out), config)
+    demo.out.mkdir(parents=True, exist_ok=True)
+    stages = [name for name, stage in config.stages.items() if stage.enabled]
+    steps = ["simulate", "preprocess", *stages, "evaluate", "report"]
+    total = len(steps)
+    started = time.perf_counter()
+
+    _announce(1, total, f"simulating {config.n_subjects} UK Biobank-style subjects into {demo.folders['raw']}")
+    _timed(demo, "simulate", lambda: _simulate(demo, force, progress))
+    _announce(2, total, f"preprocessing into {demo.folders['dataset']}")
+    _timed(demo, "preprocess", lambda: _preprocess(demo, force, progress))
+    for i, name in enumerate(stages, start=3):
+        _announce(i, total, f"training stage {name!r} ({config.stages[name].config})")
+        _timed(demo, f"train_{name}", lambda name=name: _train_stage(demo, name, force, progress))
+    _announce(total - 1, total, f"evaluating on the {config.evaluate.split!r} split")
+    _timed(demo, "evaluate", lambda: _evaluate(demo, progress))
+    _announce(total, total, "writing the report")
+    demo.timings_s["total"] = round(time.perf_counter() - started, 1)
+    demo.metrics["timings_s"] = demo.timings_s
+    demo.metrics["config"] = to_dict(config)
+    _timed(demo, "report", lambda: write_report(demo))
+    (demo.out / "metrics.json").write_text(json.dumps(demo.metrics, indent=2, default=str) + "\n")
+    return demo
+
+
+def _timed(demo: DemoRun, name: str, fn) -> None:
+    t0 = time.perf_counter()
+    fn()
+    demo.timings_s[name] = round(time.perf_counter() - t0, 1)
+
+
+# --- data -------------------------------------------------------------------------------------------------------
+def _simulate(demo: DemoRun, force: bool, progress: bool) -> None:
+    from cardiacnets.simulate import write_cohort
+
+    raw, c = demo.folders["raw"], demo.config
+    marker = raw / "demo_cohort.json"
+    wanted = {"n_subjects": c.n_subjects, "seed": c.seed}
+    if not force and marker.is_file() and json.loads(marker.read_text()) == wanted:
+        print(f"reusing the cohort simulated earlier in {raw}")
+    else:
+        if force and demo.folders["dataset"].exists():
+            _remove_training_set(demo.folders["dataset"])
+        summary = write_cohort(raw, c.n_subjects, seed=c.seed, workers=c.workers, progress=progress)
+        marker.write_text(json.dumps(wanted) + "\n")
+        del summary
+    demo.metrics["cohort"] = {"n_subjects": c.n_subjects, "seed": c.seed, "raw": str(raw)}
+    ceiling = raw / "ceiling.json"
+    if ceiling.is_file():
+        demo.metrics["ceiling"] = json.loads(ceiling.read_text()).get("r2", {})
+
+
+def _remove_training_set(dataset: Path) -> None:
+    """Delete a training set this demo built (only a folder holding a dataset.yaml is touched)."""
+    import shutil
+
+    if not (dataset / "dataset.yaml").is_file():
+        raise InputError(dataset, "exists but is not a training set; choose another --out")
+    shutil.rmtree(dataset)
+
+
+def _preprocess(demo: DemoRun, force: bool, progress: bool) -> None:
+    from cardiacnets.data.preprocess import PreprocessConfig, preprocess
+
+    dataset = demo.folders["dataset"]
+    if dataset.exists() and not (dataset / "dataset.yaml").exists():
+        raise InputError(dataset, "exists but is not a training set; choose another --out")
+    if dataset.exists():
+        info = yaml.safe_load((dataset / "dataset.yaml").read_text()) or {}
+        if info.get("n_subjects") != demo.config.n_subjects or force:
+            _remove_training_set(dataset)
+    config = load_config(PreprocessConfig, resolve_path(demo.config.preprocess), demo.config.preprocess_overrides)
+    result = preprocess("ukb", demo.folders["raw"], dataset, config, workers=demo.config.workers, progress=progress)
+    demo.metrics["dataset"] = {"path": str(dataset), "counts": result.counts,
+                               "failed_records": result.n_failed_records}
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+def _train_stage(demo: DemoRun, name: str, force: bool, progress: bool) -> None:
+    from cardiacnets.train import TrainConfig, train
+
+    stage = demo.config.stages[name]
+    overrides = [fill_placeholders(item, demo.folders) for item in stage.overrides]
+    overrides.insert(0, f"data.path={demo.folders['dataset']}")
+    config = load_config(TrainConfig, resolve_path(stage.config), overrides)
+    run_dir = demo.run_dir(name)
+    digest = hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()
+    marker = run_dir / STAGE_MARKER
+    if not force and marker.is_file() and json.loads(marker.read_text()).get("config_sha256") == digest:
+        print(f"reusing stage {name!r} trained earlier in {run_dir}")
+        summary = json.loads(marker.read_text())["summary"]
+    else:
+        if run_dir.exists():
+            import shutil
+
+            if not (run_dir / "config.yaml").is_file():
+                raise InputError(run_dir, "exists but is not a training run; choose another --out")
+            shutil.rmtree(run_dir)
+        result = train(config, run_dir, progress=progress)
+        summary = {"steps": result.steps if hasattr(result, "steps") else None,
+                   "exports": {k: str(v) for k, v in result.exports.items()}}
+        summary_file = run_dir / "summary.json"
+        if summary_file.is_file():
+            summary.update(json.loads(summary_file.read_text()))
+        marker.write_text(json.dumps({"config_sha256": digest, "summary": summary}, indent=2, default=str) + "\n")
+    demo.metrics.setdefault("training", {})[name] = summary
+
+
+# --- evaluation -------------------------------------------------------------------------------------------------
+def _evaluate(demo: DemoRun, progress: bool) -> None:
+    from cardiacnets.demo import evaluations
+
+    e = demo.config.evaluate
+    for name, fn in evaluations.EVALUATIONS.items():
+        if not all(demo.stage_enabled(stage) for stage in evaluations.NEEDS[name]):
+            demo.metrics[name] = {"skipped": f"needs stage(s) {', '.join(evaluations.NEEDS[name])}"}
+            continue
+        t0 = time.perf_counter()
+        out_dir = demo.folders["evaluation"] / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print(f"  {name} ...", flush=True)
+        result, figures = fn(demo, e, out_dir, progress)
+        demo.metrics[name] = result
+        demo.figures.update({f"{name}/{k}": v for k, v in figures.items()})
+        demo.timings_s[f"evaluate_{name}"] = round(time.perf_counter() - t0, 1)
+
+
+def load_demo_config(path: str | Path | None, overrides: list[str] | None = None) -> DemoConfig:
+    """The demo config at `path` (default ``configs/demo/demo.yaml``) with overrides."""
+    from cardiacnets.demo.config import DEFAULT_CONFIG
+
+    return load_config(DemoConfig, path if path is not None else DEFAULT_CONFIG, overrides or [])
