@@ -18,7 +18,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cardiacnets demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium (never `playwright install`, which downloads a browser).
+CHROMIUM ?= /usr/bin/chromium
+export CARDIACNETS_CHROMIUM := $(CHROMIUM)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo )
+
+$(CHROMIUM):
+	$(SUDO)apt-get update -qq
+	$(SUDO)env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

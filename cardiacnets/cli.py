@@ -15,7 +15,7 @@ import sys
 from cardiacnets import __version__
 from cardiacnets.errors import CardiacNetsError
 
-COMMANDS = ("inspect", "synth", "preprocess", "bench", "demo", "evaluate", "train")
+COMMANDS = ("inspect", "synth", "preprocess", "bench", "demo", "evaluate", "train", "review", "study")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,3 +42,11 @@ def ptbdb_record(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def acdc_dir(shared_data) -> Path:
     return shared_data / "acdc_h5"
+
+
+@pytest.fixture(scope="session")
+def review_dataset(tmp_path_factory) -> Path:
+    """8 simulated subjects preprocessed with the demo config, shared by the review-app tests."""
+    from review_support import build_review_dataset
+
+    return build_review_dataset(tmp_path_factory.mktemp("review_data"))

@@ -1,0 +1,174 @@
+"""Uploaded ECG files: checked, stored under generated names, parsed by the package's readers.
+
+Two kinds are accepted: a UK Biobank / GE CardioSoft XML file, or a WFDB record
+(header plus signal file) packed in a ``.zip``. Each upload gets a random id and
+its own folder ``APP_DIR/uploads/<id>/``; the client's file name is kept only
+as display text. A zip's members are checked before anything is extracted:
+regular files only, no absolute paths or ``..``, only ``.hea``/``.dat``/``.mat``,
+exactly one header, bounded count and uncompressed size (zip bombs); each is
+written under its bare base name, so nothing can land outside the folder. XML
+with a document type declaration is refused (UK Biobank files have none, and
+entity expansion is a classic attack). Files are only ever parsed by
+`cardiacnets.io.ecg.read_ecg` (never unpickled).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cardiacnets.errors import InputError
+
+UPLOAD_KINDS = {".xml": "UK Biobank ECG XML", ".zip": "WFDB record in a .zip (.hea with .dat or .mat)"}
+WFDB_MEMBER_SUFFIXES = (".hea", ".dat", ".mat")
+MAX_ZIP_MEMBERS = 16
+MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{24}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass
+class StoredUpload:
+    """An accepted upload.
+
+    Attributes:
+        upload_id: random hex id (the folder name and the URL key).
+        folder: ``APP_DIR/uploads/<upload_id>``.
+        ecg_path: the file to read (the XML, or the WFDB header).
+        original_name: the client's file name (display only).
+        kind: ``xml`` or ``wfdb_zip``.
+    """
+
+    upload_id: str
+    folder: Path
+    ecg_path: Path
+    original_name: str
+    kind: str
+
+
+def is_upload_id(text: str) -> bool:
+    """Whether `text` has the form of an upload id (24 lowercase hex digits)."""
+    return bool(_UPLOAD_ID.match(text))
+
+
+def display_name(name: str | None) -> str:
+    """The client's file name cut to its last path part and 120 printable characters."""
+    name = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable())[:120]
+    return name or "upload"
+
+
+def store_upload(uploads_dir: Path, original_name: str | None, data: bytes, max_bytes: int) -> StoredUpload:
+    """Check an uploaded file and store it under a generated name.
+
+    Args:
+        uploads_dir: ``APP_DIR/uploads``.
+        original_name: the client's file name (its extension picks the kind).
+        data: the file's bytes.
+        max_bytes: size limit.
+
+    Returns:
+        The stored upload (not yet parsed: see `read_upload`).
+
+    Raises:
+        InputError: naming the client's file and the problem (size, type, zip content).
+    """
+    shown = display_name(original_name)
+    suffix = Path(shown).suffix.lower()
+    if len(data) > max_bytes:
+        raise InputError(shown, f"file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB")
+    if not data:
+        raise InputError(shown, "file is empty")
+    if suffix not in UPLOAD_KINDS:
+        raise InputError(shown, "unsupported file type; upload " + " or ".join(UPLOAD_KINDS.values()))
+    upload_id = secrets.token_hex(12)
+    folder = uploads_dir / upload_id
+    folder.mkdir(parents=True, exist_ok=False)
+    try:
+        if suffix == ".xml":
+            head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+            if not head.startswith(b"<"):
+                raise InputError(shown, "not an XML file")
+            if b"<!DOCTYPE" in data[:65536].upper() or b"<!ENTITY" in data[:65536].upper():
+                raise InputError(shown, "XML with a document type declaration is not accepted")
+            ecg_path = folder / "ecg.xml"
+            ecg_path.write_bytes(data)
+            return StoredUpload(upload_id, folder, ecg_path, shown, "xml")
+        ecg_path = _extract_wfdb_zip(shown, data, folder)
+        return StoredUpload(upload_id, folder, ecg_path, shown, "wfdb_zip")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _extract_wfdb_zip(shown: str, data: bytes, folder: Path) -> Path:
+    import io
+
+    if not data.startswith(b"PK\x03\x04"):
+        raise InputError(shown, "not a zip file")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as err:
+        raise InputError(shown, f"not a readable zip file ({err})") from None
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if not members:
+            raise InputError(shown, "zip holds no files")
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise InputError(shown, f"zip holds {len(members)} files; a WFDB record needs at most {MAX_ZIP_MEMBERS}")
+        total = 0
+        names: dict[str, zipfile.ZipInfo] = {}
+        for member in members:
+            name = member.filename
+            parts = name.replace("\\", "/").split("/")
+            if name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name):
+                raise InputError(shown, f"zip member {name!r} has an unsafe path")
+            file_type = stat.S_IFMT(member.external_attr >> 16)  # 0 when the zip tool stored no Unix mode
+            if file_type and file_type != stat.S_IFREG:
+                raise InputError(shown, f"zip member {name!r} is not a regular file")
+            base = parts[-1]
+            if parts[0] == "__MACOSX" or base.startswith("._"):
+                continue  # macOS resource forks, added by Finder's "Compress"
+            if not _SAFE_NAME.match(base) or Path(base).suffix.lower() not in WFDB_MEMBER_SUFFIXES:
+                raise InputError(shown, f"zip member {name!r}: only WFDB files "
+                                        f"({', '.join(WFDB_MEMBER_SUFFIXES)}) with plain names are accepted")
+            if base in names:
+                raise InputError(shown, f"zip holds two files named {base!r}")
+            total += member.file_size
+            if total > MAX_UNCOMPRESSED_BYTES:
+                raise InputError(shown, f"zip expands to more than {MAX_UNCOMPRESSED_BYTES // 2**20} MB")
+            names[base] = member
+        headers = [n for n in names if n.lower().endswith(".hea")]
+        if len(headers) != 1:
+            raise InputError(shown, f"zip must hold exactly one WFDB header (.hea), found {len(headers)}")
+        for base, member in names.items():
+            written = 0
+            with archive.open(member) as source, open(folder / base, "wb") as target:
+                while chunk := source.read(1 << 20):
+                    written += len(chunk)
+                    if written > member.file_size or written > MAX_UNCOMPRESSED_BYTES:
+                        raise InputError(shown, f"zip member {base!r} is larger than its header says")
+                    target.write(chunk)
+        return folder / headers[0]
+
+
+def read_upload(upload: StoredUpload):
+    """Parse a stored upload with the package's ECG readers.
+
+    Returns:
+        The `ECGRecord`.
+
+    Raises:
+        InputError: naming the client's file (not the internal path) and the problem.
+    """
+    from cardiacnets.io.ecg import read_ecg
+
+    try:
+        return read_ecg(upload.ecg_path)
+    except InputError as err:
+        raise InputError(upload.original_name, err.problem) from None

@@ -1,0 +1,489 @@
+"""Tests of the review app over HTTP (FastAPI's TestClient, no browser): the case list
+and its filters, case pages with and without models, background generation and its
+cache, predictions, uploads (accepted formats, limits, hostile zips), tokens and
+sessions, blinding of reader studies, and ``cardiacnets review`` itself."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from PIL import Image
+from review_support import FakeCinePipeline, fake_predict, free_socket
+
+from cardiacnets.cli import main
+from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.review.app import ReviewSettings, _prediction_rows, create_app, reference_ranges, subject_key
+from cardiacnets.review.jobs import JobRunner, ReviewModels, folder_key
+from cardiacnets.review.uploads import store_upload
+
+pytestmark = pytest.mark.slow  # the shared simulated data set takes ~20 s to build
+
+TOKEN = "review-token-1"
+
+
+def _wait_job(client, job: dict, timeout_s: float = 30.0) -> dict:
+    deadline = time.time() + timeout_s
+    while job["state"] not in ("done", "failed"):
+        assert time.time() < deadline, job
+        time.sleep(0.05)
+        job = client.get(f"/api/jobs/{job['job_id']}").json()
+    return job
+
+
+@pytest.fixture()
+def plain_app(review_dataset, tmp_path):
+    """The app over the data set alone (no model), on loopback without a token."""
+    return create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app"))
+
+
+def _fake_models(**kwargs) -> ReviewModels:
+    return ReviewModels(generators={"sa": FakeCinePipeline(**kwargs)}, predictor=fake_predict, key="fake")
+
+
+def test_case_list_search_filters_and_pages(plain_app):
+    with TestClient(plain_app) as client:
+        listed = lambda query="": re.findall(r'href="/cases/(\d+)"', client.get("/cases" + query).text)  # noqa: E731
+        assert listed() == [str(1000001 + i) for i in range(8)]
+        assert listed("?label=label_cardiomyopathy") == ["1000004", "1000005", "1000007"]
+        assert listed("?label=none") == ["1000002", "1000006", "1000008"]
+        assert listed("?q=I25") == ["1000001", "1000003"]  # ICD-10 search
+        assert listed("?q=0005") == ["1000005"]
+        splits = {sid: client.get(f"/cases/{sid}").text for sid in listed()}
+        assert listed("?split=train") == [s for s, page in splits.items() if "<dt>Split</dt><dd>train</dd>" in page]
+        key = subject_key("1000004")
+        client.post(f"/cases/{key}/review", data={"reviewed": "yes", "note": "checked <b>"})
+        assert listed("?reviewed=yes") == ["1000004"]
+        assert "1000004" not in listed("?reviewed=no") and len(listed("?reviewed=no")) == 7
+        page = client.get("/cases/1000004").text
+        assert "checked &lt;b&gt;" in page and "checked <b>" not in page
+    paged = create_app(ReviewSettings(data_dir=plain_app.state.review.settings.data_dir,
+                                      app_dir=plain_app.state.review.app_dir, cases_per_page=3))
+    with TestClient(paged) as client:
+        page2 = client.get("/cases?page=2&label=").text
+        assert re.findall(r'href="/cases/(\d+)"', page2) == ["1000004", "1000005", "1000006"]
+        assert "page 2 of 3" in page2 and 'href="/cases?page=3"' in page2
+
+
+def test_case_page_without_a_model_shows_ecg_and_real_cines(plain_app):
+    with TestClient(plain_app) as client:
+        response = client.get("/cases/1000007")
+        assert response.status_code == 200
+        page = response.text
+        assert "No model given (--model)" in page and "no predictions" in page
+        assert "SYNTHETIC" not in page
+        key = subject_key("1000007")
+        svg = client.get(f"/media/{key}/ecg.svg")
+        assert svg.headers["content-type"] == "image/svg+xml" and b'id="lead-II-rhythm"' in svg.content
+        real = client.get(f"/media/{key}/real/sa.png")
+        assert real.headers["x-frames"] == "25"
+        sheet = np.asarray(Image.open(io.BytesIO(real.content)))
+        assert sheet.shape == (192, 25 * 192)
+        assert client.get(f"/media/{key}/real/la_4ch.gif").headers["content-type"] == "image/gif"
+        assert client.get(f"/media/{key}/generated/sa.png").status_code == 404
+        assert client.get("/cases/9999999").status_code == 404
+        assert client.get("/media/dffff/real/sa.png").status_code == 404
+        headers = client.get("/cases").headers
+        assert "script-src 'self'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"
+
+
+def test_generation_runs_in_the_background_and_is_cached(review_dataset, tmp_path):
+    settings = ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app")
+    pipeline = FakeCinePipeline(step_delay_s=0.01)
+    models = ReviewModels(generators={"sa": pipeline}, predictor=fake_predict, key="fake")
+    key = subject_key("1000004")
+    with TestClient(create_app(settings, models)) as client:
+        page = client.get("/cases/1000004").text
+        assert f'data-start-url="/api/cases/{key}/generate/sa"' in page  # the page starts the job
+        job = client.post(f"/api/cases/{key}/generate/sa").json()
+        assert job["state"] in ("queued", "running") and job["ready_url"] == f"/media/{key}/generated/sa.png"
+        again = client.post(f"/api/cases/{key}/generate/sa").json()
+        assert again["job_id"] == job["job_id"]  # one job per case, model and seed
+        seen = []
+        while job["state"] not in ("done", "failed"):
+            time.sleep(0.02)
+            job = client.get(f"/api/jobs/{job['job_id']}").json()
+            seen.append(job["progress"])
+        assert job["state"] == "done", job
+        assert any(p is not None and 0 < p < 1 for p in seen)  # step progress through callback_on_step_end
+        generated = client.get(f"/media/{key}/generated/sa.png")
+        assert generated.status_code == 200 and generated.headers["x-frames"] == "25"
+        page = client.get("/cases/1000004").text
+        assert "Generated short-axis cine (SYNTHETIC)" in page and 'class="synthetic-badge">SYNTHETIC' in page
+        # The stamp is in the pixels: the top-left corner differs from an unstamped rendering.
+        from cardiacnets.review import render
+
+        cached = sorted((tmp_path / "app" / "cache" / "generated").rglob("*.npy"))
+        assert len(cached) == 1 and cached[0].name == f"{key}_sa_seed0_steps25_cfg3.npy"
+        plain = render.cine_sprite_png(np.load(cached[0]).astype(np.float32), scale=3)
+        assert generated.content != plain
+        job = _wait_job(client, client.post(f"/api/cases/{key}/predict").json())
+        fragment = client.get(f"/fragments/{key}/predictions").text
+        assert "LV ejection fraction" in fragment and "38.5 %" in fragment and "51–74 %" in fragment
+        assert 'class="tag warn">low' in fragment and "cardiomyopathy" in fragment
+        assert "120.0–185.0 ml" in fragment  # the heads' 95 % prediction interval
+        assert "V1: high-frequency noise" in fragment and "<b>dilated</b>" in fragment
+    assert pipeline.calls == 1
+    # A restart finds the cache: no new job, no new call.
+    with TestClient(create_app(settings, models)) as client:
+        job = client.post(f"/api/cases/{key}/generate/sa").json()
+        assert job["state"] == "done" and "job_id" not in job
+        page = client.get("/cases/1000004").text
+        assert "LV mass" in page and "data-start-url" not in page
+    assert pipeline.calls == 1
+
+
+def test_failed_generation_is_reported(review_dataset, tmp_path):
+    class Broken(FakeCinePipeline):
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("out of memory")
+
+    models = ReviewModels(generators={"sa": Broken()}, key="broken")
+    with TestClient(create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app"), models)) as client:
+        job = _wait_job(client, client.post(f"/api/cases/{subject_key('1000001')}/generate/sa").json())
+        assert job["state"] == "failed" and job["message"] == "RuntimeError: out of memory"
+        page = client.get("/cases/1000001").text
+        assert "No model given" not in page and "The model has no heads" in page
+        assert f'data-start-url="/api/cases/{subject_key("1000001")}/generate/sa"' in page  # the page may retry
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_uploads_are_parsed_generated_and_stored_under_generated_names(review_dataset, tmp_path, ukb_xml_path,
+                                                                      ptbxl_dir):
+    app_dir = tmp_path / "app"
+    models = _fake_models()
+    with TestClient(create_app(ReviewSettings(data_dir=review_dataset, app_dir=app_dir), models)) as client:
+        response = client.post("/upload", files={"ecg": ("../../../etc/passwd.xml", ukb_xml_path.read_bytes())},
+                               follow_redirects=False)
+        assert response.status_code == 303
+        url = response.headers["location"]
+        upload_id = url.rsplit("/", 1)[1]
+        assert re.fullmatch(r"/uploads/[0-9a-f]{24}", url)
+        stored = sorted(p.relative_to(app_dir / "uploads").as_posix() for p in (app_dir / "uploads").rglob("*"))
+        assert stored == [upload_id, f"{upload_id}/ecg.xml"]  # the client's name is display text only
+        page = client.get(url).text
+        assert "passwd.xml" in page and "Uploaded ECG" in page and "etc/passwd" not in page
+        key = "u" + upload_id
+        assert b"lead-V6" in client.get(f"/media/{key}/ecg.svg").content
+        job = _wait_job(client, client.post(f"/api/cases/{key}/generate/sa").json())
+        assert job["state"] == "done"
+        assert client.get(f"/media/{key}/generated/sa.png").status_code == 200
+        _wait_job(client, client.post(f"/api/cases/{key}/predict").json())
+        assert "LV end-diastolic volume" in client.get(url).text
+        assert "passwd.xml" in client.get("/cases").text  # listed under uploads
+
+        record = ptbxl_dir / "records500" / "00000" / "00001_hr"
+        wfdb_zip = _zip({"rec/00001_hr.hea": record.with_suffix(".hea").read_bytes(),
+                         "rec/00001_hr.dat": record.with_suffix(".dat").read_bytes()})
+        response = client.post("/upload", files={"ecg": ("ptbxl 1.zip", wfdb_zip)}, follow_redirects=False)
+        assert response.status_code == 303
+        page = client.get(response.headers["location"]).text
+        assert "ptbxl 1.zip" in page and "WFDB record" in page
+
+        def refused(name, data):
+            response = client.post("/upload", files={"ecg": (name, data)}, follow_redirects=False)
+            return response.status_code, re.search(r'<p class="error" role="alert">(.*?)</p>', response.text).group(1)
+
+        hea = record.with_suffix(".hea").read_bytes()
+        assert refused("ecg.pkl", b"\x80\x04data") == (400, "ecg.pkl: unsupported file type; upload UK Biobank ECG "
+                                                       "XML or WFDB record in a .zip (.hea with .dat or .mat)")
+        assert refused("bad.xml", b"<CardiologyXML><broken")[0] == 400
+        assert "bad.xml:" in refused("bad.xml", b"<CardiologyXML><broken")[1]
+        assert "document type" in refused("x.xml", b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x/>')[1]
+        assert "unsafe path" in refused("t.zip", _zip({"../../evil.hea": hea}))[1]
+        assert "only WFDB files" in refused("t.zip", _zip({"run.sh": b"rm -rf /"}))[1]
+        assert "exactly one WFDB header" in refused("t.zip", _zip({"a.hea": hea, "b.hea": hea}))[1]
+        assert "not a zip file" in refused("t.zip", b"PK-but-not-really")[1]
+        assert "header" in refused("t.zip", _zip({"00001_hr.hea": hea}))[1]  # the signal file is missing
+        link = zipfile.ZipInfo("00001_hr.dat")
+        link.external_attr = (0o120777 << 16)  # a symbolic link
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("00001_hr.hea", hea)
+            archive.writestr(link, "/etc/passwd")
+        assert "not a regular file" in refused("t.zip", buffer.getvalue())[1]
+        assert refused("empty.xml", b"")[1] == "empty.xml: file is empty"
+        assert len(list((app_dir / "uploads").iterdir())) == 2  # refused uploads leave nothing behind
+
+
+def test_upload_size_limit(review_dataset, tmp_path):
+    settings = ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", max_upload_bytes=4096)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/upload", files={"ecg": ("big.xml", b"<" + b"x" * 200_000)})
+        assert response.status_code == 413 and "larger than the limit" in response.text
+    with pytest.raises(InputError, match="limit is 0.0 MB"):
+        store_upload(tmp_path / "uploads", "a.xml", b"<x/>" * 100, max_bytes=10)
+
+
+def test_tokens_sessions_and_bind_address(review_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="needs a token"):
+        create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "a", host="0.0.0.0"))
+    with pytest.raises(ConfigError, match="at least 8"):
+        create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "a", token="short"))
+    app = create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "a", host="0.0.0.0", token=TOKEN))
+    with TestClient(app) as client:
+        response = client.get("/cases/1000001", follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/login?next=%2Fcases%2F1000001"
+        assert client.get(f"/media/{subject_key('1000001')}/ecg.svg", follow_redirects=False).status_code == 303
+        assert client.post("/upload", files={"ecg": ("a.xml", b"<x/>")}).status_code == 401
+        assert client.get("/healthz").text == "ok" and client.get("/static/app.js").status_code == 200
+        assert client.post("/login", data={"token": "wrong-token", "next": "/cases"}).status_code == 403
+        client.cookies.set("cn_review", "eyJrIjoicmV2aWV3In0.Zm9yZ2Vk")  # forged
+        assert client.get("/cases", follow_redirects=False).status_code == 303
+        response = client.post("/login", data={"token": TOKEN, "next": "//evil.example/x"}, follow_redirects=False)
+        assert response.headers["location"] == "/cases"  # no open redirect
+        cookie = response.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+        client.cookies.set("cn_review", response.cookies["cn_review"])
+        assert client.get("/cases/1000001").status_code == 200
+    # A new token ends old sessions.
+    app = create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "a", token="another-token"))
+    with TestClient(app) as client:
+        client.cookies.set("cn_review", response.cookies["cn_review"])
+        assert client.get("/cases", follow_redirects=False).status_code == 303
+
+
+def _study_yaml(path: Path, **changes) -> Path:
+    data = {"name": "tiny", "title": "Tiny study", "seed": 3, "reader_token": "reader-token-1",
+            "admin_token": "admin-token-1", "readers": ["alice", "bob"],
+            "arms": ["ecg_only", "ecg_generated_cmr", "ecg_real_cmr"], "cases": {"ids": ["1000002", "1000007", "1000001"]},
+            "questions": {"diagnosis": {"choices": {"normal": None, "cardiomyopathy": "label_cardiomyopathy",
+                                                    "coronary_artery_disease": "label_coronary_artery_disease"}}}}
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _sign_in(client, name, token="reader-token-1"):
+    return client.post("/study/tiny/signin", data={"name": name, "token": token}, follow_redirects=False)
+
+
+def test_study_blinding_and_separation_of_readers(review_dataset, tmp_path):
+    study = _study_yaml(tmp_path / "study.yaml")
+    with pytest.raises(ConfigError, match="needs a review token"):
+        create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", studies=[study]), _fake_models())
+    with pytest.raises(ConfigError, match="needs a generator"):
+        create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", studies=[study], token=TOKEN))
+    app = create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", studies=[study], token=TOKEN),
+                     _fake_models())
+    with TestClient(app) as alice, TestClient(app) as bob:
+        assert _sign_in(alice, "alice", "wrong-token").status_code == 403
+        assert _sign_in(alice, "mallory").status_code == 403
+        assert _sign_in(alice, "alice").status_code == 303
+        assert _sign_in(bob, "bob").status_code == 303
+        deadline = time.time() + 30  # generated cines are prepared before the first reading
+        while not alice.get("/study/tiny/api/preparation").json()["done"]:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        store = app.state.review.studies["tiny"].store
+        case_ids = {c.case_id for c in store.cases()}
+        for number in range(1, 10):
+            page = alice.get(f"/study/tiny/readings/{number}", follow_redirects=False)
+            if number > 1:
+                assert page.status_code == 303  # no skipping ahead
+                break
+            text = page.text
+            for secret in case_ids | {"ecg_only", "ecg_generated_cmr", "ecg_real_cmr", "SYNTHETIC", "Generated short",
+                                      "Real short", "data set", "real CMR", "generated CMR"}:
+                assert secret not in text, secret
+            assert "may be real or computer-generated" in text
+        # Each reader's order is their own, and their cookies only reach their rows.
+        order = {r: [(x.case_id, x.arm) for x in store.readings(r)] for r in ("alice", "bob")}
+        assert order["alice"] != order["bob"]
+        assert alice.post("/study/tiny/api/readings/1", json={"answer": {"diagnosis": "normal"}}).json()["saved"]
+        assert "checked" not in bob.get("/study/tiny/readings/1").text.split("Most likely diagnosis")[1].split("</fieldset>")[0]
+        assert store.reading("bob", 0).diagnosis is None
+        # Image readings look alike whether real or generated: same size and frame count.
+        shapes = set()
+        for reader, client in (("alice", alice), ("bob", bob)):
+            for r in store.readings(reader)[:1]:
+                if r.shows_image:
+                    response = client.get("/study/tiny/readings/1/sa.png")
+                    shapes.add((response.headers["x-frames"], Image.open(io.BytesIO(response.content)).size))
+                else:
+                    assert client.get("/study/tiny/readings/1/sa.png").status_code == 404
+        assert len(shapes) <= 1
+        # Readers cannot reach the admin pages, the export or the review pages.
+        assert "Admin token" in alice.get("/study/tiny/admin").text and "Accuracy" not in alice.get("/study/tiny/admin").text
+        assert alice.get("/study/tiny/admin/export.csv").status_code == 403
+        assert alice.get("/study/tiny/admin/summary.json").status_code == 403
+        assert alice.get("/cases/1000002", follow_redirects=False).status_code == 303
+        assert bob.post("/study/tiny/admin/login", data={"token": "reader-token-1"}).status_code == 403
+        # A reader cookie edited to another name is refused.
+        body, mac = alice.cookies["cn_study_tiny"].split(".")
+        forged = base64.urlsafe_b64encode(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).replace(
+            b'"alice"', b'"bob"')).rstrip(b"=").decode() + "." + mac
+        bob.cookies.clear()
+        bob.cookies.set("cn_study_tiny", alice.cookies["cn_study_tiny"])  # the genuine cookie works from anywhere
+        assert bob.get("/study/tiny/readings/1", follow_redirects=False).status_code == 200
+        bob.cookies.clear()
+        bob.cookies.set("cn_study_tiny", forged)
+        assert bob.get("/study/tiny/readings/1", follow_redirects=False).headers["location"] == "/study/tiny/"
+
+
+def test_study_submit_flow_and_admin_export(review_dataset, tmp_path):
+    study = _study_yaml(tmp_path / "study.yaml", arms=["ecg_only", "ecg_real_cmr"])
+    app = create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", studies=[study], token=TOKEN))
+    store = app.state.review.studies["tiny"].store
+    with TestClient(app) as client:
+        assert _sign_in(client, "alice").headers["location"] == "/study/tiny/readings/1"
+        truth = {c.case_id: c.truth[0] for c in store.cases()}
+        for number in range(1, 7):
+            reading = store.reading("alice", number - 1)
+            page = client.post(f"/study/tiny/readings/{number}", data={"diagnosis": truth[reading.case_id]})
+            assert page.status_code == 422 and "please answer: confidence" in page.text  # nothing lost though
+            assert store.reading("alice", number - 1).diagnosis == truth[reading.case_id]
+            fields = {"confidence": "4", "visit": "f" * 32, "active_ms": "2000"}
+            if reading.shows_image:
+                fields["realism"] = "5"
+            response = client.post(f"/study/tiny/readings/{number}", data=fields, follow_redirects=False)
+            assert response.status_code == 303
+            assert response.headers["location"] == ("/study/tiny/done" if number == 6 else f"/study/tiny/readings/{number + 1}")
+        locked = client.post("/study/tiny/api/readings/1", json={"answer": {"diagnosis": "normal"}})
+        assert locked.status_code == 409
+        assert "You have submitted all 6 readings" in client.get("/study/tiny/done").text
+        assert 'disabled' in client.get("/study/tiny/readings/2").text  # earlier readings are read-only
+        assert client.post("/study/tiny/admin/login", data={"token": "admin-token-1"}, follow_redirects=False).status_code == 303
+        summary = client.get("/study/tiny/admin/summary.json").json()
+        assert summary["per_arm"]["ecg_only"]["accuracy"] == 1.0 and summary["n_submitted"] == 6
+        assert "McNemar exact p" in client.get("/study/tiny/admin").text
+        export = client.get("/study/tiny/admin/export.csv")
+        assert export.headers["content-type"].startswith("text/csv")
+        lines = export.text.splitlines()
+        assert len(lines) == 7 and all(line.split(",")[10] == "2.0" for line in lines[1:])  # active seconds
+
+
+def test_review_command_refuses_bad_settings(review_dataset, tmp_path, capsys):
+    assert main(["review", "--data", str(review_dataset), "--host", "0.0.0.0", "--app-dir", str(tmp_path)]) == 2
+    assert "needs a token" in capsys.readouterr().err
+    assert main(["review", "--data", str(tmp_path / "nothing"), "--app-dir", str(tmp_path)]) == 2
+    assert "not a cardiacnets training set" in capsys.readouterr().err
+    assert main(["review", "--data", str(review_dataset), "--model", str(tmp_path), "--app-dir", str(tmp_path / "x")]) == 2
+    assert "holds none of generator/" in capsys.readouterr().err
+
+
+def test_review_command_serves(review_dataset, tmp_path):
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "CARDIACNETS_REVIEW_TOKEN": ""}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cardiacnets.cli", "review", "--data", str(review_dataset), "--port", str(port),
+         "--app-dir", str(tmp_path / "app")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    assert response.read() == b"ok"
+                break
+            except OSError:
+                assert process.poll() is None, process.stdout.read()
+                assert time.time() < deadline
+                time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cases/1000003", timeout=10) as response:
+            assert b"Subject 1000003" in response.read()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert f"review: open http://127.0.0.1:{port}/cases" in output
+
+
+def test_job_runner_priorities_progress_and_retries():
+    runner = JobRunner()
+    done, gate = [], __import__("threading").Event()
+
+    def work(name, fail=False):
+        def run(progress):
+            gate.wait(5)
+            progress(0.5, f"{name} half way")
+            if fail:
+                raise InputError(name, "broken input")
+            done.append(name)
+        return run
+
+    first = runner.submit("a", "generate", work("a"), priority=10)
+    low = runner.submit("b", "generate", work("b"), priority=20)
+    high = runner.submit("c", "predict", work("c"), priority=1)
+    broken = runner.submit("d", "predict", work("d", fail=True), priority=5)
+    assert runner.submit("a", "generate", work("a2")) is first  # one job per key
+    assert runner.queue_position(low) == 3 and runner.queue_position(high) == 0
+    runner.start()
+    gate.set()
+    deadline = time.time() + 10
+    while any(j.state in ("queued", "running") for j in (first, low, high, broken)):
+        assert time.time() < deadline
+        time.sleep(0.01)
+    runner.stop()
+    assert done == ["c", "a", "b"]  # priority, then submission order
+    assert (broken.state, broken.message, broken.progress) == ("failed", "d: broken input", 0.5)
+    assert first.as_dict()["progress"] == 1.0 and "run" not in first.as_dict()
+    assert runner.submit("d", "predict", work("d"), retry_failed=False) is broken  # a poller does not retry
+    assert runner.submit("d", "predict", work("d")) is not broken  # a user does
+
+
+def test_model_folder_layout(tmp_path):
+    (tmp_path / "run" / "heads").mkdir(parents=True)
+    (tmp_path / "run" / "heads" / "config.json").write_text("{}")
+    models = ReviewModels(tmp_path / "run")
+    assert models.generator_views == [] and models.has_heads
+    assert models.describe() == {"run_dir": str(tmp_path / "run"), "generator_views": [], "heads": True, "any": True}
+    key = folder_key(tmp_path / "run" / "heads")
+    assert models.key("heads") == key and len(key) == 16
+    (tmp_path / "run" / "heads" / "config.json").write_text('{"changed": 1}')
+    assert folder_key(tmp_path / "run" / "heads") != key  # retrained heads get a new cache key
+    (tmp_path / "run" / "generator_la_4ch").mkdir()
+    assert ReviewModels(tmp_path / "run").generator_views == ["la_4ch"]
+    with pytest.raises(InputError, match="no such model folder"):
+        ReviewModels(tmp_path / "missing")
+
+
+def test_reference_ranges_and_prediction_rows_by_hand():
+    import pandas as pd
+
+    n = 41  # healthy men 0..40 ml above 100, healthy women 0..40 below; diseased subjects left out
+    rows = [{"subject_id": f"m{i}", "split": "train", "sex_male": 1, "lvedv_ml": 100.0 + i, "label_x": False}
+            for i in range(n)]
+    rows += [{"subject_id": f"f{i}", "split": "train", "sex_male": 0, "lvedv_ml": 60.0 + i, "label_x": False}
+             for i in range(n)]
+    rows += [{"subject_id": f"d{i}", "split": "train", "sex_male": 1, "lvedv_ml": 400.0, "label_x": True}
+             for i in range(30)]
+    rows += [{"subject_id": "t0", "split": "test", "sex_male": 1, "lvedv_ml": 999.0, "label_x": False}]
+    ranges = reference_ranges(pd.DataFrame(rows))
+    # numpy's linear quantile of 0..40: 2.5 % -> 1.0, 97.5 % -> 39.0
+    assert ranges["lvedv_ml"]["male"] == (101.0, 139.0, 41)
+    assert ranges["lvedv_ml"]["female"] == (61.0, 99.0, 41)
+    assert ranges["lvedv_ml"]["all"][2] == 82
+    assert reference_ranges(pd.DataFrame(rows[:10])) == {}  # too few healthy subjects: no range
+    predictions = {"indices": {"seg_lvedv_ml": {"value": 150.0, "unit": "ml", "interval": {"low": 140, "high": 160}},
+                               "lvef_pct": {"value": 60.0, "unit": "%", "low": 50.0, "high": 70.0}},
+                   "screening": {"a_b": {"probability": 0.2, "threshold": 0.1}, "c": {"probability": 0.9}},
+                   "quality": {"findings": [{"message": "noisy"}]}}
+    shown = _prediction_rows(predictions, ranges, sex_male=True)
+    lvedv, lvef = shown["indices"]
+    assert (lvedv["title"], lvedv["low"], lvedv["high"], lvedv["flag"], lvedv["interval"]) == (
+        "LV end-diastolic volume", 101.0, 139.0, "high", (140.0, 160.0))
+    assert "healthy male subjects of the data set, n = 41" in lvedv["range_source"]
+    assert (lvef["low"], lvef["flag"], lvef["range_source"]) == (50.0, "", "model")
+    assert _prediction_rows(predictions, ranges, sex_male=False)["indices"][0]["high"] == 99.0
+    assert [(s["name"], s["positive"]) for s in shown["screening"]] == [("c", False), ("a b", True)]
+    assert shown["quality"] == ["noisy"] and _prediction_rows(None) is None
