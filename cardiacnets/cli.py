@@ -15,7 +15,8 @@ import sys
 from cardiacnets import __version__
 from cardiacnets.errors import CardiacNetsError
 
-COMMANDS = ("inspect", "synth", "preprocess", "bench", "demo", "evaluate", "train", "review", "study")
+COMMANDS = ("inspect", "synth", "preprocess", "bench", "demo", "evaluate", "train", "review", "study", "predict",
+            "heads", "generate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,21 +1,36 @@
 """`cardiacnets demo`: the end-to-end run on a tiny cohort, its report, metrics and reuse of finished steps."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from cardiacnets.cli import main
 from cardiacnets.demo.config import DemoConfig, StageConfig, fill_placeholders
 from cardiacnets.errors import ConfigError
 
-TINY_ALIGN = '["schedule.epochs=null","schedule.max_steps=2","schedule.warmup_steps=1","data.batch_size=8","precise_bn_batches=1"]'
+REPO = Path(__file__).resolve().parents[1]
+
+SHORT = ["schedule.epochs=null", "schedule.max_steps=2", "schedule.warmup_steps=1", "data.batch_size=8"]
+
+
+def tiny_demo_config(path):
+    """configs/demo/demo.yaml with every stage cut to 2 steps of 8 and small evaluations."""
+    config = yaml.safe_load((REPO / "configs" / "demo" / "demo.yaml").read_text())
+    for name, stage in config["stages"].items():
+        extra = ["precise_bn_batches=1"] if name in ("align", "segment") else []
+        stage["overrides"] = stage.get("overrides", []) + SHORT + extra
+    config["evaluate"].update(generation_subjects=3, generation_steps=2, bootstrap=50, report_cines=1)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 @pytest.mark.slow
 def test_demo_end_to_end_on_a_tiny_cohort(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--n", "30", "--no-progress", f"stages.align.overrides={TINY_ALIGN}",
-            "evaluate.retrieval_candidates=100"]
+    argv = ["demo", "--out", str(out), "--n", "30", "--no-progress", "--config",
+            str(tiny_demo_config(tmp_path / "demo.yaml"))]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"report:  {out / 'report.html'}" in printed and "[1/" in printed
@@ -26,9 +41,16 @@ def test_demo_end_to_end_on_a_tiny_cohort(tmp_path, capsys):
     retrieval = metrics["retrieval"]
     assert retrieval["chance"]["top1"] == pytest.approx(1 / retrieval["n_candidates"])
     assert set(metrics["timings_s"]) >= {"simulate", "preprocess", "train_align", "evaluate", "total"}
+    assert set(metrics["training"]) == {"align", "heads", "segment", "vae", "diffusion"}
+    for key in ("ssim", "psnr", "lvedv_r"):
+        assert key in metrics["generation"] and key in metrics["generation"]["nn_baseline"]
+    assert "r2" in metrics["heads"]["regression"]["lvedv_ml"]
     html = (out / "report.html").read_text()
-    assert "ECG ↔ CMR retrieval" in html and "data:image/png;base64," in html
-    assert f"{retrieval['ecg_to_cmr']['top1']:.3f}" in html  # the table shows the measured figure
+    assert "ECG ↔ CMR retrieval" in html and "data:image/png;base64," in html and "data:image/gif;base64," in html
+    assert f"{retrieval['ecg_to_cmr']['top1']:.3f}" in html  # the tables show the measured figures
+    assert f"{metrics['generation']['ssim']:.3f}" in html and "SYNTHETIC" in html
+    assert metrics["review_command"] == f"cardiacnets review --data {out / 'dataset'} --model {out / 'model'}"
+    assert (out / "model" / "generator" / "model_index.json").is_file() and (out / "model" / "heads").is_dir()
 
     # A second run reuses the cohort and the trained stage.
     assert main(argv) == 0

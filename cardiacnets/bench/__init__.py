@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "preprocess": "cardiacnets.bench.preprocess",
     "synth": "cardiacnets.bench.synth",
     "train": "cardiacnets.bench.train",
+    "generate": "cardiacnets.bench.generate",
 }
 
 

@@ -177,7 +177,19 @@ def synthetic_batch(model, batch_size: int, generator) -> dict:
     from cardiacnets.models.cmr_encoder import CMREncoder
     from cardiacnets.models.cmr_mim import CMRMaskedModel
     from cardiacnets.models.ecg_mae import ECGMAE
+    from cardiacnets.models.segmenter import CineSegmenter
 
+    if hasattr(model, "example_inputs"):  # a CineDenoiser describes its own inputs
+        return model.example_inputs(batch_size, generator)
+    from diffusers import AutoencoderKL
+
+    if isinstance(model, AutoencoderKL):  # a frame autoencoder: frames (B, 1, H, W)
+        size = model.config.sample_size
+        return {"frames": torch.rand(batch_size, 1, size, size, generator=generator)}
+    if isinstance(model, CineSegmenter):  # cine frames (B, 1, H, W) and their labels
+        size = 8 * model.config.total_stride
+        return {"frames": torch.rand(batch_size, 1, size, size, generator=generator),
+                "labels": torch.randint(model.config.n_classes, (batch_size, size, size), generator=generator)}
     batch: dict[str, Any] = {}
     ecg_config = cmr_configs = None
     if isinstance(model, ECGMAE):
@@ -221,6 +233,14 @@ def step_losses(model, batch: dict) -> dict:
     if isinstance(model, CardiacCLIP):
         out = model(batch)
         return {f"loss_clip_{v}": info_nce(out["ecg"], out[f"cmr_{v}"], out["logit_scale"]) for v in model.config.views}
+    if "timestep" in batch:  # a CineDenoiser: mean square of its prediction
+        return {"loss_mse": model(**batch).sample.float().pow(2).mean()}
+    if "frames" in batch and "labels" not in batch:  # a frame autoencoder (AutoencoderKL)
+        from cardiacnets.generation.vae import vae_losses
+
+        return vae_losses(model, batch["frames"], kl_weight=1e-6)
+    if "frames" in batch and "labels" in batch:  # a CineSegmenter
+        return {"loss_ce": F.cross_entropy(model(batch["frames"]).float(), batch["labels"])}
     if isinstance(model, CMREncoder):
         embedding = model(batch["cmr_sa"])
     elif hasattr(getattr(model, "config", None), "n_leads"):  # ECGViT, ResNet1D

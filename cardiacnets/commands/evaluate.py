@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 # Modules adding further evaluations; each defines ``register(eval_subparsers)``.
-EVALUATION_MODULES: tuple[str, ...] = ()
+EVALUATION_MODULES: tuple[str, ...] = ("cardiacnets.commands.evaluate_heads", "cardiacnets.commands.evaluate_generation")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

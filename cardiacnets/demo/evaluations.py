@@ -24,7 +24,42 @@ def retrieval(demo, config, out_dir: Path, progress: bool):
     return summary, figures
 
 
+def _acdc_dir() -> Path | None:
+    """The real ACDC samples (``$CARDIACNETS_SHARED_DATA/acdc_h5`` or ``../shared/data/acdc_h5``), if present."""
+    import os
+
+    from cardiacnets.demo.config import REPO_ROOT
+
+    root = os.environ.get("CARDIACNETS_SHARED_DATA")
+    candidate = Path(root) / "acdc_h5" if root else REPO_ROOT.parent / "shared" / "data" / "acdc_h5"
+    return candidate if candidate.is_dir() else None
+
+
+def heads(demo, config, out_dir: Path, progress: bool):
+    """Indices and screening from the ECG alone, with bootstrap CIs, on the held-out split."""
+    from cardiacnets.heads.evaluation import evaluate_heads
+
+    result = evaluate_heads(demo.run_dir("heads"), demo.folders["dataset"], split=config.split, out_dir=out_dir,
+                            n_boot=config.bootstrap, precision="bf16", progress=progress)
+    figures = {p.stem: p for p in sorted(out_dir.rglob("*.png"))}
+    return result, figures
+
+
+def generation(demo, config, out_dir: Path, progress: bool):
+    """Generated cines scored against the true ones and against the nearest-neighbour baseline."""
+    from cardiacnets.evaluate.generation import evaluate_generation
+
+    align = demo.run_dir("align")
+    result = evaluate_generation(demo.run_dir("diffusion") / "pipeline", demo.folders["dataset"], split=config.split,
+                                 segmenter=demo.run_dir("segment"), feature_encoder=align / "cmr_sa_encoder",
+                                 alignment=align, limit=config.generation_subjects or None,
+                                 steps=config.generation_steps, guidance=config.guidance, acdc_dir=_acdc_dir(),
+                                 out_dir=out_dir, n_examples=config.report_cines, bf16=True, progress=progress)
+    figures = {p.stem: p for p in sorted(out_dir.rglob("*")) if p.suffix in (".png", ".gif")}
+    return result, figures
+
+
 #: Evaluation name → function, in report order.
-EVALUATIONS = {"retrieval": retrieval}
+EVALUATIONS = {"retrieval": retrieval, "heads": heads, "generation": generation}
 #: Stages each evaluation needs.
-NEEDS = {"retrieval": ["align"]}
+NEEDS = {"retrieval": ["align"], "heads": ["align", "heads"], "generation": ["align", "segment", "vae", "diffusion"]}

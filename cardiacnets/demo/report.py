@@ -155,3 +155,63 @@ def write_report(demo) -> Path:
     path = demo.out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+@register_section("heads")
+def _heads_section(demo) -> str:
+    r = demo.metrics.get("heads", {})
+    if "skipped" in r or not r:
+        return f"<h2>Heads</h2><p class='note'>not evaluated: {_esc(r.get('skipped', 'no result'))}</p>"
+    out = (f"<h2>Cardiac function and screening from the ECG alone</h2><p>Heads on the aligned ECG encoder, "
+           f"evaluated on {_fmt(r.get('n_subjects'))} held-out subjects (split {_esc(r.get('split'))}); 95% "
+           f"bootstrap confidence intervals ({_fmt(r.get('n_boot'))} resamples); thresholds chosen on "
+           f"{_esc(r.get('threshold_split'))} (Youden).</p>")
+    rows = []
+    for name, m in r.get("regression", {}).items():
+        rows.append([name, m.get("unit", ""), m.get("n"), _ci(m.get("pearson_r")), _ci(m.get("r2")),
+                     _ci(m.get("mae"), 1), _ci(m.get("r2_fraction_of_ceiling")) if "r2_fraction_of_ceiling" in m else "–"])
+    if rows:
+        out += "<h3>Indices</h3>" + _table(["index", "unit", "n", "Pearson r", "R²", "MAE", "R² / simulator ceiling"], rows)
+    rows = []
+    for name, m in r.get("binary", {}).items():
+        rows.append([name, m.get("n"), m.get("n_positive"), _ci(m.get("auroc")), _ci(m.get("auprc")),
+                     _ci(m.get("sensitivity")), _ci(m.get("specificity")), _ci(m.get("ece"))])
+    if rows:
+        out += "<h3>Screening</h3>" + _table(["condition", "n", "cases", "AUROC", "AUPRC", "sensitivity",
+                                               "specificity", "calibration error"], rows)
+    rows = []
+    for name, m in r.get("multiclass", {}).items():
+        rows.append([name, m.get("n"), _ci(m.get("accuracy")), _ci(m.get("balanced_accuracy")), _ci(m.get("macro_auroc"))])
+    if rows:
+        out += _table(["multiclass", "n", "accuracy", "balanced accuracy", "macro AUROC"], rows)
+    figs = [_image(p, k.split("/", 1)[1].replace("_", " ")) for k, p in demo.figures.items() if k.startswith("heads/")]
+    return out + f"<div class='figs'>{''.join(figs)}</div>"
+
+
+@register_section("generation")
+def _generation_section(demo) -> str:
+    r = demo.metrics.get("generation", {})
+    if "skipped" in r or not r:
+        return f"<h2>Generation</h2><p class='note'>not evaluated: {_esc(r.get('skipped', 'no result'))}</p>"
+    keys = [("ssim", "SSIM"), ("psnr", "PSNR (dB)"), ("frechet", "Fréchet distance (own CMR encoder)"),
+            ("lvedv_r", "LVEDV r (generated vs true cine)"), ("lvedv_mae_ml", "LVEDV MAE (ml)"),
+            ("lvef_r", "LVEF r"), ("lvef_mae_pct", "LVEF MAE (points)")]
+    columns = [("generated", r)] + [(name.replace("_", " "), r[name]) for name in ("nn_baseline", "random_baseline")
+                                     if isinstance(r.get(name), dict)]
+    rows = [[label] + [block.get(key) for _, block in columns] for key, label in keys]
+    settings = r.get("settings", {})
+    out = (f"<h2>ECG → CMR generation <span class='synthetic'>(generated images are SYNTHETIC)</span></h2>"
+           f"<p>{_fmt(r.get('n'))} held-out subjects; {_esc(settings)}. The nearest-neighbour baseline shows the real "
+           f"cine of the training subject whose aligned ECG embedding is closest.</p>")
+    out += _table(["metric"] + [name for name, _ in columns], rows)
+    segmenter = r.get("segmenter", {})
+    if segmenter.get("acdc_dice"):
+        dice = segmenter["acdc_dice"]
+        out += "<p>Segmenter used for the volumes, Dice on the real ACDC labels: " + ", ".join(
+            f"{_esc(k)} {_fmt(v)}" for k, v in (dice.items() if isinstance(dice, dict) else [])
+            if isinstance(v, (int, float))) + "</p>"
+    if r.get("measurement_note"):
+        out += f"<p class='note'>{_esc(r['measurement_note'])}</p>"
+    figs = [_image(p, "SYNTHETIC generated vs true: " + k.split("/", 1)[1].replace("_", " "), 520)
+            for k, p in demo.figures.items() if k.startswith("generation/")]
+    return out + f"<div class='figs'>{''.join(figs[:8])}</div>"

@@ -88,6 +88,7 @@ def run_demo(out: str | Path, config: DemoConfig, force: bool = False, progress:
         _timed(demo, f"train_{name}", lambda name=name: _train_stage(demo, name, force, progress))
     _announce(total - 1, total, f"evaluating on the {config.evaluate.split!r} split")
     _timed(demo, "evaluate", lambda: _evaluate(demo, progress))
+    _review_folder(demo)
     _announce(total, total, "writing the report")
     demo.timings_s["total"] = round(time.perf_counter() - started, 1)
     demo.metrics["timings_s"] = demo.timings_s
@@ -197,6 +198,24 @@ def _evaluate(demo: DemoRun, progress: bool) -> None:
         demo.metrics[name] = result
         demo.figures.update({f"{name}/{k}": v for k, v in figures.items()})
         demo.timings_s[f"evaluate_{name}"] = round(time.perf_counter() - t0, 1)
+
+
+def _review_folder(demo: DemoRun) -> None:
+    """Lay out ``DIR/model/{generator,heads}`` for ``cardiacnets review`` and record the command."""
+    import shutil
+
+    model = demo.out / "model"
+    exports = {"generator": demo.run_dir("diffusion") / "pipeline" if demo.stage_enabled("diffusion") else None,
+               "heads": demo.run_dir("heads") / "model" if demo.stage_enabled("heads") else None}
+    present = {name: folder for name, folder in exports.items() if folder is not None and folder.is_dir()}
+    if not present:
+        return
+    for name, folder in present.items():
+        target = model / name
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(folder, target)
+    demo.metrics["review_command"] = f"cardiacnets review --data {demo.folders['dataset']} --model {model}"
 
 
 def load_demo_config(path: str | Path | None, overrides: list[str] | None = None) -> DemoConfig:

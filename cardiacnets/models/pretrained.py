@@ -73,7 +73,9 @@ def load_pretrained(folder: str | os.PathLike, strict: bool = True):
         class_name, config_data = meta["class"], meta["config"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise InputError(config_path, f"malformed model config ({err})") from None
-    import cardiacnets.models.zoo  # noqa: F401  (registers the classes)
+    from cardiacnets.models.registry import _ensure_loaded
+
+    _ensure_loaded()  # imports every model module, which registers the classes
 
     if class_name not in _CLASSES:
         raise InputError(config_path, f"unknown model class {class_name!r}")

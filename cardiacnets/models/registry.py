@@ -38,6 +38,9 @@ def register_model(name: str, config_cls: type, build: Callable[[Any], Any], des
 def _ensure_loaded() -> None:
     # Importing the model modules registers their models.
     import cardiacnets.models.zoo  # noqa: F401
+    import cardiacnets.models.segmenter  # noqa: F401
+    import cardiacnets.generation.vae  # noqa: F401
+    import cardiacnets.generation.denoiser  # noqa: F401
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -1,0 +1,569 @@
+"""The generation stages of CardiacNets (arXiv 2411.13602): the frame autoencoder and the latent diffusion model.
+
+- ``vae``: trains the frame autoencoder (diffusers ``AutoencoderKL``,
+  `cardiacnets.generation.vae`) on random frames of the training cines with an
+  L1 reconstruction loss and a small KL term; validation scores fixed frames
+  of every validation cine (L1, PSNR). At export the latent scaling factor is
+  measured on training frames (1 / standard deviation of their latents) and
+  stored in the autoencoder's config; exports ``RUN/vae``.
+- ``diffusion``: trains the ECG-conditioned cine denoiser (`CineDenoiser`) with
+  DDPM's objective (Ho et al., 2020) in the latent space of a trained ``vae``:
+  noise a cine's latents at a random step, predict the noise or the velocity
+  (``prediction_type``; Salimans & Ho, 2022), optionally weighted by min-SNR-γ
+  (Hang et al., 2023); the condition (the frozen aligned ECG encoder's tokens
+  and pooled embedding, optionally demographics) is replaced by the learned
+  null condition with probability ``condition_dropout`` (classifier-free
+  guidance). Autoencoder and ECG encoder are frozen, so the latents of every
+  cine and the ECG condition of every subject are computed once per split
+  and kept in memory (optionally on disk, ``cache_dir``): a training step
+  then runs the denoiser only. Validation reports the loss, and the plain
+  mean squared error with the condition and with the null condition (their
+  gap shows how much the ECG informs the prediction). Exports
+  ``RUN/denoiser`` and ``RUN/pipeline``, the `ECGToCMRPipeline` that
+  ``cardiacnets generate`` and ``cardiacnets evaluate generation`` load.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.train.tasks import Task, batch_size_of, register_task
+
+
+def _middle_slice(cines: torch.Tensor) -> torch.Tensor:
+    """(B, slices, frames, H, W) → (B, frames, H, W): the middle slice (the one the generator makes)."""
+    return cines[:, cines.shape[1] // 2]
+
+
+def _check_view(view: str) -> None:
+    from cardiacnets.cmr.image import VIEWS
+
+    if view not in VIEWS:
+        raise ConfigError(f"options.view must be one of {', '.join(VIEWS)}, got {view!r}")
+
+
+# --- the autoencoder -----------------------------------------------------------------------------------------------
+
+@dataclass
+class VAEOptions:
+    """Options of the ``vae`` task.
+
+    Attributes:
+        view: the CMR view whose frames are encoded.
+        frames_per_subject: random frames of each training cine per step (the optimiser sees
+            ``batch_size × frames_per_subject`` frames).
+        kl_weight: weight of the KL term per latent element (Stable Diffusion's autoencoder: 1e-6);
+            it keeps the latents near N(0, I) without blurring the reconstructions.
+        val_frame_stride: validation scores every this-many-th frame of each cine.
+        scaling_subjects: training subjects whose frames measure the latent scaling factor at export.
+    """
+
+    view: str = "sa"
+    frames_per_subject: int = 4
+    kl_weight: float = 1e-6
+    val_frame_stride: int = 6
+    scaling_subjects: int = 256
+
+    def validate(self) -> None:
+        _check_view(self.view)
+        if self.frames_per_subject < 1 or self.val_frame_stride < 1 or self.scaling_subjects < 1:
+            raise ConfigError("options.frames_per_subject, val_frame_stride and scaling_subjects must be at least 1")
+        if self.kl_weight < 0:
+            raise ConfigError(f"options.kl_weight must be non-negative, got {self.kl_weight}")
+
+
+class AutoencoderTrainer(nn.Module):
+    """The autoencoder with a ``forward`` that returns its loss terms (what the training loop calls).
+
+    Args:
+        vae: the ``AutoencoderKL``.
+        kl_weight: weight of the KL term.
+    """
+
+    def __init__(self, vae: nn.Module, kl_weight: float):
+        super().__init__()
+        self.vae = vae
+        self.kl_weight = kl_weight
+
+    def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None,
+                sample_posterior: bool = True, with_psnr: bool = False) -> dict[str, torch.Tensor]:
+        """`cardiacnets.generation.vae.vae_losses` of (N, 1, H, W) frames."""
+        from cardiacnets.generation.vae import vae_losses
+
+        return vae_losses(self.vae, frames, self.kl_weight, generator, sample_posterior, with_psnr)
+
+
+@register_task
+class VAETask(Task):
+    """Train the frame autoencoder of the latent diffusion model (see the module docstring)."""
+
+    name = "vae"
+    options_class = VAEOptions
+    default_model = "cmr_vae_demo"
+
+    def views(self) -> list[str]:
+        return [self.options.view]
+
+    def required_modalities(self) -> list[str]:
+        return [self.options.view]
+
+    def build_model(self) -> nn.Module:
+        from diffusers import AutoencoderKL
+
+        from cardiacnets.models import create_model
+
+        vae = create_model(self.model_name, **self.model_overrides())
+        if not isinstance(vae, AutoencoderKL):
+            raise ConfigError(f"task vae trains an AutoencoderKL; model {self.model_name!r} is a "
+                              f"{type(vae).__name__}")
+        if self.config.init.model is not None:
+            _load_diffusers_weights(vae, AutoencoderKL, self.config.init.model)
+        self.init_encoders(vae)
+        return AutoencoderTrainer(vae, self.options.kl_weight)
+
+    def _frames(self, batch: dict, generator: torch.Generator | None) -> torch.Tensor:
+        cines = batch[f"cmr_{self.options.view}"]  # (B, slices, frames, H, W)
+        b, s, f = cines.shape[:3]
+        if generator is None:  # validation: every val_frame_stride-th frame of every slice
+            picks = cines[:, :, ::self.options.val_frame_stride]
+            return rearrange(picks, "b s f h w -> (b s f) 1 h w")
+        k = self.options.frames_per_subject
+        slices = torch.randint(s, (b, k), generator=generator)
+        frames = torch.randint(f, (b, k), generator=generator)
+        subjects = torch.arange(b).repeat_interleave(k)
+        picked = cines[subjects, slices.reshape(-1), frames.reshape(-1)]  # (B·k, H, W)
+        return rearrange(picked, "n h w -> n 1 h w")
+
+    def training_step(self, model, batch, generator):
+        return model(self._frames(batch, generator), generator)
+
+    def validation_step(self, model, batch):
+        return model(self._frames(batch, None), sample_posterior=False, with_psnr=True)
+
+    @torch.no_grad()
+    def measure_scaling(self, vae) -> dict[str, float]:
+        """Latent statistics of the first ``scaling_subjects`` training subjects' frames (all frames).
+
+        Returns:
+            ``scaling_factor`` (1 / latent standard deviation), ``latent_mean``, ``latent_std``
+            and ``n_frames``.
+        """
+        from cardiacnets.data.store import TrainingSet
+        from cardiacnets.generation.vae import scaling_factor_of
+
+        c = self.config
+        data = TrainingSet(c.data.path, split=c.data.train_split, require=(self.options.view,))
+        n = min(len(data), self.options.scaling_subjects)
+        if n == 0:
+            raise InputError(c.data.path, f"no training subject with a {self.options.view} cine to measure the "
+                                          "latent scaling factor")
+        device = next(vae.parameters()).device
+        was_training = vae.training
+        vae.eval()
+        latents = []
+        for start in range(0, n, 16):
+            cines = np.stack([data[i][f"cmr_{self.options.view}"] for i in range(start, min(n, start + 16))])
+            frames = rearrange(torch.from_numpy(cines), "b s f h w -> (b s f) 1 h w").to(device)
+            latents.append(vae.encode(frames).latent_dist.mode().float().cpu())
+        vae.train(was_training)
+        all_latents = torch.cat(latents)
+        return {"scaling_factor": scaling_factor_of(all_latents), "latent_mean": float(all_latents.mean()),
+                "latent_std": float(all_latents.std()), "n_frames": int(all_latents.shape[0])}
+
+    def export(self, model, run_dir):
+        vae = model.vae
+        stats = self.measure_scaling(vae)
+        vae.register_to_config(scaling_factor=stats["scaling_factor"])
+        folder = run_dir / "vae"
+        vae.save_pretrained(folder, safe_serialization=True)
+        (run_dir / "vae_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        return {"vae": folder}
+
+
+def _load_diffusers_weights(model: nn.Module, cls, folder: str) -> None:
+    """Copy the weights of a saved diffusers model of class `cls` into `model` (``init.model``)."""
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise InputError(folder, f"not a saved {cls.__name__} (no config.json)")
+    try:
+        saved = cls.from_pretrained(path)
+        model.load_state_dict(saved.state_dict())
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise InputError(folder, f"weights do not fit the configured {cls.__name__} ({err})") from None
+
+
+# --- the latent diffusion model ------------------------------------------------------------------------------------
+
+@dataclass
+class DiffusionOptions:
+    """Options of the ``diffusion`` task.
+
+    Attributes:
+        view: the CMR view generated.
+        vae: the trained autoencoder (``VAE_RUN/vae``).
+        ecg_encoder: the aligned ECG encoder: an alignment run or its ``model`` folder (ECG encoder
+            plus CLIP projection), or a saved ECG encoder.
+        feature_encoder: CMR encoder recorded in the pipeline folder for the Fréchet distance of
+            ``cardiacnets evaluate generation`` (default: ``cmr_<view>_encoder`` beside the
+            alignment model, when it exists).
+        demographics: also condition on the ``data.demographics`` columns.
+        condition_dropout: probability of replacing a sample's whole condition by the null condition.
+        demographics_dropout: probability of hiding a sample's demographics (so that the model also
+            works without them).
+        prediction_type: ``epsilon`` (noise) or ``v_prediction`` (velocity).
+        num_train_timesteps: diffusion steps of the noise schedule.
+        beta_schedule: ``scaled_linear`` (Stable Diffusion), ``linear`` or ``squaredcos_cap_v2`` (cosine).
+        beta_start: first beta (linear schedules).
+        beta_end: last beta (linear schedules).
+        snr_gamma: min-SNR-γ loss weighting (null: plain mean squared error).
+        cache_dir: keep the latents and ECG conditions here between runs (null: in memory only).
+        cache_batch_size: subjects encoded per pass when caching.
+        export_precision: the exported pipeline's default precision (``fp32`` or ``bf16``).
+    """
+
+    view: str = "sa"
+    vae: str = ""
+    ecg_encoder: str = ""
+    feature_encoder: str | None = None
+    demographics: bool = False
+    condition_dropout: float = 0.1
+    demographics_dropout: float = 0.5
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    num_train_timesteps: int = 1000
+    beta_schedule: Literal["scaled_linear", "linear", "squaredcos_cap_v2"] = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    snr_gamma: float | None = 5.0
+    cache_dir: str | None = None
+    cache_batch_size: int = 64
+    export_precision: Literal["fp32", "bf16"] = "fp32"
+
+    def validate(self) -> None:
+        _check_view(self.view)
+        if not self.vae or not self.ecg_encoder:
+            raise ConfigError("task diffusion needs options.vae (a trained autoencoder, VAE_RUN/vae) and "
+                              "options.ecg_encoder (an alignment run or saved ECG encoder)")
+        for name in ("condition_dropout", "demographics_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"options.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.num_train_timesteps < 2 or self.cache_batch_size < 1:
+            raise ConfigError("options.num_train_timesteps must be at least 2 and cache_batch_size at least 1")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ConfigError(f"options: need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ConfigError(f"options.snr_gamma must be positive or null, got {self.snr_gamma}")
+
+
+@dataclass
+class LatentCache:
+    """The frozen encoders' outputs for one split, row by subject.
+
+    Attributes:
+        subject_ids: subject of each row.
+        latents: (N, C, frames, h, w) scaled cine latents.
+        tokens: (N, T', width) ECG encoder tokens.
+        embedding: (N, embed_dim) pooled aligned ECG embeddings.
+        seconds: time taken to build (or read) it.
+    """
+
+    subject_ids: list[str]
+    latents: torch.Tensor
+    tokens: torch.Tensor
+    embedding: torch.Tensor
+    seconds: float = 0.0
+
+    def __post_init__(self):
+        self.row_of = {s: i for i, s in enumerate(self.subject_ids)}
+
+    def rows(self, subject_ids, where: str) -> torch.Tensor:
+        """Rows of `subject_ids` (raises `InputError` naming `where` for an unknown subject)."""
+        missing = [s for s in subject_ids if s not in self.row_of]
+        if missing:
+            raise InputError(where, f"subject(s) {missing[:3]} are not in the latent cache of the split")
+        return torch.tensor([self.row_of[s] for s in subject_ids])
+
+
+def noise_scheduler_from(options: DiffusionOptions):
+    """The ``DDPMScheduler`` of the training noise schedule (also the pipeline's ``scheduler``)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=options.num_train_timesteps, beta_schedule=options.beta_schedule,
+                         beta_start=options.beta_start, beta_end=options.beta_end,
+                         prediction_type=options.prediction_type, clip_sample=False)
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float | None, prediction_type: str) -> torch.Tensor:
+    """Per-sample loss weights of min-SNR-γ (Hang et al., "Efficient diffusion training via min-SNR weighting", 2023).
+
+    Args:
+        scheduler: the noise scheduler (its ``alphas_cumprod``).
+        timesteps: (B,) training steps.
+        gamma: the clamp γ (``None``: weights of 1).
+        prediction_type: ``epsilon`` (weight min(SNR, γ) / SNR) or ``v_prediction``
+            (min(SNR, γ) / (SNR + 1)), both equal to min(SNR, γ) in terms of the x₀ error.
+
+    Returns:
+        (B,) float32 weights.
+    """
+    if gamma is None:
+        return torch.ones(timesteps.shape, dtype=torch.float32, device=timesteps.device)
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = alphas / (1.0 - alphas)
+    clamped = snr.clamp(max=gamma)
+    return clamped / (snr + 1.0) if prediction_type == "v_prediction" else clamped / snr
+
+
+@register_task
+class DiffusionTask(Task):
+    """Train the ECG-conditioned cine denoiser in the autoencoder's latent space (see the module docstring)."""
+
+    name = "diffusion"
+    options_class = DiffusionOptions
+    default_model = "cine_unet3d_demo"
+
+    def __init__(self, config):
+        super().__init__(config)
+        from diffusers import AutoencoderKL
+
+        from cardiacnets.generation.conditioning import ECGConditionEncoder
+
+        o = self.options
+        vae_dir = Path(o.vae)
+        if not (vae_dir / "config.json").is_file():
+            raise InputError(vae_dir, "not a saved autoencoder (no config.json); give VAE_RUN/vae")
+        self.vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
+        self.condition_encoder = ECGConditionEncoder.from_saved(o.ecg_encoder)
+        self.noise_scheduler = noise_scheduler_from(o)
+        self.caches: dict[str, LatentCache] = {}
+        self.data_info = self._data_info()
+
+    # --- data ------------------------------------------------------------------------------------------------------
+    def views(self) -> list[str]:
+        return []  # the cines come from the latent cache, not from the batches
+
+    def required_modalities(self) -> list[str]:
+        return ["ecg", self.options.view]
+
+    def _data_info(self) -> dict:
+        import yaml
+
+        path = Path(self.config.data.path) / "dataset.yaml"
+        if not path.is_file():
+            raise InputError(self.config.data.path, "not a cardiacnets training set (no dataset.yaml)")
+        info = yaml.safe_load(path.read_text()) or {}
+        shapes = {a["name"]: a["row_shape"] for a in info.get("arrays", [])}
+        key = f"cmr_{self.options.view}"
+        if key not in shapes:
+            raise InputError(path, f"the training set has no {self.options.view} cines ({key})")
+        return {"config": info.get("config", {}), "cine_shape": shapes[key]}
+
+    # --- model -----------------------------------------------------------------------------------------------------
+    def model_overrides(self) -> dict:
+        """The configured overrides, completed with the shapes the data and the frozen encoders fix."""
+        _, frames, height, _ = self.data_info["cine_shape"]
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        derived = {"latent_channels": int(self.vae.config.latent_channels), "num_frames": int(frames),
+                   "latent_size": int(height) // factor, "ecg_token_dim": self.condition_encoder.token_dim,
+                   "ecg_embed_dim": self.condition_encoder.embed_dim,
+                   "n_demographics": len(self.config.data.demographics) if self.options.demographics else 0}
+        overrides = dict(self.config.model.overrides)
+        for key, value in derived.items():
+            if key in overrides and overrides[key] != value:
+                raise ConfigError(f"model.overrides.{key}={overrides[key]!r} contradicts the data and encoders "
+                                  f"({key} = {value}); leave it out")
+            overrides[key] = value
+        return overrides
+
+    def build_model(self) -> nn.Module:
+        from cardiacnets.generation.denoiser import CineDenoiser
+        from cardiacnets.models import create_model
+
+        model = create_model(self.model_name, **self.model_overrides())
+        if not isinstance(model, CineDenoiser):
+            raise ConfigError(f"task diffusion trains a CineDenoiser; model {self.model_name!r} is a "
+                              f"{type(model).__name__}")
+        if self.config.init.model is not None:
+            _load_diffusers_weights(model, CineDenoiser, self.config.init.model)
+        self.init_encoders(model)
+        return model
+
+    # --- the latent cache ------------------------------------------------------------------------------------------
+    def cache(self, split: str, device: torch.device) -> LatentCache:
+        """The latents and ECG conditions of every subject of `split` (built on first use)."""
+        if split not in self.caches:
+            self.caches[split] = self._load_or_build_cache(split, device)
+        cache = self.caches[split]
+        if cache.latents.device != device:
+            cache.latents, cache.tokens, cache.embedding = (x.to(device) for x in
+                                                            (cache.latents, cache.tokens, cache.embedding))
+        return cache
+
+    def _cache_key(self, split: str) -> dict:
+        def resolved(path: str) -> str:
+            return str(Path(path).resolve())
+
+        return {"data": resolved(self.config.data.path), "split": split, "vae": resolved(self.options.vae),
+                "ecg_encoder": resolved(self.options.ecg_encoder), "view": self.options.view,
+                "scaling_factor": float(self.vae.config.scaling_factor)}
+
+    def _load_or_build_cache(self, split: str, device: torch.device) -> LatentCache:
+        started = time.perf_counter()
+        folder = Path(self.options.cache_dir) if self.options.cache_dir else None
+        key = self._cache_key(split)
+        if folder is not None and (folder / f"{split}.json").is_file():
+            meta = json.loads((folder / f"{split}.json").read_text())
+            if meta.get("key") == key:
+                from safetensors.torch import load_file
+
+                tensors = load_file(str(folder / f"{split}.safetensors"))
+                return LatentCache(meta["subject_ids"], tensors["latents"], tensors["tokens"], tensors["embedding"],
+                                   time.perf_counter() - started)
+        cache = self._build_cache(split, device)
+        cache.seconds = time.perf_counter() - started
+        if folder is not None:
+            from safetensors.torch import save_file
+
+            folder.mkdir(parents=True, exist_ok=True)
+            save_file({"latents": cache.latents.cpu().contiguous(), "tokens": cache.tokens.cpu().contiguous(),
+                       "embedding": cache.embedding.cpu().contiguous()}, str(folder / f"{split}.safetensors"))
+            (folder / f"{split}.json").write_text(json.dumps({"key": key, "subject_ids": cache.subject_ids}) + "\n")
+        return cache
+
+    @torch.no_grad()
+    def _build_cache(self, split: str, device: torch.device) -> LatentCache:
+        from cardiacnets.data.store import TrainingSet
+        from cardiacnets.generation.vae import encode_cines
+
+        c, view = self.config, self.options.view
+        require = self.required_modalities() if c.data.require is None else c.data.require
+        data = TrainingSet(c.data.path, split=split, require=tuple(require))
+        if len(data) == 0:
+            raise InputError(c.data.path, f"no subjects in split {split!r} to encode")
+        vae, encoder = self.vae.to(device), self.condition_encoder.to(device)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.mixed_precision == "bf16")
+        ids, latents, tokens, embeddings = [], [], [], []
+        for start in range(0, len(data), self.options.cache_batch_size):
+            samples = [data[i] for i in range(start, min(len(data), start + self.options.cache_batch_size))]
+            cines = torch.from_numpy(np.stack([s[f"cmr_{view}"] for s in samples])).to(device)
+            ecg = torch.from_numpy(np.stack([s["ecg"] for s in samples])).to(device)
+            lead_mask = torch.from_numpy(np.stack([s["ecg_lead_mask"] for s in samples])).to(device)
+            with autocast:
+                latents.append(encode_cines(vae, _middle_slice(cines)).float())
+            condition = encoder(ecg, lead_mask)  # float32: the condition is the model's input at inference too
+            tokens.append(condition.tokens)
+            embeddings.append(condition.embedding)
+            ids += [s["subject_id"] for s in samples]
+        return LatentCache(ids, torch.cat(latents), torch.cat(tokens), torch.cat(embeddings))
+
+    # --- steps -----------------------------------------------------------------------------------------------------
+    def _inputs(self, batch: dict, split: str, generator: torch.Generator | None):
+        """Noisy latents, timesteps, target, loss weights and condition of a batch."""
+        device = batch["ecg"].device
+        cache = self.cache(split, device)
+        rows = cache.rows(batch["subject_id"], self.config.data.path).to(device)
+        clean = cache.latents[rows]
+        n = clean.shape[0]
+        noise = torch.randn(clean.shape, generator=generator).to(device)
+        timesteps = torch.randint(0, self.options.num_train_timesteps, (n,), generator=generator).to(device)
+        noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
+        if self.options.prediction_type == "epsilon":
+            target = noise
+        else:
+            target = self.noise_scheduler.get_velocity(clean, noise, timesteps)
+        weights = min_snr_weights(self.noise_scheduler, timesteps, self.options.snr_gamma,
+                                  self.options.prediction_type)
+        demographics = mask = None
+        if self.options.demographics:
+            demographics, mask = batch["demographics"], batch["demographics_mask"].clone()
+            if generator is not None and self.options.demographics_dropout > 0:
+                mask &= (torch.rand(n, 1, generator=generator) >= self.options.demographics_dropout).to(device)
+        condition = (cache.tokens[rows], cache.embedding[rows], demographics, mask)
+        return noisy, timesteps, target, weights, condition
+
+    @staticmethod
+    def _weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3, 4))
+        return (per_sample * weights).mean()
+
+    def training_step(self, model, batch, generator):
+        noisy, timesteps, target, weights, condition = self._inputs(batch, self.config.data.train_split, generator)
+        drop = (torch.rand(batch_size_of(batch), generator=generator) < self.options.condition_dropout)
+        prediction = model(noisy, timesteps, *condition, drop_condition=drop.to(noisy.device)).sample
+        return {"loss_diffusion": self._weighted_mse(prediction, target, weights)}
+
+    def validation_step(self, model, batch):
+        split = self.config.data.val_split
+        noisy, timesteps, target, weights, condition = self._inputs(batch, split, None)
+        n = noisy.shape[0]
+        drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(noisy.device)
+        both = [torch.cat([x, x]) if x is not None else None for x in condition]
+        prediction = model(torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]), *both,
+                           drop_condition=drop).sample
+        conditional, null = prediction.chunk(2)
+        ones = torch.ones_like(weights)
+        return {"loss_diffusion": self._weighted_mse(conditional, target, weights),
+                "mse_conditional": self._weighted_mse(conditional, target, ones),
+                "mse_null": self._weighted_mse(null, target, ones)}
+
+    # --- export ----------------------------------------------------------------------------------------------------
+    def _pipeline_settings(self) -> dict:
+        """View, frame interval, spacing, ECG standardisation and demographics of the training data."""
+        import pandas as pd
+
+        from cardiacnets.data.torch_data import DemographicsNormalizer
+
+        c = self.config
+        data_config = self.data_info["config"]
+        frames = int(self.data_info["cine_shape"][1])
+        manifest = pd.read_csv(Path(c.data.path) / "manifest.csv", dtype={"subject_id": str})
+        train = manifest[manifest["split"] == c.data.train_split]
+        frame_interval_ms = None
+        if "ecg_rr_interval_ms" in train.columns:  # one cycle per cine: the typical RR interval over the frames
+            rr = pd.to_numeric(train["ecg_rr_interval_ms"], errors="coerce").dropna()
+            frame_interval_ms = round(float(rr.median()) / frames, 3) if len(rr) else None
+        demographics = None
+        if self.options.demographics:
+            from dataclasses import asdict
+
+            normalizer = DemographicsNormalizer.fit(train, c.data.demographics, Path(c.data.path) / "manifest.csv")
+            demographics = {k: list(v) for k, v in asdict(normalizer).items()}
+        return {"view": self.options.view, "frame_interval_ms": frame_interval_ms,
+                "spacing_mm": data_config.get("cmr", {}).get("spacing_mm"),
+                "ecg_config": data_config.get("ecg"), "demographics": demographics,
+                "precision": self.options.export_precision}
+
+    def _provenance(self, run_dir: Path) -> dict:
+        encoder = Path(self.options.ecg_encoder).resolve()
+        model_dir = encoder / "model" if (encoder / "model").is_dir() else encoder
+        alignment_run = model_dir.parent if model_dir.name == "model" else None
+        feature = self.options.feature_encoder
+        if feature is None and alignment_run is not None:
+            candidate = alignment_run / f"cmr_{self.options.view}_encoder"
+            feature = str(candidate) if candidate.is_dir() else None
+        return {"diffusion_run": str(Path(run_dir).resolve()), "vae": str(Path(self.options.vae).resolve()),
+                "ecg_encoder": str(model_dir), "alignment_run": str(alignment_run) if alignment_run else None,
+                "feature_encoder": feature, "training_set": str(Path(self.config.data.path).resolve()),
+                "cache_seconds": {split: round(cache.seconds, 2) for split, cache in self.caches.items()}}
+
+    def export(self, model, run_dir):
+        from cardiacnets.generation.pipeline import ECGToCMRPipeline
+
+        denoiser_dir = run_dir / "denoiser"
+        model.save_pretrained(denoiser_dir, safe_serialization=True)
+        pipe = ECGToCMRPipeline(self.condition_encoder.to("cpu"), model.to("cpu"), self.vae.to("cpu"),
+                                self.noise_scheduler, **self._pipeline_settings())
+        pipeline_dir = run_dir / "pipeline"
+        pipe.save_pretrained(pipeline_dir, safe_serialization=True)
+        (pipeline_dir / "provenance.json").write_text(json.dumps(self._provenance(run_dir), indent=2) + "\n")
+        return {"denoiser": denoiser_dir, "pipeline": pipeline_dir}

@@ -1,0 +1,293 @@
+"""Tests of the generation evaluation: image metrics, the Fréchet distance, scoring with a segmenter, the
+nearest-neighbour and random baselines, the pipeline adapter and ``cardiacnets evaluate generation``.
+
+Generators are stand-ins here (the true cines, the true cines plus noise, another subject's cine); the
+synthetic disc cines of `test_segmenter.write_disc_set` have exact labels, and a threshold "segmenter"
+labels them exactly, so the expected measurements are known.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from test_segmenter import LABEL_INTENSITY, TINY_UNET, write_disc_set
+
+from cardiacnets.cli import main
+from cardiacnets.data.store import TrainingSet
+from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.evaluate.generation import (
+    ScoringTools, as_cines, describe_cines, evaluate_generation, frechet_distance, image_similarity,
+    nearest_neighbour_generator, pipeline_generator, ReferenceCines, score_cines,
+)
+from cardiacnets.evaluate.segmentation import Segmenter, cavity_measurements
+from cardiacnets.models import create_model
+
+FRAMES, SIZE = 8, 32
+
+
+class ThresholdSegmenter(torch.nn.Module):
+    """Labels the synthetic disc cines exactly: each pixel gets the label whose intensity is nearest."""
+
+    def segment(self, cines: torch.Tensor, batch_frames: int = 256) -> torch.Tensor:
+        levels = torch.as_tensor(LABEL_INTENSITY, dtype=cines.dtype, device=cines.device)
+        return (cines[..., None] - levels).abs().argmin(dim=-1).to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def disc_set(tmp_path_factory) -> Path:
+    # 16 subjects: 8 train, 4 val, 4 test.
+    return write_disc_set(tmp_path_factory.mktemp("gen") / "set", n=16, frames=FRAMES, size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """A tiny feature encoder, a tiny alignment model (ECG 12 x 500, cines 1 x 8 x 32 x 32) and a tiny segmenter."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    cmr = {"frames": FRAMES, "img_size": 16, "embed_dim": 8}
+    create_model("cmr_encoder_demo", **cmr).save_pretrained(root / "cmr_sa_encoder")
+    clip = create_model("cardiac_clip_demo",
+                        ecg={"model": "ecg_resnet1d", "overrides": {"n_samples": 500, "stem_width": 8,
+                                                                    "widths": [8, 16], "blocks": [1, 1],
+                                                                    "embed_dim": 16}},
+                        cmr={v: {"model": "cmr_encoder_demo", "overrides": cmr} for v in ("sa", "la_4ch")},
+                        embed_dim=8)
+    clip.save_pretrained(root / "align" / "model")
+    create_model("cmr_seg_unet_demo", **TINY_UNET).save_pretrained(root / "seg" / "model")
+    return {"feature_encoder": root / "cmr_sa_encoder", "alignment": root / "align", "segmenter": root / "seg"}
+
+
+def tools_for(models, segmenter=None) -> ScoringTools:
+    from cardiacnets.models.pretrained import load_pretrained
+
+    segmenter = segmenter or Segmenter(ThresholdSegmenter(), Path("threshold"), None)
+    return ScoringTools(segmenter, load_pretrained(models["feature_encoder"]).eval(), spacing_mm=2.2)
+
+
+def true_cines(disc_set, split="test") -> np.ndarray:
+    dataset = TrainingSet(disc_set, split=split)
+    return np.stack([dataset[i]["cmr_sa"] for i in range(len(dataset))])
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+def test_image_similarity_hand_computed():
+    rng = np.random.default_rng(0)
+    true = rng.random((2, 1, 3, 16, 16)).astype(np.float32)
+    ssim, psnr = image_similarity(true, true)
+    np.testing.assert_allclose(ssim, 1.0, atol=1e-6)
+    assert np.isinf(psnr).all()
+    shifted = true.copy()
+    shifted[0] += 0.1  # MSE 0.01 -> PSNR 20 dB
+    shifted[1] = np.clip(true[1] + 0.1 * np.sign(rng.normal(size=true[1].shape)), 0, 1)
+    ssim, psnr = image_similarity(shifted, true)
+    assert psnr[0] == pytest.approx(20.0, abs=1e-4)
+    expected_mse = float(((shifted[1] - true[1]) ** 2).mean())
+    assert psnr[1] == pytest.approx(-10 * math.log10(expected_mse), abs=1e-3)
+    assert 0.0 < ssim[1] < ssim[0] < 1.0  # a constant offset keeps structure; noise does not
+    with pytest.raises(ValueError, match="differ in shape"):
+        image_similarity(true[:1], true)
+
+
+def test_frechet_distance_hand_computed():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(200, 4))
+    shift = np.array([1.0, -2.0, 0.5, 0.0])
+    # Same covariance, shifted mean: the distance is the squared shift.
+    assert frechet_distance(features + shift, features) == pytest.approx(float(shift @ shift), rel=1e-6)
+    assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
+    # Scaled by 2 around the same mean: trace(S) + trace(4 S) - 2 trace(2 S) = trace(S).
+    centred = features - features.mean(axis=0)
+    assert frechet_distance(2 * centred, centred) == pytest.approx(np.trace(np.cov(centred.T)), rel=1e-6)
+    assert math.isnan(frechet_distance(features[:1], features))
+
+
+def test_as_cines_shapes():
+    assert as_cines(np.zeros((3, 8, 4, 4)), 1).shape == (3, 1, 8, 4, 4)
+    assert as_cines(np.zeros((3, 2, 8, 4, 4)), 2).shape == (3, 2, 8, 4, 4)
+    with pytest.raises(ValueError, match="expected"):
+        as_cines(np.zeros((3, 8, 4, 4)), 2)
+
+
+def test_score_cines_exact_segmenter(disc_set, models):
+    tools = tools_for(models)
+    true = true_cines(disc_set)
+    truth = describe_cines(true, tools)
+    stored = cavity_measurements(np.stack([TrainingSet(disc_set, split="test")[i]["seg_sa"] for i in range(4)]), 2.2)
+    pd.testing.assert_frame_equal(truth.measurements, stored)  # the threshold segmenter is exact on these cines
+    summary, per_cine = score_cines(true, truth, tools)
+    assert summary["ssim"] == pytest.approx(1.0, abs=1e-6) and summary["frechet"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["lvedv_r"] == pytest.approx(1.0) and summary["lvedv_mae_ml"] == 0.0 and summary["n"] == 4
+    # Another subject's cine (rolled by one): the MAE is the mean gap between neighbours' measurements.
+    summary, per_cine = score_cines(np.roll(true, 1, axis=0), truth, tools)
+    lvedv = stored["lvedv_ml"].to_numpy()
+    assert summary["lvedv_mae_ml"] == pytest.approx(np.abs(np.roll(lvedv, 1) - lvedv).mean())
+    assert summary["lvedv_r"] == pytest.approx(np.corrcoef(np.roll(lvedv, 1), lvedv)[0, 1])
+    np.testing.assert_allclose(per_cine["generated_lvedv_ml"], np.roll(lvedv, 1))
+    assert set(per_cine.columns) >= {"ssim", "psnr", "true_lvef_pct", "generated_lvef_pct", "generated_failure"}
+    # A blank cine cannot be measured: it is listed and left out of r and MAE.
+    blank = np.roll(true, 1, axis=0)
+    blank[0] = 0.0
+    summary, per_cine = score_cines(blank, truth, tools)
+    assert summary["n_unmeasured"] == 1 and summary["measured"]["lvedv_ml"]["n"] == 3
+    assert "no LV cavity" in per_cine["generated_failure"].iloc[0]
+
+
+# --- generators ----------------------------------------------------------------------------------------------------
+
+def test_nearest_neighbour_is_the_closest_aligned_ecg(disc_set, models):
+    from cardiacnets.evaluate.embeddings import collate_samples, load_alignment_model
+
+    reference = ReferenceCines(disc_set, "train", "sa")
+    queries = TrainingSet(disc_set, split="test", require=("ecg", "sa"))
+    generate, info = nearest_neighbour_generator(models["alignment"], reference, queries)
+    batch = collate_samples([{**queries[i], "index": i} for i in range(len(queries))])
+    cines = generate(batch)
+    clip, _ = load_alignment_model(models["alignment"])
+    with torch.no_grad():
+        encode = lambda ds: clip.encode_ecg(collate_samples([ds[i] for i in range(len(ds))])).numpy()  # noqa: E731
+        expected = (encode(queries) @ encode(reference.dataset).T).argmax(axis=1)
+    np.testing.assert_array_equal(cines, np.stack([reference.dataset[int(r)]["cmr_sa"] for r in expected]))
+    assert info["matches"] == {i: reference.dataset.manifest["subject_id"].iloc[r] for i, r in enumerate(expected)}
+
+
+def test_pipeline_generator_passes_the_sampling_settings():
+    calls = []
+
+    class FakePipe:
+        def __call__(self, **kwargs):
+            calls.append(kwargs)
+            noise = torch.rand(len(kwargs["ecg"]), FRAMES, SIZE, SIZE, generator=kwargs["generator"])
+            return type("Output", (), {"cines": noise.numpy()})()
+
+    generate = pipeline_generator(FakePipe(), num_inference_steps=7, guidance_scale=2.5, seed=3, scheduler="ddim")
+    batch = {"ecg": torch.zeros(2, 12, 500), "ecg_lead_mask": torch.ones(2, 12, dtype=torch.bool)}
+    first, second = generate(batch), generate(batch)
+    assert first.shape == (2, FRAMES, SIZE, SIZE) and not np.array_equal(first, second)  # the generator advances
+    assert calls[0]["num_inference_steps"] == 7 and calls[0]["guidance_scale"] == 2.5
+    assert calls[0]["scheduler"] == "ddim" and calls[0]["num_samples_per_ecg"] == 1 and calls[0]["demographics"] is None
+    assert calls[0]["lead_mask"] is batch["ecg_lead_mask"]
+    again = pipeline_generator(FakePipe(), seed=3)(batch)
+    np.testing.assert_array_equal(again, first)  # same seed, same noise
+
+
+# --- the evaluation ------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_evaluate_generation_with_a_noisy_oracle_and_baselines(disc_set, models, tmp_path):
+    rng = np.random.default_rng(0)
+
+    def noisy_truth(batch):  # the true cine plus noise: better than any real-cine baseline
+        cines = batch["cmr_sa"].numpy()[:, 0]
+        return cines + rng.normal(scale=0.03, size=cines.shape).astype(np.float32)
+
+    segmenter = Segmenter(ThresholdSegmenter(), Path("threshold"), None)
+    result = evaluate_generation(None, disc_set, "test", segmenter=segmenter, generate_batch=noisy_truth,
+                                 feature_encoder=models["feature_encoder"], alignment=models["alignment"],
+                                 batch_size=3, out_dir=tmp_path / "out", n_examples=2)
+    for block in (result, result["nn_baseline"], result["random_baseline"]):
+        assert {"ssim", "psnr", "frechet", "lvedv_r", "lvef_r", "lvedv_mae_ml", "lvef_mae_pct", "n"} <= set(block)
+    assert result["n"] == 4 and result["settings"]["batch_size"] == 3
+    assert result["ssim"] > result["nn_baseline"]["ssim"] and result["psnr"] > result["nn_baseline"]["psnr"]
+    assert result["lvedv_r"] == pytest.approx(1.0, abs=1e-3) and result["lvedv_mae_ml"] < 0.5
+    assert result["vs_ground_truth"]["true_cine"]["lvedv_ml"] == pytest.approx(1.0)
+    assert set(result["timing"]) >= {"generator_seconds", "generator_seconds_per_cine", "nn_baseline_seconds",
+                                     "scoring_seconds", "total_seconds", "nn_embed_seconds"}
+    assert result["segmenter"]["acdc_dice"] is None and any("ACDC" in note for note in result["notes"])
+    out = tmp_path / "out"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["lvedv_r"] == pytest.approx(result["lvedv_r"])
+    table = pd.read_csv(out / "per_subject.csv", dtype={"subject_id": str, "nn_subject_id": str})
+    assert sorted(table["method"].unique()) == ["generator", "nn_baseline", "random_baseline"] and len(table) == 12
+    nn_rows = table[table["method"] == "nn_baseline"]
+    train_ids = set(TrainingSet(disc_set, split="train").manifest["subject_id"])
+    assert set(nn_rows["nn_subject_id"]) <= train_ids
+    gif = Image.open(next(out.glob("compare_*.gif")))
+    assert gif.n_frames == FRAMES and gif.size == (2 * SIZE * 4, 2 * SIZE)  # 4 panels side by side, scale 2
+    assert Image.open(next(out.glob("compare_*.png"))).size == (2 * SIZE * FRAMES, 2 * SIZE * 4)
+
+
+@pytest.mark.slow
+def test_evaluate_generation_cli_baselines_and_errors(disc_set, models, tmp_path, capsys):
+    common = ["evaluate", "generation", "--data", str(disc_set), "--segmenter", str(models["segmenter"])]
+    status = main([*common, "--baselines-only", "--feature-encoder", str(models["feature_encoder"]),
+                   "--alignment", str(models["alignment"]), "--limit", "3", "--json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    result = json.loads(captured.out)
+    assert "ssim" not in result and result["nn_baseline"]["n"] == 3 and result["n"] == 3
+    assert result["model"] is None and result["settings"]["limit"] == 3
+    status = main([*common, "--baselines-only", "--feature-encoder", str(models["feature_encoder"]),
+                   "--alignment", str(models["alignment"]), "--limit", "2"])
+    text = capsys.readouterr().out
+    assert status == 0 and "nn baseline" in text and "lvedv_r" in text
+
+    def error(*args) -> str:
+        assert main([*common, *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("cardiacnets evaluate: error: ")
+        return err[0]
+
+    assert "--model DIR" in error()
+    assert "--feature-encoder" in error("--baselines-only", "--alignment", str(models["alignment"]))
+    assert "--alignment" in error("--baselines-only", "--feature-encoder", str(models["feature_encoder"]))
+    assert "no split 'nope'" in error("--baselines-only", "--split", "nope", "--alignment", str(models["alignment"]),
+                                      "--feature-encoder", str(models["feature_encoder"]))
+    assert "must differ" in error("--baselines-only", "--split", "train", "--alignment", str(models["alignment"]),
+                                  "--feature-encoder", str(models["feature_encoder"]))
+    assert "no such pipeline folder" in error("--model", str(tmp_path / "nowhere"), "--no-baselines",
+                                              "--feature-encoder", str(models["feature_encoder"]))
+    assert "not a CMR encoder" in error("--baselines-only", "--feature-encoder", str(models["alignment"] / "model"),
+                                        "--alignment", str(models["alignment"]))
+
+
+def test_evaluate_generation_rejects_cines_of_the_wrong_shape(disc_set, models):
+    segmenter = Segmenter(ThresholdSegmenter(), Path("threshold"), None)
+    with pytest.raises(InputError, match="shape"):
+        evaluate_generation(None, disc_set, "test", segmenter=segmenter, baselines=False,
+                            generate_batch=lambda batch: np.zeros((len(batch["index"]), FRAMES, 16, 16), np.float32),
+                            feature_encoder=models["feature_encoder"])
+    with pytest.raises(ConfigError, match="at least 1"):
+        evaluate_generation(None, disc_set, "test", segmenter=segmenter, baselines=False, limit=0,
+                            generate_batch=lambda batch: None, feature_encoder=models["feature_encoder"])
+
+
+@pytest.mark.slow
+def test_evaluate_generation_of_a_saved_pipeline_reads_its_provenance(disc_set, models, tmp_path, capsys):
+    # An untrained demo pipeline at tiny size (ECG 12 x 500, 8 frames of 32 x 32), saved as the diffusion
+    # task exports it: its provenance names the feature encoder and the alignment run of the baseline.
+    from cardiacnets.generation.zoo import untrained_pipeline
+
+    pipe = untrained_pipeline(
+        ecg_encoder_overrides={"n_samples": 500, "stem_width": 8, "widths": [8, 16], "blocks": [1, 1],
+                               "embed_dim": 8},
+        vae_overrides={"image_size": SIZE, "block_out_channels": [8, 16], "norm_num_groups": 4, "latent_channels": 2},
+        denoiser_overrides={"block_out_channels": [8, 16], "cross_attention_levels": [True, False],
+                            "attention_head_dim": 2, "norm_num_groups": 4, "cross_attention_dim": 8,
+                            "condition_dim": 8},
+        num_frames=FRAMES, ecg_config={"sampling_rate_hz": 50.0, "duration_s": 10.0})
+    pipe.save_pretrained(tmp_path / "pipeline", safe_serialization=True)
+    (tmp_path / "pipeline" / "provenance.json").write_text(json.dumps(
+        {"feature_encoder": str(models["feature_encoder"]), "alignment_run": str(models["alignment"])}))
+    status = main(["evaluate", "generation", "--model", str(tmp_path / "pipeline"), "--data", str(disc_set),
+                   "--segmenter", str(models["segmenter"]), "--limit", "2", "--steps", "2", "--guidance", "2.0",
+                   "--seed", "5", "--json", "--out", str(tmp_path / "eval")])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["n"] == 2 and result["model"] == str(tmp_path / "pipeline")
+    assert {"ssim", "psnr", "frechet", "lvedv_r", "lvef_r", "lvedv_mae_ml"} <= set(result)
+    assert {"ssim", "psnr", "lvedv_mae_ml"} <= set(result["nn_baseline"])
+    settings = result["settings"]
+    assert settings["steps"] == 2 and settings["guidance"] == 2.0 and settings["seed"] == 5
+    assert result["settings"]["feature_encoder"] == str(models["feature_encoder"])
+    assert result["nn_baseline"]["alignment_model"] == str(models["alignment"] / "model")
+    assert result["timing"]["generator_seconds_per_cine"] > 0
+    assert (tmp_path / "eval" / "metrics.json").is_file()
