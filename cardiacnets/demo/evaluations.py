@@ -55,7 +55,7 @@ def generation(demo, config, out_dir: Path, progress: bool):
                                  alignment=align, limit=config.generation_subjects or None,
                                  steps=config.generation_steps, guidance=config.guidance, acdc_dir=_acdc_dir(),
                                  out_dir=out_dir, n_examples=config.report_cines, bf16=True, progress=progress)
-    figures = {p.stem: p for p in sorted(out_dir.rglob("*")) if p.suffix in (".png", ".gif")}
+    figures = {p.name: p for p in sorted(out_dir.rglob("*")) if p.suffix in (".png", ".gif")}
     return result, figures
 
 
