@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 import yaml
 
 from cardiacnets.errors import ConfigError
+
+_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 T = TypeVar("T")
 
@@ -80,6 +83,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads 1e-5 (no dot) as a string; it is plainly a number.
             return float(value)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:

@@ -33,6 +33,10 @@ def test_from_dict_nested_and_conversion():
     assert cfg.inner.rate == 2.0 and isinstance(cfg.inner.rate, float)
     assert cfg.steps == 5 and cfg.band == (1.0, 2.0) and cfg.tags == ["p"]
     assert from_dict(Outer, {"band": None}).band is None
+    # PyYAML reads exponent literals without a dot (1e-5) as strings; float fields take them.
+    rate = from_dict(Outer, {"inner": yaml.safe_load("{rate: 1e-5}")}).inner.rate
+    assert rate == 1e-5 and isinstance(rate, float)
+    assert from_dict(Inner, {"rate": "-2.5E+3"}).rate == -2500.0
 
 
 @pytest.mark.parametrize(
@@ -45,6 +49,8 @@ def test_from_dict_nested_and_conversion():
         ({"mode": "z"}, "mode: 'z' is not one of"),
         ({"band": [1, 2, 3]}, "band"),
         ({"inner": 3}, "inner: expected a mapping"),
+        ({"inner": {"rate": "fast"}}, "inner.rate: expected a number"),
+        ({"inner": {"rate": "1e"}}, "inner.rate: expected a number"),
     ],
 )
 def test_from_dict_rejects(data, message):
