@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 import torch
@@ -73,9 +74,21 @@ def trained(tiny_data, tmp_path_factory):
     assert status == 0
     status = main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(runs / "diffusion"),
                    f"data.path={tiny_data}", f"options.vae={runs / 'vae' / 'vae'}", f"options.ecg_encoder={align}",
-                   f"model.overrides={TINY_DENOISER}", f"options.cache_dir={runs / 'cache'}", *QUICK])
+                   f"model.overrides={TINY_DENOISER}", f"options.cache_dir={runs / 'cache'}",
+                   "options.condition_indices=[lvef_pct]", *QUICK])
     assert status == 0
     return runs
+
+
+@pytest.mark.slow
+def test_diffusion_run_names_an_unknown_condition_index(trained, tiny_data, tmp_path, capsys):
+    status = main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(tmp_path / "run"),
+                   f"data.path={tiny_data}", f"options.vae={trained / 'vae' / 'vae'}",
+                   f"options.ecg_encoder={trained / 'align'}", f"model.overrides={TINY_DENOISER}",
+                   f"options.cache_dir={trained / 'cache'}", "options.condition_indices=[lvedv_nope]", *QUICK])
+    assert status != 0
+    err = capsys.readouterr().err
+    assert "manifest.csv" in err and "lvedv_nope" in err
 
 
 @pytest.mark.slow
@@ -108,13 +121,28 @@ def test_diffusion_run_exports_a_working_pipeline(trained, tiny_data):
     assert pipe.vae.config.scaling_factor == pytest.approx(
         json.loads((trained / "vae" / "vae_stats.json").read_text())["scaling_factor"])
     assert pipe.denoiser.config.temporal_patch == 2 and pipe.denoiser.config.num_frames == 4
+    # The frozen index read-out is the leave-one-out ridge fit of the cached training embeddings.
+    from safetensors.torch import load_file
+
+    from cardiacnets.train.generation_tasks import DiffusionOptions, ridge_loo
+
+    fit = provenance["condition_indices"]["lvef_pct"]
+    cached = load_file(str(trained / "cache" / "train.safetensors"))["embedding"].double().numpy()
+    ids = json.loads((trained / "cache" / "train.json").read_text())["subject_ids"]
+    table = pd.read_csv(tiny_data / "manifest.csv", dtype={"subject_id": str}).set_index("subject_id").loc[ids]
+    y = (table["lvef_pct"].to_numpy() - fit["mean"]) / fit["std"]
+    weight, bias, penalty, _ = ridge_loo(cached, y, DiffusionOptions().index_ridge)
+    assert fit["n"] == 8 and fit["penalty"] == penalty
+    np.testing.assert_allclose(pipe.denoiser.index_proj.weight.detach().numpy()[0], weight, rtol=1e-4, atol=1e-6)
+    assert pipe.denoiser.index_proj.bias.item() == pytest.approx(bias, abs=1e-5)
     out = pipe(0.3 * torch.randn(2, 12, 500), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert out.cines.shape == (2, 4, 64, 64) and np.isfinite(out.cines).all()
     # A second run reads the cached latents instead of encoding again.
     status = main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(trained / "diffusion2"),
                    f"data.path={tiny_data}", f"options.vae={trained / 'vae' / 'vae'}",
                    f"options.ecg_encoder={trained / 'align'}", f"model.overrides={TINY_DENOISER}",
-                   f"options.cache_dir={trained / 'cache'}", *QUICK, "schedule.max_steps=1"])
+                   f"options.cache_dir={trained / 'cache'}", "options.condition_indices=[lvef_pct]", *QUICK,
+                   "schedule.max_steps=1"])
     assert status == 0
 
 
@@ -178,5 +206,5 @@ def test_bench_generate_reports_baseline_and_tuned(capsys):
     assert result["baseline"]["precision"] == "fp32" and result["baseline"]["batch_size"] == 1
     assert [r["batch_size"] for r in result["tuned"]] == [1, 2]
     assert all(r["seconds_per_cine"] > 0 and r["cines_per_s"] > 0 for r in result["tuned"])
-    assert result["cine"] == {"frames": 25, "height": 64, "width": 64, "latent": [4, 25, 16, 16]}
+    assert result["cine"] == {"frames": 25, "height": 64, "width": 64, "latent": [4, 25, 8, 8]}
     assert result["speedup_best"] > 0

@@ -85,7 +85,7 @@ def test_vae_config_errors():
 # --- denoiser ------------------------------------------------------------------------------------------------------
 
 def test_patchify_round_trip_with_cyclic_frame_padding():
-    denoiser = tiny_pipeline(num_frames=5, temporal_patch=2).denoiser
+    denoiser = tiny_pipeline(num_frames=5, temporal_patch=2, spatial_patch=2).denoiser
     latents = torch.randn(2, 2, 5, 8, 8)
     patched = denoiser.patchify(latents)
     assert patched.shape == (2, 2 * 2 * 2 * 2, 3, 4, 4)  # 5 frames padded to 6, folded in pairs; 2 x 2 pixels
@@ -114,6 +114,65 @@ def test_null_condition_ignores_the_ecg_and_demographics_enter():
             denoiser(**{**inputs, "ecg_embedding": torch.randn(2, 3)})
         with pytest.raises(ValueError, match="sample must be"):
             denoiser(**{**inputs, "sample": torch.randn(2, 2, 5, 6, 6)})
+
+
+def test_index_projection_is_frozen_and_steers_only_the_conditional_branch():
+    denoiser = tiny_pipeline(n_condition_indices=2).denoiser.eval()
+    assert not denoiser.index_proj.weight.requires_grad and not denoiser.index_proj.bias.requires_grad
+    inputs = denoiser.example_inputs(2, torch.Generator().manual_seed(1))
+    drop = torch.tensor([False, True])
+    with torch.no_grad():
+        before = denoiser(**inputs, drop_condition=drop).sample
+        denoiser.set_index_projection(torch.full((2, denoiser.config.ecg_embed_dim), 0.5), torch.tensor([1.0, -1.0]))
+        after = denoiser(**inputs, drop_condition=drop).sample
+    assert not torch.allclose(before[0], after[0])  # the conditional sample sees the read-out
+    torch.testing.assert_close(before[1], after[1])  # the null condition does not
+    with pytest.raises(ValueError, match="index projection must be"):
+        denoiser.set_index_projection(torch.zeros(3, denoiser.config.ecg_embed_dim), torch.zeros(3))
+    with pytest.raises(ValueError, match="no index projection"):
+        tiny_pipeline().denoiser.set_index_projection(torch.zeros(1, 4), torch.zeros(1))
+
+
+def test_ridge_loo_matches_refitting_without_each_row():
+    from cardiacnets.train.generation_tasks import ridge_loo
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4))
+    y = x @ np.array([1.0, 0.0, -2.0, 0.5]) + 0.5 * rng.normal(size=30) + 3.0
+
+    def fit(xx, yy, penalty):
+        xm, ym = xx.mean(axis=0), yy.mean()
+        w = np.linalg.solve((xx - xm).T @ (xx - xm) + penalty * np.eye(4), (xx - xm).T @ (yy - ym))
+        return w, ym - xm @ w
+
+    def loo_error(penalty):
+        errors = []
+        for i in range(30):
+            keep = np.arange(30) != i
+            w, b = fit(x[keep], y[keep], penalty)
+            errors.append((y[i] - x[i] @ w - b) ** 2)
+        return np.mean(errors)
+
+    penalties = [0.1, 10.0, 1000.0]
+    weight, bias, penalty, loo_r2 = ridge_loo(x, y, penalties)
+    assert penalty == min(penalties, key=loo_error)
+    assert loo_r2 == pytest.approx(1 - loo_error(penalty) / np.var(y))
+    w, b = fit(x, y, penalty)
+    np.testing.assert_allclose(weight, w, atol=1e-10)
+    assert bias == pytest.approx(b)
+
+
+def test_timestep_bias_shifts_training_steps_towards_noise():
+    from cardiacnets.train.generation_tasks import sample_timesteps
+
+    uniform = sample_timesteps(20000, 1000, 0.0, torch.Generator().manual_seed(0))
+    biased = sample_timesteps(20000, 1000, 1.0, torch.Generator().manual_seed(0))
+    for t in (uniform, biased):
+        assert t.dtype == torch.int64 and int(t.min()) >= 0 and int(t.max()) <= 999
+    assert float(uniform.double().mean()) == pytest.approx(499.5, abs=10)
+    # density 2x on [0, 1): mean 2/3 of T, a quarter of the draws below T/2
+    assert float(biased.double().mean()) == pytest.approx(666.7, abs=10)
+    assert float((biased < 500).double().mean()) == pytest.approx(0.25, abs=0.02)
 
 
 def test_denoiser_config_errors():

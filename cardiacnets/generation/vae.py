@@ -13,7 +13,7 @@ training latents, so the diffusion model sees unit-variance latents) is
 measured on training frames at export and stored in the model's own config
 (``scaling_factor``), as in Stable Diffusion.
 
-Registered models: ``cmr_vae_demo`` (64 × 64 frames → 4 × 16 × 16, 0.65 M
+Registered models: ``cmr_vae_demo`` (64 × 64 frames → 4 × 8 × 8, 0.94 M
 parameters, small enough to train on a 2-core CPU) and ``cmr_vae_paper``
 (256 × 256 → 4 × 32 × 32, Stable Diffusion's layout).
 """
@@ -46,7 +46,7 @@ class CMRVAEConfig:
     """
 
     image_size: int = 64
-    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
     layers_per_block: int = 1
     latent_channels: int = 4
     norm_num_groups: int = 8
@@ -93,7 +93,7 @@ def build_cmr_vae(config: CMRVAEConfig):
 
 
 register_model("cmr_vae_demo", CMRVAEConfig, build_cmr_vae,
-               "demo frame autoencoder: 64x64 -> 4x16x16 (levels 16/32/64, no attention)")
+               "demo frame autoencoder: 64x64 -> 4x8x8 (levels 16/32/64/64, no attention)")
 register_model("cmr_vae_paper", CMRVAEConfig, build_cmr_vae,
                "paper-scale frame autoencoder: 256x256 -> 4x32x32 (Stable Diffusion's levels 128/256/512/512)",
                image_size=256, block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -203,6 +203,35 @@ def _load_diffusers_weights(model: nn.Module, cls, folder: str) -> None:
         raise InputError(folder, f"weights do not fit the configured {cls.__name__} ({err})") from None
 
 
+def ridge_loo(x: np.ndarray, y: np.ndarray, penalties) -> tuple[np.ndarray, float, float, float]:
+    """Ridge regression with the penalty chosen by the exact leave-one-out error.
+
+    Args:
+        x: (n, d) features; y: (n,) targets.
+        penalties: candidate penalties (on the centred features' Gram matrix).
+
+    Returns:
+        ``(weight, bias, penalty, loo_r2)``: the fit on all rows with the chosen penalty and its
+        leave-one-out R² (from the hat matrix's diagonal, no refitting).
+    """
+    x_mean, y_mean = x.mean(axis=0), y.mean()
+    xc, yc = x - x_mean, y - y_mean
+    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    uty = u.T @ yc
+    best = None
+    for penalty in penalties:
+        shrink = s**2 / (s**2 + penalty)
+        fitted = u @ (shrink * uty)
+        leverage = (u**2) @ shrink + 1.0 / len(y)  # + the intercept's share
+        loo = (yc - fitted) / np.clip(1.0 - leverage, 1e-6, None)
+        error = float(np.mean(loo**2))
+        if best is None or error < best[0]:
+            best = (error, penalty)
+    error, penalty = best
+    weight = vt.T @ (s / (s**2 + penalty) * uty)
+    return weight, float(y_mean - x_mean @ weight), float(penalty), 1.0 - error / float(np.var(y))
+
+
 # --- the latent diffusion model ------------------------------------------------------------------------------------
 
 @dataclass
@@ -227,6 +256,14 @@ class DiffusionOptions:
         beta_start: first beta (linear schedules).
         beta_end: last beta (linear schedules).
         snr_gamma: min-SNR-γ loss weighting (null: plain mean squared error).
+        timestep_bias: training timesteps are drawn as ``T · u^(1 / (1 + bias))``, u uniform: 0 is
+            uniform, 1 a density rising linearly towards pure noise, where the global layout (and
+            so the cavity size the ECG predicts) is decided.
+        condition_indices: manifest columns of CMR indices (e.g. ``lvedv_ml``) that a frozen ridge
+            read-out of the pooled ECG embedding predicts for the global condition (see
+            `CineDenoiser`); fitted on the training split when the model is built (empty: none).
+        index_ridge: ridge penalties searched for that read-out (leave-one-out error on the training
+            split picks one per index).
         cache_dir: keep the latents and ECG conditions here between runs (null: in memory only).
         cache_batch_size: subjects encoded per pass when caching.
         export_precision: the exported pipeline's default precision (``fp32`` or ``bf16``).
@@ -245,6 +282,9 @@ class DiffusionOptions:
     beta_start: float = 0.00085
     beta_end: float = 0.012
     snr_gamma: float | None = 5.0
+    timestep_bias: float = 0.0
+    condition_indices: list[str] = field(default_factory=list)
+    index_ridge: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0])
     cache_dir: str | None = None
     cache_batch_size: int = 64
     export_precision: Literal["fp32", "bf16"] = "fp32"
@@ -263,6 +303,12 @@ class DiffusionOptions:
             raise ConfigError(f"options: need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ConfigError(f"options.snr_gamma must be positive or null, got {self.snr_gamma}")
+        if self.timestep_bias < 0:
+            raise ConfigError(f"options.timestep_bias must be non-negative, got {self.timestep_bias}")
+        if not self.index_ridge or min(self.index_ridge) <= 0:
+            raise ConfigError(f"options.index_ridge must list positive penalties, got {self.index_ridge}")
+        if len(set(self.condition_indices)) != len(self.condition_indices):
+            raise ConfigError(f"options.condition_indices lists a column twice: {self.condition_indices}")
 
 
 @dataclass
@@ -292,6 +338,15 @@ class LatentCache:
         if missing:
             raise InputError(where, f"subject(s) {missing[:3]} are not in the latent cache of the split")
         return torch.tensor([self.row_of[s] for s in subject_ids])
+
+
+def sample_timesteps(n: int, num_train_timesteps: int, bias: float = 0.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training timesteps ``floor(T · u^(1 / (1 + bias)))``, u ~ U[0, 1) (bias 0: uniform over 0..T-1)."""
+    if bias == 0:
+        return torch.randint(0, num_train_timesteps, (n,), generator=generator)
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    return (num_train_timesteps * u ** (1.0 / (1.0 + bias))).long().clamp(max=num_train_timesteps - 1)
 
 
 def noise_scheduler_from(options: DiffusionOptions):
@@ -376,7 +431,8 @@ class DiffusionTask(Task):
         derived = {"latent_channels": int(self.vae.config.latent_channels), "num_frames": int(frames),
                    "latent_size": int(height) // factor, "ecg_token_dim": self.condition_encoder.token_dim,
                    "ecg_embed_dim": self.condition_encoder.embed_dim,
-                   "n_demographics": len(self.config.data.demographics) if self.options.demographics else 0}
+                   "n_demographics": len(self.config.data.demographics) if self.options.demographics else 0,
+                   "n_condition_indices": len(self.options.condition_indices)}
         overrides = dict(self.config.model.overrides)
         for key, value in derived.items():
             if key in overrides and overrides[key] != value:
@@ -395,8 +451,46 @@ class DiffusionTask(Task):
                               f"{type(model).__name__}")
         if self.config.init.model is not None:
             _load_diffusers_weights(model, CineDenoiser, self.config.init.model)
+        elif self.options.condition_indices:
+            model.set_index_projection(*self.fit_index_projection())
         self.init_encoders(model)
         return model
+
+    def fit_index_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ridge read-out of the cached training embeddings onto the standardised ``condition_indices``.
+
+        Each index is standardised over the training subjects that have it (the others are left
+        out of its fit); the penalty is chosen per index by the exact leave-one-out error.
+
+        Returns:
+            ``(weight, bias)``: (k, embed_dim) and (k,) float32, predicting standardised values.
+        """
+        import pandas as pd
+
+        c, o = self.config, self.options
+        manifest_path = Path(c.data.path) / "manifest.csv"
+        manifest = pd.read_csv(manifest_path, dtype={"subject_id": str})
+        missing = [col for col in o.condition_indices if col not in manifest.columns]
+        if missing:
+            raise InputError(manifest_path, f"options.condition_indices: no column(s) {missing}")
+        cache = self.cache(c.data.train_split, torch.device("cpu"))
+        table = manifest.set_index("subject_id").reindex(cache.subject_ids)
+        x = cache.embedding.double().numpy()
+        weights, biases, self.index_fit = [], [], {}
+        for col in o.condition_indices:
+            y = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64)
+            ok = np.isfinite(y)
+            if ok.sum() < 5:
+                raise InputError(manifest_path, f"options.condition_indices: {col!r} has {int(ok.sum())} training "
+                                                f"values; at least 5 are needed")
+            mean, std = y[ok].mean(), y[ok].std() or 1.0
+            w, b, penalty, loo_r2 = ridge_loo(x[ok], (y[ok] - mean) / std, o.index_ridge)
+            weights.append(w)
+            biases.append(b)
+            self.index_fit[col] = {"mean": float(mean), "std": float(std), "penalty": penalty,
+                                   "loo_r2": round(loo_r2, 4), "n": int(ok.sum())}
+        return (torch.as_tensor(np.stack(weights), dtype=torch.float32),
+                torch.as_tensor(np.array(biases), dtype=torch.float32))
 
     # --- the latent cache ------------------------------------------------------------------------------------------
     def cache(self, split: str, device: torch.device) -> LatentCache:
@@ -475,7 +569,8 @@ class DiffusionTask(Task):
         clean = cache.latents[rows]
         n = clean.shape[0]
         noise = torch.randn(clean.shape, generator=generator).to(device)
-        timesteps = torch.randint(0, self.options.num_train_timesteps, (n,), generator=generator).to(device)
+        timesteps = sample_timesteps(n, self.options.num_train_timesteps, self.options.timestep_bias,
+                                     generator).to(device)
         noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
         if self.options.prediction_type == "epsilon":
             target = noise
@@ -554,7 +649,8 @@ class DiffusionTask(Task):
         return {"diffusion_run": str(Path(run_dir).resolve()), "vae": str(Path(self.options.vae).resolve()),
                 "ecg_encoder": str(model_dir), "alignment_run": str(alignment_run) if alignment_run else None,
                 "feature_encoder": feature, "training_set": str(Path(self.config.data.path).resolve()),
-                "cache_seconds": {split: round(cache.seconds, 2) for split, cache in self.caches.items()}}
+                "cache_seconds": {split: round(cache.seconds, 2) for split, cache in self.caches.items()},
+                "condition_indices": getattr(self, "index_fit", None)}
 
     def export(self, model, run_dir):
         from cardiacnets.generation.pipeline import ECGToCMRPipeline
