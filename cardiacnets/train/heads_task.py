@@ -42,7 +42,7 @@ from torch import nn
 
 from cardiacnets.config import from_dict, to_dict
 from cardiacnets.errors import ConfigError, InputError
-from cardiacnets.train.tasks import Task, batch_size_of, move_to_device, register_task
+from cardiacnets.train.tasks import Task, augment_ecg, move_to_device, register_task
 
 MODES = ("linear_probe", "finetune", "scratch")
 
@@ -289,21 +289,7 @@ class HeadsTask(Task):
 
     def training_step(self, model, batch, generator):
         o = self.options
-        if o.ecg_max_shift_samples > 0:
-            from cardiacnets.models.ecg_mae import random_time_shift
-
-            ecg = batch["ecg"]
-            device_generator = generator if ecg.device.type == "cpu" else torch.Generator(ecg.device).manual_seed(
-                int(torch.randint(2**62, (1,), generator=generator)))
-            shifted, valid = random_time_shift(ecg, o.ecg_max_shift_samples, batch["ecg_sample_mask"],
-                                               device_generator)
-            batch = {**batch, "ecg": shifted, "ecg_sample_mask": valid}
-        if o.lead_drop_prob > 0 or o.subset_prob > 0:
-            from cardiacnets.models.ecg_vit import random_lead_mask
-
-            mask = random_lead_mask(batch_size_of(batch), generator, o.lead_drop_prob, o.subset_prob,
-                                    present=batch["ecg_lead_mask"])
-            batch = {**batch, "ecg_lead_mask": mask.to(batch["ecg_lead_mask"].device)}
+        batch = augment_ecg(batch, generator, o.ecg_max_shift_samples, o.lead_drop_prob, o.subset_prob)
         if self._cached(model):
             batch = self._with_features(model, batch)
         return self.losses(model(batch), batch)

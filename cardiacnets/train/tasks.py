@@ -80,6 +80,38 @@ def batch_size_of(batch: dict) -> int:
     return len(batch["subject_id"])
 
 
+def augment_ecg(batch: dict, generator: torch.Generator, max_shift_samples: int = 0, lead_drop_prob: float = 0.0,
+                subset_prob: float = 0.0) -> dict:
+    """The batch with the training-time ECG augmentation of the ECG stages applied.
+
+    Args:
+        batch: collated batch with ``ecg``, ``ecg_sample_mask`` and ``ecg_lead_mask``.
+        generator: the step's CPU generator.
+        max_shift_samples: random time shift, zero-filled (`random_time_shift`); 0: none.
+        lead_drop_prob, subset_prob: random lead dropping and reduced-lead views
+            (`random_lead_mask`); both 0: none.
+
+    Returns:
+        A new batch dict (the input is not modified).
+    """
+    if max_shift_samples > 0:
+        from cardiacnets.models.ecg_mae import random_time_shift
+
+        ecg = batch["ecg"]
+        # The shift is drawn on the ECG's device; a GPU needs its own generator, seeded from the step's.
+        device_generator = generator if ecg.device.type == "cpu" else torch.Generator(ecg.device).manual_seed(
+            int(torch.randint(2**62, (1,), generator=generator)))
+        shifted, valid = random_time_shift(ecg, max_shift_samples, batch["ecg_sample_mask"], device_generator)
+        batch = {**batch, "ecg": shifted, "ecg_sample_mask": valid}
+    if lead_drop_prob > 0 or subset_prob > 0:
+        from cardiacnets.models.ecg_vit import random_lead_mask
+
+        present = batch["ecg_lead_mask"]
+        mask = random_lead_mask(batch_size_of(batch), generator, lead_drop_prob, subset_prob, present=present)
+        batch = {**batch, "ecg_lead_mask": mask.to(present.device)}
+    return batch
+
+
 def move_to_device(batch, device: torch.device):
     """Move every tensor of a (nested) batch to `device`; other values stay as they are."""
     if isinstance(batch, torch.Tensor):
@@ -434,22 +466,7 @@ class AlignTask(Task):
 
     def training_step(self, model, batch, generator):
         opts = self.options
-        if opts.ecg_max_shift_samples > 0:
-            from cardiacnets.models.ecg_mae import random_time_shift
-
-            ecg = batch["ecg"]
-            # The shift is drawn on the ECG's device; a GPU needs its own generator, seeded from the step's.
-            device_generator = generator if ecg.device.type == "cpu" else torch.Generator(ecg.device).manual_seed(
-                int(torch.randint(2**62, (1,), generator=generator)))
-            shifted, valid = random_time_shift(ecg, opts.ecg_max_shift_samples, batch["ecg_sample_mask"],
-                                               device_generator)
-            batch = {**batch, "ecg": shifted, "ecg_sample_mask": valid}
-        if opts.lead_drop_prob > 0 or opts.subset_prob > 0:
-            from cardiacnets.models.ecg_vit import random_lead_mask
-
-            lead_mask = random_lead_mask(batch_size_of(batch), generator, opts.lead_drop_prob, opts.subset_prob,
-                                         present=batch["ecg_lead_mask"])
-            batch = {**batch, "ecg_lead_mask": lead_mask}
+        batch = augment_ecg(batch, generator, opts.ecg_max_shift_samples, opts.lead_drop_prob, opts.subset_prob)
         return self.loss(model(batch), valid=self._valid(batch))
 
     def validation_step(self, model, batch):
