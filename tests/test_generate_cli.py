@@ -23,6 +23,7 @@ from PIL import Image
 from test_retrieval import save_tiny_clip, write_training_set
 
 from cardiacnets.cli import main
+from cardiacnets.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,8 @@ ECG_CONFIG = {"sampling_rate_hz": 50.0, "duration_s": 10.0, "crop": "start", "ba
 TINY_VAE = '{image_size: 64, block_out_channels: [8, 8, 16], norm_num_groups: 4, latent_channels: 2}'
 TINY_DENOISER = ('{block_out_channels: [8, 16], cross_attention_levels: [true, false], attention_head_dim: 2, '
                  'norm_num_groups: 4, cross_attention_dim: 8, condition_dim: 8, temporal_patch: 2}')
+#: The tiny set has no stored segmentations and no height or weight: read the manifest's indices.
+TINY_CONDITION = ["options.index_source=manifest", "options.demographics=false", "data.demographics=[]"]
 QUICK = ["data.workers=0", "logging.progress=false", "logging.tensorboard='off'", "data.batch_size=4",
          "schedule.max_steps=4", "schedule.warmup_steps=1", "val_every_steps=2", "mixed_precision='no'",
          "channels_last=false"]
@@ -73,7 +76,8 @@ def trained(tiny_data, tmp_path_factory):
                    f"model.overrides={TINY_VAE}", "options.scaling_subjects=4", *QUICK])
     assert status == 0
     status = main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(runs / "diffusion"),
-                   f"data.path={tiny_data}", f"options.vae={runs / 'vae' / 'vae'}", f"options.ecg_encoder={align}",
+                   *TINY_CONDITION, f"data.path={tiny_data}", f"options.vae={runs / 'vae' / 'vae'}",
+                   f"options.ecg_encoder={align}",
                    f"model.overrides={TINY_DENOISER}", f"options.cache_dir={runs / 'cache'}",
                    "options.condition_indices=[lvef_pct]", *QUICK])
     assert status == 0
@@ -83,7 +87,7 @@ def trained(tiny_data, tmp_path_factory):
 @pytest.mark.slow
 def test_diffusion_run_names_an_unknown_condition_index(trained, tiny_data, tmp_path, capsys):
     status = main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(tmp_path / "run"),
-                   f"data.path={tiny_data}", f"options.vae={trained / 'vae' / 'vae'}",
+                   *TINY_CONDITION, f"data.path={tiny_data}", f"options.vae={trained / 'vae' / 'vae'}",
                    f"options.ecg_encoder={trained / 'align'}", f"model.overrides={TINY_DENOISER}",
                    f"options.cache_dir={trained / 'cache'}", "options.condition_indices=[lvedv_nope]", *QUICK])
     assert status != 0
@@ -139,11 +143,106 @@ def test_diffusion_run_exports_a_working_pipeline(trained, tiny_data):
     assert out.cines.shape == (2, 4, 64, 64) and np.isfinite(out.cines).all()
     # A second run reads the cached latents instead of encoding again.
     status = main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(trained / "diffusion2"),
-                   f"data.path={tiny_data}", f"options.vae={trained / 'vae' / 'vae'}",
+                   *TINY_CONDITION, f"data.path={tiny_data}", f"options.vae={trained / 'vae' / 'vae'}",
                    f"options.ecg_encoder={trained / 'align'}", f"model.overrides={TINY_DENOISER}",
                    f"options.cache_dir={trained / 'cache'}", "options.condition_indices=[lvef_pct]", *QUICK,
                    "schedule.max_steps=1"])
     assert status == 0
+
+
+@pytest.mark.slow
+def test_index_teacher_trains_on_the_cines_own_indices_and_reads_out_demographics(trained, tiny_data, tmp_path,
+                                                                                 ukb_xml_path, capsys):
+    from safetensors.torch import load_file
+
+    from cardiacnets.config import load_config
+    from cardiacnets.generation import ECGToCMRPipeline
+    from cardiacnets.train import TrainConfig
+    from cardiacnets.train.generation_tasks import DiffusionOptions, DiffusionTask, ridge_loo
+
+    args = [*TINY_CONDITION, f"data.path={tiny_data}", f"options.vae={trained / 'vae' / 'vae'}",
+            f"options.ecg_encoder={trained / 'align'}",
+            f"model.overrides={TINY_DENOISER}", f"options.cache_dir={trained / 'cache'}",
+            "options.condition_indices=[lvef_pct]", "options.demographics=true",
+            "data.demographics=[age_years,sex_male]",
+            "options.index_teacher=1.0", *QUICK]
+    assert main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(tmp_path / "run"), *args]) == 0
+    pipe = ECGToCMRPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    fit = json.loads((tmp_path / "run" / "pipeline" / "provenance.json").read_text())["condition_indices"]["lvef_pct"]
+    # The read-out: ridge on [embedding, demographics standardised over the training split].
+    ids = json.loads((trained / "cache" / "train.json").read_text())["subject_ids"]
+    table = pd.read_csv(tiny_data / "manifest.csv", dtype={"subject_id": str}).set_index("subject_id")
+    train = table[table["split"] == "train"]
+    z = [(table.loc[ids, c].to_numpy(float) - train[c].mean()) / train[c].std(ddof=0)
+         for c in ("age_years", "sex_male")]
+    x = np.concatenate([load_file(str(trained / "cache" / "train.safetensors"))["embedding"].double().numpy(),
+                        np.stack(z, 1)], axis=1)
+    y = (table.loc[ids, "lvef_pct"].to_numpy() - fit["mean"]) / fit["std"]
+    weight, bias, _, _ = ridge_loo(x, y, DiffusionOptions().index_ridge)
+    np.testing.assert_allclose(pipe.denoiser.index_proj.weight.detach().numpy()[0], weight, rtol=1e-4, atol=1e-5)
+    # The teacher values: the training cines' own indices, standardised like the read-out's target.
+    task = DiffusionTask(load_config(TrainConfig, REPO / "configs/demo/diffusion.yaml", args))
+    targets = task.index_targets().numpy()[:, 0]
+    np.testing.assert_allclose(targets, (table.loc[ids, "lvef_pct"].to_numpy() - train["lvef_pct"].mean())
+                               / train["lvef_pct"].std(ddof=0), rtol=1e-5)
+    batch = {"ecg": torch.zeros(3, 12, 500), "subject_id": ids[:3], "demographics": torch.zeros(3, 2),
+             "demographics_mask": torch.ones(3, 2, dtype=torch.bool)}
+    *_, taught = task._inputs(batch, "train", torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(taught[:, 0].numpy(), targets[:3], rtol=1e-6)
+    *_, at_validation = task._inputs(batch, "train", None)  # validation and generation: the read-out
+    assert at_validation is None
+    # generate: demographics from the file and from the command line.
+    out = tmp_path / "generated"
+    assert main(["generate", "--ecg", str(ukb_xml_path), "--model", str(tmp_path / "run" / "pipeline"), "--out",
+                 str(out), "--steps", "1"]) == 0
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["demographics"]["used"]["sex_male"] == 0.0  # FEMALE
+    assert record["demographics"]["from_file"] == sorted(record["demographics"]["used"])
+    assert set(record["condition_index_estimates"]) == {"lvef_pct"}
+    out = tmp_path / "generated2"
+    assert main(["generate", "--ecg", str(ukb_xml_path), "--model", str(tmp_path / "run" / "pipeline"), "--out",
+                 str(out), "--steps", "1", "--demographic", "age_years=61", "--json"]) == 0
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["demographics"]["used"] == {"age_years": 61.0, "sex_male": 0.0}
+    assert record["demographics"]["from_file"] == ["sex_male"]
+    assert main(["generate", "--ecg", str(ukb_xml_path), "--model", str(tmp_path / "run" / "pipeline"), "--out",
+                 str(out), "--demographic", "bmi=30"]) != 0
+    assert "not ['bmi']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_index_source_segmentation_measures_the_stored_slices(trained, tiny_data, tmp_path):
+    import shutil
+
+    from cardiacnets.config import load_config
+    from cardiacnets.train import TrainConfig
+    from cardiacnets.train.generation_tasks import DiffusionTask
+
+    data = tmp_path / "set"
+    shutil.copytree(tiny_data, data)
+    seg = np.zeros((12, 1, 4, 64, 64), np.uint8)
+    seg[:, :, :, :10, :10] = 1  # LV cavity: 100 pixels in every frame ...
+    seg[:, :, 0, 10:20, :10] = 1  # ... and 200 at end-diastole (frame 0)
+    seg[:, :, :, 40:50, 40:46] = 3  # RV cavity: 60 pixels
+    np.save(data / "seg_sa.npy", seg)
+    table = pd.read_csv(data / "manifest.csv")
+    table["has_seg_sa"] = table["row"] != 1  # subject 2001 has no segmentation
+    table.to_csv(data / "manifest.csv", index=False)
+    args = [*TINY_CONDITION, f"data.path={data}", f"options.vae={trained / 'vae' / 'vae'}",
+            f"options.ecg_encoder={trained / 'align'}",
+            f"model.overrides={TINY_DENOISER}", f"options.cache_dir={tmp_path / 'cache'}", "options.index_teacher=1.0",
+            "options.index_source=segmentation", "options.condition_indices=[lvedv_ml,lvesv_ml,rvedv_ml]", *QUICK]
+    task = DiffusionTask(load_config(TrainConfig, REPO / "configs/demo/diffusion.yaml", args))
+    _, cache, measured, _ = task._index_table()
+    pixel_ml = 2.2 * 2.2 * 10.0 / 1000.0  # 2.2 mm pixels, one slice standing for 10 mm
+    assert measured.loc["2000"].tolist() == pytest.approx([200 * pixel_ml, 100 * pixel_ml, 60 * pixel_ml])
+    assert measured.loc["2001"].isna().all() and len(measured) == len(cache.subject_ids) == 8
+    targets = task.index_targets()
+    assert torch.isnan(targets[cache.subject_ids.index("2001")]).all()
+    assert torch.isfinite(targets[cache.subject_ids.index("2000")]).all()
+    (data / "seg_sa.npy").unlink()
+    with pytest.raises(InputError, match="seg_sa.npy"):
+        DiffusionTask(load_config(TrainConfig, REPO / "configs/demo/diffusion.yaml", args))._index_table()
 
 
 @pytest.mark.slow
@@ -179,7 +278,7 @@ def test_generate_cli_writes_every_output(trained, ukb_xml_path, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_generate_cli_errors_name_the_file(trained, tmp_path, capsys):
+def test_generate_cli_errors_name_the_file(trained, tmp_path, capsys, ukb_xml_path):
     model = str(trained / "diffusion" / "pipeline")
     missing = tmp_path / "nope.xml"
     assert main(["generate", "--ecg", str(missing), "--model", model, "--out", str(tmp_path / "o")]) == 2
@@ -195,6 +294,9 @@ def test_generate_cli_errors_name_the_file(trained, tmp_path, capsys):
     np.save(npy, np.zeros((12, 100), np.float32))
     assert main(["generate", "--ecg", str(npy), "--model", model, "--out", str(tmp_path / "o")]) == 2
     assert str(npy) in capsys.readouterr().err  # a .npy needs --sampling-rate and --leads
+    assert main(["generate", "--ecg", str(ukb_xml_path), "--model", model, "--out", str(tmp_path / "o"),
+                 "--demographic", "age_years=60"]) == 2
+    assert "not conditioned on demographics" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -133,6 +133,67 @@ def test_index_projection_is_frozen_and_steers_only_the_conditional_branch():
         tiny_pipeline().denoiser.set_index_projection(torch.zeros(1, 4), torch.zeros(1))
 
 
+def test_index_values_replace_the_read_out_where_finite():
+    denoiser = tiny_pipeline(n_condition_indices=2).denoiser.eval()
+    denoiser.set_index_projection(torch.full((2, denoiser.config.ecg_embed_dim), 0.5), torch.tensor([1.0, -1.0]))
+    inputs = denoiser.example_inputs(2, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        read_out = denoiser.predict_indices(inputs["ecg_embedding"])
+        torch.testing.assert_close(read_out, 0.5 * inputs["ecg_embedding"].sum(1, keepdim=True)
+                                   + torch.tensor([1.0, -1.0]))
+        base = denoiser(**inputs).sample
+        same = denoiser(**inputs, index_values=read_out.clone()).sample
+        kept = denoiser(**inputs, index_values=torch.full((2, 2), float("nan"))).sample
+        teacher = read_out.clone()
+        teacher[0, 0] += 3.0  # only the first sample's first index is replaced
+        taught = denoiser(**inputs, index_values=torch.where(teacher == read_out, float("nan"), teacher)).sample
+    torch.testing.assert_close(same, base)
+    torch.testing.assert_close(kept, base)
+    assert not torch.allclose(taught[0], base[0])
+    torch.testing.assert_close(taught[1], base[1])
+    with pytest.raises(ValueError, match="index_values must be"):
+        denoiser(**inputs, index_values=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="no condition indices"):
+        plain = tiny_pipeline().denoiser
+        plain(**plain.example_inputs(2), index_values=torch.zeros(2, 1))
+
+
+def test_index_read_out_sees_demographics_with_missing_ones_at_the_mean():
+    denoiser = tiny_pipeline(n_condition_indices=1, n_demographics=2).denoiser.eval()
+    e = denoiser.config.ecg_embed_dim
+    assert denoiser.index_proj.weight.shape == (1, e + 2)
+    denoiser.set_index_projection(torch.cat([torch.zeros(1, e), torch.tensor([[2.0, -1.0]])], 1), torch.tensor([0.5]))
+    embedding, demographics = torch.randn(2, e), torch.tensor([[1.0, 3.0], [1.0, 3.0]])
+    mask = torch.tensor([[True, True], [True, False]])
+    with torch.no_grad():
+        out = denoiser.predict_indices(embedding, demographics, mask)
+        unknown = denoiser.predict_indices(embedding)
+    torch.testing.assert_close(out, torch.tensor([[2.0 - 3.0 + 0.5], [2.0 + 0.5]]))  # hand-computed
+    torch.testing.assert_close(unknown, torch.full((2, 1), 0.5))
+
+
+def test_pipeline_demographics_and_index_estimates_in_units():
+    pipe = tiny_pipeline(n_condition_indices=1, n_demographics=2)
+    pipe.register_to_config(demographics={"columns": ["age_years", "sex_male"], "mean": [60.0, 0.5], "std": [8.0, 0.5]},
+                            condition_indices=[{"name": "lvedv_ml", "mean": 150.0, "std": 40.0}])
+    e = pipe.denoiser.config.ecg_embed_dim
+    pipe.denoiser.set_index_projection(torch.cat([torch.zeros(1, e), torch.tensor([[0.5, 1.0]])], 1),
+                                       torch.tensor([0.25]))
+    z, mask, report = pipe.demographics_from({"age_years": 1, "sex_male": True, "bmi": 30})
+    assert mask.tolist() == [[False, True]] and z.tolist() == [[0.0, 1.0]]
+    assert report["used"] == {"sex_male": 1.0} and "implausible" in report["ignored"]["age_years"]
+    assert "-7.4 SD" in report["ignored"]["age_years"]  # (1 - 60) / 8
+    z, mask, report = pipe.demographics_from({"age_years": "72", "sex_male": None})
+    assert z.tolist() == [[1.5, 0.0]] and mask.tolist() == [[True, False]]
+    assert report["ignored"] == {"sex_male": "not given"}
+    condition = pipe.encode_ecg(ecgs(1), demographics=z, demographics_mask=mask)
+    estimates = pipe.estimate_indices(condition)
+    assert list(estimates) == ["lvedv_ml"]
+    assert estimates["lvedv_ml"][0] == pytest.approx((0.5 * 1.5 + 0.25) * 40.0 + 150.0, rel=1e-5)  # 190 ml
+    assert tiny_pipeline().estimate_indices(condition) == {}
+    assert tiny_pipeline().demographics_from({"age_years": 60})[0] is None
+
+
 def test_ridge_loo_matches_refitting_without_each_row():
     from cardiacnets.train.generation_tasks import ridge_loo
 

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampling-rate", type=float, default=None, help=".npy input: sampling rate in Hz")
     p.add_argument("--leads", default=None, help=".npy input: comma-separated lead names in row order")
     p.add_argument("--units", default="mV", help=".npy input: units of the values (uV, mV, V; default mV)")
+    p.add_argument("--demographic", action="append", default=[], metavar="NAME=VALUE",
+                   help="a demographic value for a model conditioned on demographics (e.g. age_years=63, "
+                        "sex_male=1); overrides the ECG file's own (repeatable)")
     p.add_argument("--json", action="store_true", help="print the provenance record as JSON")
     p.set_defaults(func=run)
 
@@ -54,9 +57,13 @@ def run(args: argparse.Namespace) -> int:
     loaded = time.perf_counter()
     leads = [name.strip() for name in args.leads.split(",")] if args.leads else None
     standard = pipe.standardize_file(args.ecg, sampling_rate_hz=args.sampling_rate, lead_names=leads, units=args.units)
+    demographics, mask, demographics_report = _demographics(pipe, standard["metadata"], args.demographic)
     standardized = time.perf_counter()
     try:
-        output = pipe(ecg=standard["ecg"], lead_mask=standard["lead_mask"], num_inference_steps=args.steps,
+        condition = pipe.encode_ecg(standard["ecg"], standard["lead_mask"], demographics, mask)
+        estimates = {name: round(float(value[0]), 2) for name, value in pipe.estimate_indices(condition).items()}
+        output = pipe(ecg=standard["ecg"], lead_mask=standard["lead_mask"], demographics=demographics,
+                      demographics_mask=mask, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, scheduler=args.scheduler,
                       generator=torch.Generator().manual_seed(args.seed), num_samples_per_ecg=args.n_samples,
                       precision=args.precision)
@@ -90,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         "input": {"path": str(args.ecg.resolve()), "sha256": digest, "quality": standard["quality"],
                   "derived_leads": standard["derived_leads"], "leads_present": int(standard["lead_mask"].sum()),
                   "sampling_rate_hz": standard["sampling_rate_hz"]},
+        "demographics": demographics_report,
+        "condition_index_estimates": estimates,
         "output": {"frames": int(output.cines.shape[1]), "height": int(output.cines.shape[2]),
                    "width": int(output.cines.shape[3]), "spacing_mm": pipe.spacing_mm,
                    "frame_interval_ms": pipe.frame_interval_ms, "files": files},
@@ -107,3 +116,30 @@ def run(args: argparse.Namespace) -> int:
               "(sample_*/cine.nii.gz, dicom/, cine.gif, frames.png"
               f"{', std.nii.gz, std.png' if args.n_samples > 1 else ''}, provenance.json)")
     return 0
+
+
+def _demographics(pipe, metadata: dict, overrides: list[str]):
+    """The model's demographics input from the ECG file's metadata and ``--demographic NAME=VALUE`` values."""
+    from cardiacnets.errors import ConfigError
+
+    given = {}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--demographic takes NAME=VALUE, got {item!r}")
+        given[name.strip()] = value.strip()
+    normalizer = pipe.config.demographics
+    if not normalizer:
+        if given:
+            raise ConfigError("--demographic given, but this model is not conditioned on demographics")
+        return None, None, None
+    unknown = sorted(set(given) - set(normalizer["columns"]))
+    if unknown:
+        raise ConfigError(f"--demographic: this model uses {list(normalizer['columns'])}, not {unknown}")
+    values = {column: metadata.get(column) for column in normalizer["columns"]}
+    if values.get("sex_male") is not None:
+        values["sex_male"] = float(values["sex_male"])  # the readers give True / False
+    values.update(given)
+    demographics, mask, report = pipe.demographics_from(values)
+    report["from_file"] = sorted(c for c in report["used"] if c not in given)
+    return demographics, mask, report

@@ -120,7 +120,8 @@ class CineDenoiser(ModelMixin, ConfigMixin):
         self.embed_norm = nn.LayerNorm(ecg_embed_dim)
         # Frozen linear read-out of the embedding onto standardised CMR indices (set by the diffusion task
         # from a ridge fit on the training split; see `set_index_projection`).
-        self.index_proj = nn.Linear(ecg_embed_dim, n_condition_indices) if n_condition_indices else None
+        self.index_proj = (nn.Linear(ecg_embed_dim + n_demographics, n_condition_indices)
+                           if n_condition_indices else None)
         if self.index_proj is not None:
             self.index_proj.requires_grad_(False)
         global_in = ecg_embed_dim + n_condition_indices + 2 * n_demographics
@@ -151,7 +152,7 @@ class CineDenoiser(ModelMixin, ConfigMixin):
         """Set the frozen read-out of the pooled embedding onto standardised CMR indices.
 
         Args:
-            weight: (n_condition_indices, ecg_embed_dim).
+            weight: (n_condition_indices, ecg_embed_dim + n_demographics): embedding then demographics.
             bias: (n_condition_indices,).
         """
         if self.index_proj is None:
@@ -162,10 +163,28 @@ class CineDenoiser(ModelMixin, ConfigMixin):
         self.index_proj.weight.copy_(weight)
         self.index_proj.bias.copy_(bias)
 
+    def predict_indices(self, ecg_embedding: torch.Tensor, demographics: torch.Tensor | None = None,
+                        demographics_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The frozen read-out's standardised CMR indices, (B, n_condition_indices).
+
+        Its inputs are the pooled embedding and, for a model conditioned on demographics, the
+        standardised demographics with missing values at 0 (the training mean).
+        """
+        if self.index_proj is None:
+            raise ValueError("this denoiser has no index projection (n_condition_indices is 0)")
+        dtype = self.index_proj.weight.dtype
+        features = [ecg_embedding.to(dtype)]
+        if self.config.n_demographics:
+            values, present = self._demographics(demographics, demographics_mask, ecg_embedding.shape[0],
+                                                 ecg_embedding.device)
+            features.append((values * present).to(dtype))
+        return self.index_proj(torch.cat(features, dim=-1))
+
     # --- condition ---------------------------------------------------------------------------------------------
     def embed_condition(self, ecg_tokens: torch.Tensor, ecg_embedding: torch.Tensor,
                         demographics: torch.Tensor | None = None, demographics_mask: torch.Tensor | None = None,
-                        drop_condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        drop_condition: torch.Tensor | None = None,
+                        index_values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention tokens and global vector of a condition (null where dropped).
 
         Args:
@@ -175,6 +194,8 @@ class CineDenoiser(ModelMixin, ConfigMixin):
             demographics_mask: (B, n_demographics) bool, False where missing (default: all present
                 when `demographics` is given, all missing otherwise).
             drop_condition: (B,) bool, True = use the null condition for that sample.
+            index_values: (B, n_condition_indices) standardised CMR indices that replace the
+                read-out where finite (training on a cine's own indices; NaN keeps the read-out).
 
         Returns:
             ``(context, global_condition)``: (B, T' + 1 [+ 1], cross_attention_dim) and (B, condition_dim).
@@ -189,12 +210,20 @@ class CineDenoiser(ModelMixin, ConfigMixin):
         parts = [self.token_proj(ecg_tokens.to(dtype)), rearrange(self.embed_proj(ecg_embedding.to(dtype)),
                                                                   "b d -> b 1 d")]
         global_in = [self.embed_norm(ecg_embedding.to(dtype))]
-        if self.index_proj is not None:
-            global_in.append(self.index_proj(ecg_embedding.to(dtype)))
         if c.n_demographics:
             values, present = self._demographics(demographics, demographics_mask, batch, ecg_tokens.device)
             flags = torch.cat([values * present, present], dim=-1).to(dtype)
             parts.append(rearrange(self.demographics_proj(flags), "b d -> b 1 d"))
+        if self.index_proj is not None:
+            indices = self.predict_indices(ecg_embedding, demographics, demographics_mask).to(dtype)
+            if index_values is not None:
+                if index_values.shape != indices.shape:
+                    raise ValueError(f"index_values must be {tuple(indices.shape)}, got {tuple(index_values.shape)}")
+                indices = torch.where(torch.isfinite(index_values), index_values.to(dtype), indices)
+            global_in.append(indices)
+        elif index_values is not None:
+            raise ValueError("index_values given, but this denoiser has no condition indices")
+        if c.n_demographics:
             global_in.append(flags)
         context = self.context_norm(torch.cat(parts, dim=1))
         global_condition = self.global_mlp(torch.cat(global_in, dim=-1))
@@ -238,14 +267,15 @@ class CineDenoiser(ModelMixin, ConfigMixin):
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int, ecg_tokens: torch.Tensor,
                 ecg_embedding: torch.Tensor, demographics: torch.Tensor | None = None,
                 demographics_mask: torch.Tensor | None = None, drop_condition: torch.Tensor | None = None,
+                index_values: torch.Tensor | None = None,
                 return_dict: bool = True) -> CineDenoiserOutput | tuple[torch.Tensor]:
         """Predict the noise (or velocity) of noisy cine latents.
 
         Args:
             sample: (B, latent_channels, frames, h, w) noisy latents.
             timestep: diffusion step, scalar or (B,).
-            ecg_tokens, ecg_embedding, demographics, demographics_mask, drop_condition: the
-                condition (see `embed_condition`).
+            ecg_tokens, ecg_embedding, demographics, demographics_mask, drop_condition, index_values:
+                the condition (see `embed_condition`).
             return_dict: return a `CineDenoiserOutput` instead of a tuple.
 
         Returns:
@@ -257,7 +287,7 @@ class CineDenoiser(ModelMixin, ConfigMixin):
             raise ValueError(f"sample must be (batch, {c.latent_channels}, frames, {c.latent_size}, "
                              f"{c.latent_size}), got {tuple(sample.shape)}")
         context, global_condition = self.embed_condition(ecg_tokens, ecg_embedding, demographics, demographics_mask,
-                                                         drop_condition)
+                                                         drop_condition, index_values)
         if not torch.is_tensor(timestep):
             timestep = torch.tensor([timestep], device=sample.device)
         timestep = timestep.to(sample.device).reshape(-1).expand(sample.shape[0])

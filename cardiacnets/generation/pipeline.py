@@ -104,6 +104,8 @@ class ECGToCMRPipeline(DiffusionPipeline):
             denoiser is conditioned on demographics.
         intensity_range: range of the training cines' intensities; outputs are clipped to it.
         precision: default computation: ``fp32`` or ``bf16`` (autocast; faster on recent CPUs).
+        condition_indices: ``[{"name", "mean", "std"}]`` of the denoiser's index read-out, in its
+            order, to report its standardised estimates in the indices' units.
     """
 
     model_cpu_offload_seq = "condition_encoder->denoiser->vae"
@@ -112,7 +114,8 @@ class ECGToCMRPipeline(DiffusionPipeline):
                  scheduler: DDPMScheduler, view: str = "sa", frame_interval_ms: float | None = None,
                  spacing_mm: float | None = None, slice_thickness_mm: float = 8.0,
                  ecg_config: dict[str, Any] | None = None, demographics: dict[str, Any] | None = None,
-                 intensity_range: list[float] | None = None, precision: str = "fp32"):
+                 intensity_range: list[float] | None = None, precision: str = "fp32",
+                 condition_indices: list[dict[str, Any]] | None = None):
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -122,7 +125,7 @@ class ECGToCMRPipeline(DiffusionPipeline):
         self.register_to_config(view=view, frame_interval_ms=frame_interval_ms, spacing_mm=spacing_mm,
                                 slice_thickness_mm=slice_thickness_mm, ecg_config=ecg_config,
                                 demographics=demographics, intensity_range=list(intensity_range or (0.0, 1.0)),
-                                precision=precision)
+                                precision=precision, condition_indices=condition_indices)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, **kwargs) -> ECGToCMRPipeline:
@@ -217,7 +220,60 @@ class ECGToCMRPipeline(DiffusionPipeline):
             "derived_leads": list(std.derived_leads),
             "sampling_rate_hz": std.sampling_rate_hz,
             "source": str(path),
+            "metadata": dict(record.metadata),
         }
+
+    def demographics_from(self, values: dict[str, Any], max_abs_z: float = 6.0
+                          ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, Any]]:
+        """The standardised demographics input of one subject from raw values (e.g. an ECG file's metadata).
+
+        Values are standardised with the training run's normaliser. A value more than `max_abs_z`
+        training standard deviations from the training mean is implausible for this model (scrubbed
+        files carry placeholders such as an age of 1 year) and is treated as missing, as is an
+        absent or non-numeric one; missing values are "unknown" to the model.
+
+        Args:
+            values: raw values by manifest column (``age_years``, ``sex_male``, ...); others ignored.
+            max_abs_z: the plausibility limit in training standard deviations.
+
+        Returns:
+            ``(demographics, mask, report)``: (1, n) float32 and (1, n) bool tensors (``None`` for a
+            model without demographics) and ``{"used": {...}, "ignored": {column: reason}}``.
+        """
+        normalizer = self.config.demographics
+        if not normalizer:
+            return None, None, {"used": {}, "ignored": {}}
+        z = np.zeros(len(normalizer["columns"]), dtype=np.float32)
+        present = np.zeros(len(z), dtype=bool)
+        used, ignored = {}, {}
+        for i, (column, mean, std) in enumerate(zip(normalizer["columns"], normalizer["mean"], normalizer["std"])):
+            value = values.get(column)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                ignored[column] = "not given" if value is None else f"not a number ({value!r})"
+                continue
+            score = (value - mean) / std
+            if not np.isfinite(score) or abs(score) > max_abs_z:
+                ignored[column] = (f"implausible: {value:g} is {score:+.1f} SD from the training mean {mean:.4g} "
+                                   f"(limit {max_abs_z:g})")
+                continue
+            z[i], present[i], used[column] = score, True, value
+        return torch.from_numpy(z)[None], torch.from_numpy(present)[None], {"used": used, "ignored": ignored}
+
+    def estimate_indices(self, condition: ECGCondition) -> dict[str, np.ndarray]:
+        """The denoiser's read-out of a condition in the indices' units (empty without a read-out).
+
+        These are the CMR indices that the cines are generated for (an estimate from the ECG, and
+        demographics when the model has them), not measurements of the generated images.
+        """
+        stats = self.config.condition_indices
+        if not stats or self.denoiser.index_proj is None:
+            return {}
+        with torch.no_grad():
+            z = self.denoiser.predict_indices(condition.embedding.to(self.denoiser.device),
+                                              condition.demographics, condition.demographics_mask).float().cpu()
+        return {s["name"]: (z[:, i] * s["std"] + s["mean"]).numpy() for i, s in enumerate(stats)}
 
     def check_inputs(self, ecg: torch.Tensor, lead_mask: torch.Tensor | None, demographics: torch.Tensor | None,
                      num_inference_steps: int, guidance_scale: float, scheduler: str, num_samples_per_ecg: int,

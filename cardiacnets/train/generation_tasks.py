@@ -263,7 +263,21 @@ class DiffusionOptions:
             read-out of the pooled ECG embedding predicts for the global condition (see
             `CineDenoiser`); fitted on the training split when the model is built (empty: none).
         index_ridge: ridge penalties searched for that read-out (leave-one-out error on the training
-            split picks one per index).
+            split picks one per index). With ``demographics`` the read-out also sees the standardised
+            demographics (0 where missing).
+        index_teacher: probability that a training sample's global condition carries its own cine's
+            indices (standardised ``condition_indices`` of the manifest) instead of the read-out's
+            estimate. A denoiser trained on the read-out learns p(cine | estimate), whose samples
+            scatter around the estimate by the estimate's error (no better than retrieving a
+            subject with that estimate); trained on the true indices, it draws the cine the estimate
+            describes, so at generation (always the read-out) the cine follows the estimate itself,
+            as unCLIP's decoder follows its prior. 0 trains on the read-out only.
+        index_source: where the training values of ``condition_indices`` come from: ``manifest``
+            (the tabular phenotypes, e.g. whole-heart volumes) or ``segmentation`` (measured on the
+            training set's stored segmentation of the view, ``seg_<view>``, as ``cardiacnets
+            evaluate generation`` measures cines: what the stored slices show; names among
+            ``lvedv_ml``, ``lvesv_ml``, ``lvsv_ml``, ``lvef_pct``, ``lvm_g``, ``rvedv_ml``,
+            ``rvesv_ml``, ``rvsv_ml``, ``rvef_pct``).
         cache_dir: keep the latents and ECG conditions here between runs (null: in memory only).
         cache_batch_size: subjects encoded per pass when caching.
         export_precision: the exported pipeline's default precision (``fp32`` or ``bf16``).
@@ -285,6 +299,8 @@ class DiffusionOptions:
     timestep_bias: float = 0.0
     condition_indices: list[str] = field(default_factory=list)
     index_ridge: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0])
+    index_teacher: float = 0.0
+    index_source: Literal["manifest", "segmentation"] = "manifest"
     cache_dir: str | None = None
     cache_batch_size: int = 64
     export_precision: Literal["fp32", "bf16"] = "fp32"
@@ -294,6 +310,10 @@ class DiffusionOptions:
         if not self.vae or not self.ecg_encoder:
             raise ConfigError("task diffusion needs options.vae (a trained autoencoder, VAE_RUN/vae) and "
                               "options.ecg_encoder (an alignment run or saved ECG encoder)")
+        if not 0.0 <= self.index_teacher <= 1.0:
+            raise ConfigError(f"options.index_teacher must be in [0, 1], got {self.index_teacher}")
+        if self.index_teacher > 0 and not self.condition_indices:
+            raise ConfigError("options.index_teacher needs options.condition_indices")
         for name in ("condition_dropout", "demographics_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"options.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -401,6 +421,7 @@ class DiffusionTask(Task):
         self.condition_encoder = ECGConditionEncoder.from_saved(o.ecg_encoder)
         self.noise_scheduler = noise_scheduler_from(o)
         self.caches: dict[str, LatentCache] = {}
+        self._index_targets: torch.Tensor | None = None
         self.data_info = self._data_info()
 
     # --- data ------------------------------------------------------------------------------------------------------
@@ -456,6 +477,87 @@ class DiffusionTask(Task):
         self.init_encoders(model)
         return model
 
+    def _index_table(self):
+        """(manifest path, training cache, its manifest rows, demographics features or None)."""
+        import pandas as pd
+
+        from cardiacnets.data.torch_data import DemographicsNormalizer
+
+        c, o = self.config, self.options
+        manifest_path = Path(c.data.path) / "manifest.csv"
+        manifest = pd.read_csv(manifest_path, dtype={"subject_id": str})
+        cache = self.cache(c.data.train_split, torch.device("cpu"))
+        if o.index_source == "segmentation":
+            table = self._segmentation_indices(manifest, cache.subject_ids)
+            manifest_path = Path(c.data.path) / f"seg_{o.view}.npy"
+        else:
+            missing = [col for col in o.condition_indices if col not in manifest.columns]
+            if missing:
+                raise InputError(manifest_path, f"options.condition_indices: no column(s) {missing}")
+            table = manifest.set_index("subject_id").reindex(cache.subject_ids)
+        demographics = None
+        if o.demographics:
+            train = manifest[manifest["split"] == c.data.train_split]
+            normalizer = DemographicsNormalizer.fit(train, c.data.demographics, manifest_path)
+            rows = manifest.set_index("subject_id").reindex(cache.subject_ids)
+            raw = rows[list(c.data.demographics)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+            demographics = np.stack([normalizer.transform(row)[0] for row in raw]).astype(np.float64)
+        return manifest_path, cache, table, demographics
+
+    def _segmentation_indices(self, manifest, subject_ids: list[str]):
+        """`cavity_measurements` of the stored segmentations of `subject_ids` (NaN rows where there is none)."""
+        import pandas as pd
+
+        from cardiacnets.evaluate.segmentation import _INDEX_COLUMNS, DEFAULT_SLICE_SPACING_MM, cavity_measurements
+
+        o = self.options
+        path = Path(self.config.data.path) / f"seg_{o.view}.npy"
+        if not path.is_file():
+            raise InputError(path.parent, f"options.index_source=segmentation needs the stored segmentations "
+                                          f"seg_{o.view}.npy")
+        unknown = [col for col in o.condition_indices if col not in _INDEX_COLUMNS[:9]]
+        if unknown:
+            raise InputError(path, f"options.condition_indices: {unknown} cannot be measured on a segmentation "
+                                   f"(choose from {list(_INDEX_COLUMNS[:9])})")
+        spacing = (self.data_info["config"].get("cmr") or {}).get("spacing_mm")
+        if not spacing:
+            raise InputError(path.parent, "dataset.yaml records no cmr spacing_mm to measure segmentations with")
+        rows = manifest.set_index("subject_id").reindex(subject_ids)
+        has = rows.get(f"has_seg_{o.view}", pd.Series(True, index=rows.index)).fillna(False).astype(bool).to_numpy()
+        seg = np.load(path, mmap_mode="r")
+        measured = pd.DataFrame(np.nan, index=rows.index, columns=list(o.condition_indices))
+        index = np.flatnonzero(has)
+        for start in range(0, len(index), 256):
+            chunk = index[start:start + 256]
+            values = cavity_measurements(np.asarray(seg[rows["row"].to_numpy()[chunk].astype(int)]), float(spacing),
+                                         DEFAULT_SLICE_SPACING_MM)
+            measured.iloc[chunk] = values[list(o.condition_indices)].to_numpy(dtype=np.float64)
+        return measured
+
+    def index_targets(self) -> torch.Tensor:
+        """(N_train, k) standardised ``condition_indices`` of the training cache's subjects (NaN where missing).
+
+        Standardised with the read-out's training mean and standard deviation (``index_fit``).
+        """
+        import pandas as pd
+
+        if not getattr(self, "index_fit", None):
+            _, cache, table, _ = self._index_table()
+            self.index_fit = {}
+            for col in self.options.condition_indices:
+                y = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64)
+                ok = np.isfinite(y)
+                self.index_fit[col] = {"mean": float(y[ok].mean()), "std": float(y[ok].std() or 1.0),
+                                       "n": int(ok.sum())}
+        else:
+            _, cache, table, _ = self._index_table()
+        columns = []
+        for col in self.options.condition_indices:
+            y = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64)
+            fit = self.index_fit[col]
+            columns.append((y - fit["mean"]) / fit["std"])
+        return torch.as_tensor(np.stack(columns, axis=1), dtype=torch.float32)
+
     def fit_index_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Ridge read-out of the cached training embeddings onto the standardised ``condition_indices``.
 
@@ -467,15 +569,11 @@ class DiffusionTask(Task):
         """
         import pandas as pd
 
-        c, o = self.config, self.options
-        manifest_path = Path(c.data.path) / "manifest.csv"
-        manifest = pd.read_csv(manifest_path, dtype={"subject_id": str})
-        missing = [col for col in o.condition_indices if col not in manifest.columns]
-        if missing:
-            raise InputError(manifest_path, f"options.condition_indices: no column(s) {missing}")
-        cache = self.cache(c.data.train_split, torch.device("cpu"))
-        table = manifest.set_index("subject_id").reindex(cache.subject_ids)
+        o = self.options
+        manifest_path, cache, table, demographics = self._index_table()
         x = cache.embedding.double().numpy()
+        if demographics is not None:
+            x = np.concatenate([x, demographics], axis=1)
         weights, biases, self.index_fit = [], [], {}
         for col in o.condition_indices:
             y = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64)
@@ -584,7 +682,14 @@ class DiffusionTask(Task):
             if generator is not None and self.options.demographics_dropout > 0:
                 mask &= (torch.rand(n, 1, generator=generator) >= self.options.demographics_dropout).to(device)
         condition = (cache.tokens[rows], cache.embedding[rows], demographics, mask)
-        return noisy, timesteps, target, weights, condition
+        index_values = None
+        if generator is not None and self.options.index_teacher > 0:  # training: the cines' own indices
+            if self._index_targets is None:
+                self._index_targets = self.index_targets()
+            index_values = self._index_targets.to(device)[rows]
+            keep = (torch.rand(n, 1, generator=generator) < self.options.index_teacher).to(device)
+            index_values = torch.where(keep, index_values, torch.full_like(index_values, float("nan")))
+        return noisy, timesteps, target, weights, condition, index_values
 
     @staticmethod
     def _weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -592,14 +697,16 @@ class DiffusionTask(Task):
         return (per_sample * weights).mean()
 
     def training_step(self, model, batch, generator):
-        noisy, timesteps, target, weights, condition = self._inputs(batch, self.config.data.train_split, generator)
+        noisy, timesteps, target, weights, condition, index_values = self._inputs(
+            batch, self.config.data.train_split, generator)
         drop = (torch.rand(batch_size_of(batch), generator=generator) < self.options.condition_dropout)
-        prediction = model(noisy, timesteps, *condition, drop_condition=drop.to(noisy.device)).sample
+        prediction = model(noisy, timesteps, *condition, drop_condition=drop.to(noisy.device),
+                           index_values=index_values).sample
         return {"loss_diffusion": self._weighted_mse(prediction, target, weights)}
 
     def validation_step(self, model, batch):
         split = self.config.data.val_split
-        noisy, timesteps, target, weights, condition = self._inputs(batch, split, None)
+        noisy, timesteps, target, weights, condition, _ = self._inputs(batch, split, None)
         n = noisy.shape[0]
         drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(noisy.device)
         both = [torch.cat([x, x]) if x is not None else None for x in condition]
@@ -636,7 +743,10 @@ class DiffusionTask(Task):
         return {"view": self.options.view, "frame_interval_ms": frame_interval_ms,
                 "spacing_mm": data_config.get("cmr", {}).get("spacing_mm"),
                 "ecg_config": data_config.get("ecg"), "demographics": demographics,
-                "precision": self.options.export_precision}
+                "precision": self.options.export_precision,
+                # a list: diffusers writes configs with sorted keys, and the order is the read-out's
+                "condition_indices": [{"name": name, "mean": fit["mean"], "std": fit["std"]}
+                                      for name, fit in (getattr(self, "index_fit", None) or {}).items()] or None}
 
     def _provenance(self, run_dir: Path) -> dict:
         encoder = Path(self.options.ecg_encoder).resolve()
