@@ -422,6 +422,8 @@ class DiffusionTask(Task):
         self.noise_scheduler = noise_scheduler_from(o)
         self.caches: dict[str, LatentCache] = {}
         self._index_targets: torch.Tensor | None = None
+        self._index_data = None  # see `_index_columns`
+        self.index_fit: dict[str, dict] | None = None  # the read-out's standardisation and fit, per index
         self.data_info = self._data_info()
 
     # --- data ------------------------------------------------------------------------------------------------------
@@ -478,7 +480,7 @@ class DiffusionTask(Task):
         return model
 
     def _index_table(self):
-        """(manifest path, training cache, its manifest rows, demographics features or None)."""
+        """(file the indices come from, training cache, its index table by subject, demographics features or None)."""
         import pandas as pd
 
         from cardiacnets.data.torch_data import DemographicsNormalizer
@@ -487,25 +489,27 @@ class DiffusionTask(Task):
         manifest_path = Path(c.data.path) / "manifest.csv"
         manifest = pd.read_csv(manifest_path, dtype={"subject_id": str})
         cache = self.cache(c.data.train_split, torch.device("cpu"))
+        rows = manifest.set_index("subject_id").reindex(cache.subject_ids)
+        source = manifest_path
         if o.index_source == "segmentation":
-            table = self._segmentation_indices(manifest, cache.subject_ids)
-            manifest_path = Path(c.data.path) / f"seg_{o.view}.npy"
+            table = self._segmentation_indices(rows)
+            source = Path(c.data.path) / f"seg_{o.view}.npy"
         else:
             missing = [col for col in o.condition_indices if col not in manifest.columns]
             if missing:
                 raise InputError(manifest_path, f"options.condition_indices: no column(s) {missing}")
-            table = manifest.set_index("subject_id").reindex(cache.subject_ids)
+            table = rows
         demographics = None
         if o.demographics:
             train = manifest[manifest["split"] == c.data.train_split]
             normalizer = DemographicsNormalizer.fit(train, c.data.demographics, manifest_path)
-            rows = manifest.set_index("subject_id").reindex(cache.subject_ids)
             raw = rows[list(c.data.demographics)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
             demographics = np.stack([normalizer.transform(row)[0] for row in raw]).astype(np.float64)
-        return manifest_path, cache, table, demographics
+        return source, cache, table, demographics
 
-    def _segmentation_indices(self, manifest, subject_ids: list[str]):
-        """`cavity_measurements` of the stored segmentations of `subject_ids` (NaN rows where there is none)."""
+    def _segmentation_indices(self, rows):
+        """`cavity_measurements` of the stored segmentations of the subjects of the manifest `rows`
+        (indexed by subject; NaN rows where there is none)."""
         import pandas as pd
 
         from cardiacnets.evaluate.segmentation import _INDEX_COLUMNS, DEFAULT_SLICE_SPACING_MM, cavity_measurements
@@ -522,7 +526,6 @@ class DiffusionTask(Task):
         spacing = (self.data_info["config"].get("cmr") or {}).get("spacing_mm")
         if not spacing:
             raise InputError(path.parent, "dataset.yaml records no cmr spacing_mm to measure segmentations with")
-        rows = manifest.set_index("subject_id").reindex(subject_ids)
         has = rows.get(f"has_seg_{o.view}", pd.Series(True, index=rows.index)).fillna(False).astype(bool).to_numpy()
         seg = np.load(path, mmap_mode="r")
         measured = pd.DataFrame(np.nan, index=rows.index, columns=list(o.condition_indices))
@@ -534,29 +537,40 @@ class DiffusionTask(Task):
             measured.iloc[chunk] = values[list(o.condition_indices)].to_numpy(dtype=np.float64)
         return measured
 
+    def _index_columns(self):
+        """(source file, raw index values (N_train, k), demographics features or None, per-index statistics).
+
+        Read once per task and shared by the read-out's fit and the teacher values. Each index is
+        standardised by its mean and standard deviation over the training subjects that have it.
+        """
+        import pandas as pd
+
+        if self._index_data is None:
+            source, _, table, demographics = self._index_table()
+            values = table[list(self.options.condition_indices)].apply(pd.to_numeric, errors="coerce") \
+                .to_numpy(np.float64)
+            stats = {}
+            for j, col in enumerate(self.options.condition_indices):
+                ok = np.isfinite(values[:, j])
+                if ok.sum() < 5:
+                    raise InputError(source, f"options.condition_indices: {col!r} has {int(ok.sum())} training "
+                                             f"values; at least 5 are needed")
+                stats[col] = {"mean": float(values[ok, j].mean()), "std": float(values[ok, j].std() or 1.0),
+                              "n": int(ok.sum())}
+            self._index_data = (source, values, demographics, stats)
+        return self._index_data
+
     def index_targets(self) -> torch.Tensor:
         """(N_train, k) standardised ``condition_indices`` of the training cache's subjects (NaN where missing).
 
         Standardised with the read-out's training mean and standard deviation (``index_fit``).
         """
-        import pandas as pd
-
-        if not getattr(self, "index_fit", None):
-            _, cache, table, _ = self._index_table()
-            self.index_fit = {}
-            for col in self.options.condition_indices:
-                y = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64)
-                ok = np.isfinite(y)
-                self.index_fit[col] = {"mean": float(y[ok].mean()), "std": float(y[ok].std() or 1.0),
-                                       "n": int(ok.sum())}
-        else:
-            _, cache, table, _ = self._index_table()
-        columns = []
-        for col in self.options.condition_indices:
-            y = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64)
-            fit = self.index_fit[col]
-            columns.append((y - fit["mean"]) / fit["std"])
-        return torch.as_tensor(np.stack(columns, axis=1), dtype=torch.float32)
+        _, values, _, stats = self._index_columns()
+        if self.index_fit is None:  # no read-out fitted by this task (e.g. init.model)
+            self.index_fit = stats
+        mean = np.array([self.index_fit[col]["mean"] for col in self.options.condition_indices])
+        std = np.array([self.index_fit[col]["std"] for col in self.options.condition_indices])
+        return torch.as_tensor((values - mean) / std, dtype=torch.float32)
 
     def fit_index_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Ridge read-out of the cached training embeddings onto the standardised ``condition_indices``.
@@ -565,28 +579,23 @@ class DiffusionTask(Task):
         out of its fit); the penalty is chosen per index by the exact leave-one-out error.
 
         Returns:
-            ``(weight, bias)``: (k, embed_dim) and (k,) float32, predicting standardised values.
+            ``(weight, bias)``: (k, embed_dim [+ n_demographics]) and (k,) float32, predicting standardised
+            values.
         """
-        import pandas as pd
-
         o = self.options
-        manifest_path, cache, table, demographics = self._index_table()
-        x = cache.embedding.double().numpy()
+        _, values, demographics, stats = self._index_columns()
+        x = self.cache(self.config.data.train_split, torch.device("cpu")).embedding.double().numpy()
         if demographics is not None:
             x = np.concatenate([x, demographics], axis=1)
         weights, biases, self.index_fit = [], [], {}
-        for col in o.condition_indices:
-            y = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64)
+        for j, col in enumerate(o.condition_indices):
+            y, fit = values[:, j], stats[col]
             ok = np.isfinite(y)
-            if ok.sum() < 5:
-                raise InputError(manifest_path, f"options.condition_indices: {col!r} has {int(ok.sum())} training "
-                                                f"values; at least 5 are needed")
-            mean, std = y[ok].mean(), y[ok].std() or 1.0
-            w, b, penalty, loo_r2 = ridge_loo(x[ok], (y[ok] - mean) / std, o.index_ridge)
+            w, b, penalty, loo_r2 = ridge_loo(x[ok], (y[ok] - fit["mean"]) / fit["std"], o.index_ridge)
             weights.append(w)
             biases.append(b)
-            self.index_fit[col] = {"mean": float(mean), "std": float(std), "penalty": penalty,
-                                   "loo_r2": round(loo_r2, 4), "n": int(ok.sum())}
+            self.index_fit[col] = {"mean": fit["mean"], "std": fit["std"], "penalty": penalty,
+                                   "loo_r2": round(loo_r2, 4), "n": fit["n"]}
         return (torch.as_tensor(np.stack(weights), dtype=torch.float32),
                 torch.as_tensor(np.array(biases), dtype=torch.float32))
 
@@ -746,7 +755,7 @@ class DiffusionTask(Task):
                 "precision": self.options.export_precision,
                 # a list: diffusers writes configs with sorted keys, and the order is the read-out's
                 "condition_indices": [{"name": name, "mean": fit["mean"], "std": fit["std"]}
-                                      for name, fit in (getattr(self, "index_fit", None) or {}).items()] or None}
+                                      for name, fit in (self.index_fit or {}).items()] or None}
 
     def _provenance(self, run_dir: Path) -> dict:
         encoder = Path(self.options.ecg_encoder).resolve()
@@ -760,7 +769,7 @@ class DiffusionTask(Task):
                 "ecg_encoder": str(model_dir), "alignment_run": str(alignment_run) if alignment_run else None,
                 "feature_encoder": feature, "training_set": str(Path(self.config.data.path).resolve()),
                 "cache_seconds": {split: round(cache.seconds, 2) for split, cache in self.caches.items()},
-                "condition_indices": getattr(self, "index_fit", None)}
+                "condition_indices": self.index_fit}
 
     def export(self, model, run_dir):
         from cardiacnets.generation.pipeline import ECGToCMRPipeline
