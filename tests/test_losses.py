@@ -103,6 +103,7 @@ def _loss(model, ecg_in, cmr_in, valid):
 
 
 def _worker(rank: int, world_size: int, init_file: str, result_path: str) -> None:
+    torch.set_num_threads(1)  # two processes on a 2-core machine
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         model, ecg_in, cmr_in, valid = _problem()
@@ -120,6 +121,10 @@ def _worker(rank: int, world_size: int, init_file: str, result_path: str) -> Non
             grads[name] = grad / world_size
         if rank == 0:
             torch.save({"loss": reported, "grads": grads}, result_path)
+        # Both ranks reach here before either tears gloo down: destroying the group while the other
+        # rank still has a collective in flight aborts the process ("terminate called without an
+        # active exception", seen once in CI).
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
