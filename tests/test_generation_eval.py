@@ -174,6 +174,8 @@ def test_pipeline_generator_passes_the_sampling_settings():
     assert calls[0]["num_inference_steps"] == 7 and calls[0]["guidance_scale"] == 2.5
     assert calls[0]["scheduler"] == "ddim" and calls[0]["num_samples_per_ecg"] == 1 and calls[0]["demographics"] is None
     assert calls[0]["lead_mask"] is batch["ecg_lead_mask"]
+    pipeline_generator(FakePipe(), n_samples=3)(batch)
+    assert calls[-1]["num_samples_per_ecg"] == 3
     again = pipeline_generator(FakePipe(), seed=3)(batch)
     np.testing.assert_array_equal(again, first)  # same seed, same noise
 
@@ -246,6 +248,37 @@ def test_evaluate_generation_cli_baselines_and_errors(disc_set, models, tmp_path
                                               "--feature-encoder", str(models["feature_encoder"]))
     assert "not a CMR encoder" in error("--baselines-only", "--feature-encoder", str(models["alignment"] / "model"),
                                         "--alignment", str(models["alignment"]))
+
+
+def test_evaluate_generation_scores_several_samples_per_ecg(disc_set, models):
+    # Two samples per ECG (consecutive): the subject's own cine, then its neighbour's (rolled by one).
+    def two_samples(batch):
+        cines = batch["cmr_sa"].numpy()[:, 0]
+        return np.stack([cines, np.roll(cines, 1, axis=0)], axis=1).reshape(-1, *cines.shape[1:])
+
+    segmenter = Segmenter(ThresholdSegmenter(), Path("threshold"), None)
+    result = evaluate_generation(None, disc_set, "test", segmenter=segmenter, generate_batch=two_samples,
+                                 feature_encoder=models["feature_encoder"], baselines=False, batch_size=4,
+                                 n_samples=2)
+    lvedv = cavity_measurements(np.stack([TrainingSet(disc_set, split="test")[i]["seg_sa"] for i in range(4)]),
+                                2.2)["lvedv_ml"].to_numpy()
+    neighbour = np.roll(lvedv, 1)
+    # The top level is the first sample's (the true cines); "samples" takes both together.
+    assert result["lvedv_r"] == pytest.approx(1.0) and result["settings"]["n_samples"] == 2
+    samples = result["samples"]
+    assert samples["n_samples"] == 2
+    assert samples["per_sample"]["lvedv_r"] == pytest.approx([1.0, np.corrcoef(neighbour, lvedv)[0, 1]])
+    mean = (lvedv + neighbour) / 2
+    assert samples["mean_of_samples"]["lvedv_r"] == pytest.approx(np.corrcoef(mean, lvedv)[0, 1])
+    assert samples["mean_of_samples"]["lvedv_mae_ml"] == pytest.approx(np.abs(mean - lvedv).mean())
+    assert samples["spread"]["lvedv_sd_ml"] == pytest.approx(np.mean(np.abs(lvedv - neighbour) / np.sqrt(2)))
+    with pytest.raises(InputError, match="2 per ECG expected"):
+        evaluate_generation(None, disc_set, "test", segmenter=segmenter, baselines=False, n_samples=2,
+                            generate_batch=lambda batch: batch["cmr_sa"].numpy()[:, 0],
+                            feature_encoder=models["feature_encoder"])
+    with pytest.raises(ConfigError, match="--n-samples"):
+        evaluate_generation(None, disc_set, "test", segmenter=segmenter, baselines=False, n_samples=0,
+                            generate_batch=two_samples, feature_encoder=models["feature_encoder"])
 
 
 def test_evaluate_generation_rejects_cines_of_the_wrong_shape(disc_set, models):

@@ -41,6 +41,9 @@ def register(eval_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3.0)")
     p.add_argument("--scheduler", choices=("dpm++", "ddim"), default="dpm++", help="sampler (default dpm++)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise and the random baseline")
+    p.add_argument("--n-samples", type=int, default=1, metavar="M",
+                   help="cines per ECG (default 1); with M > 1 the mean of each subject's M measurements is also "
+                        "scored ('samples' in the JSON; the top-level scores stay those of the first sample)")
     p.add_argument("--batch-size", type=int, default=8, help="subjects per generation batch (default 8)")
     p.add_argument("--slice-spacing-mm", type=float, default=10.0,
                    help="slice spacing of the volume measurements (default 10: UK Biobank 8 mm slices + 2 mm gaps)")
@@ -95,7 +98,8 @@ def run_generation(args: argparse.Namespace) -> int:
     result = evaluate_generation(
         args.model, args.data, args.split, segmenter=args.segmenter, feature_encoder=args.feature_encoder,
         alignment=args.alignment, baselines=not args.no_baselines, limit=args.limit, steps=args.steps,
-        guidance=args.guidance, seed=args.seed, scheduler=args.scheduler, batch_size=args.batch_size,
+        guidance=args.guidance, seed=args.seed, scheduler=args.scheduler, n_samples=args.n_samples,
+        batch_size=args.batch_size,
         slice_spacing_mm=args.slice_spacing_mm, reference_split=args.reference_split, acdc_dir=args.acdc,
         out_dir=args.out, n_examples=args.examples, device=_device(args.device), bf16=args.precision == "bf16",
         progress=args.progress)
@@ -110,6 +114,9 @@ def run_generation(args: argparse.Namespace) -> int:
     print(f"  {'':16}" + "".join(f"{k:>14}" for k in keys))
     if "ssim" in result:
         print(_row("generator", result, keys))
+    if "samples" in result:
+        mean = result["samples"]["mean_of_samples"]
+        print(_row(f"mean of {result['samples']['n_samples']}", mean, keys))
     for name in ("nn_baseline", "random_baseline"):
         if name in result:
             print(_row(name.replace("_", " "), result[name], keys))

@@ -235,10 +235,57 @@ def score_cines(generated: np.ndarray | Described, true: np.ndarray | Described,
     return summary, per_cine
 
 
+def score_samples(samples: list[Described], true: Described,
+                  ground_truth: pd.DataFrame | None = None) -> tuple[dict, pd.DataFrame]:
+    """Scores of M generated cines per subject, taken together.
+
+    Args:
+        samples: M (>= 2) `describe_cines` of the same N subjects (sample k of every subject).
+        true: the true cines' description.
+        ground_truth: optional manifest columns of `GROUND_TRUTH` for the same N subjects.
+
+    Returns:
+        ``(summary, means)``. ``means``: each subject's mean over its samples of each measurement
+        (over the samples the segmenter could measure; NaN where none). ``summary``: ``n_samples``;
+        ``mean_of_samples`` with ``<index>_r`` / ``<index>_mae_<unit>`` of those means against the
+        true cines (and ``vs_ground_truth``); ``per_sample`` with each sample's own ``<index>_r``;
+        ``spread``: the mean over subjects of the between-sample standard deviation of each
+        measurement.
+    """
+    if len(samples) < 2:
+        raise ValueError(f"score_samples needs at least 2 samples per subject, got {len(samples)}")
+    stack = np.stack([s.measurements[list(MEASUREMENTS)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+                      for s in samples])  # (M, N, k)
+    present = np.isfinite(stack)
+    counts = present.sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(counts > 0, np.nansum(stack, axis=0) / np.maximum(counts, 1), np.nan)
+        spread = np.sqrt(np.nansum((stack - mean) ** 2, axis=0) / np.maximum(counts - 1, 1))
+    spread[counts < 2] = np.nan
+    means = pd.DataFrame(mean, columns=list(MEASUREMENTS))
+    together = agreement(means, true.measurements)
+    summary_mean: dict = {}
+    for column, (name, unit) in SUMMARISED.items():
+        summary_mean[f"{name}_r"] = together[column]["r"]
+        summary_mean[f"{name}_mae_{unit}"] = together[column]["mae"]
+    if ground_truth is not None:
+        truth = ground_truth.rename(columns={v: k for k, v in GROUND_TRUTH.items()}).reset_index(drop=True)
+        columns = [c for c in GROUND_TRUTH if c in truth.columns]
+        summary_mean["vs_ground_truth"] = {c: v["r"] for c, v in agreement(means, truth, columns).items()}
+    per_sample = {f"{name}_r": [agreement(s.measurements, true.measurements, [column])[column]["r"] for s in samples]
+                  for column, (name, _) in SUMMARISED.items()}
+    spread_summary = {f"{name}_sd_{unit}": float(np.nanmean(spread[:, j])) if np.isfinite(spread[:, j]).any()
+                      else float("nan")
+                      for j, column in enumerate(MEASUREMENTS) if column in SUMMARISED
+                      for name, unit in [SUMMARISED[column]]}
+    return {"n_samples": len(samples), "mean_of_samples": summary_mean, "per_sample": per_sample,
+            "spread": spread_summary}, means
+
+
 # --- generators --------------------------------------------------------------------------------------------------
 
 def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 3.0, seed: int = 0,
-                       scheduler: str = "dpm++", demographics: bool = False) -> GenerateFn:
+                       scheduler: str = "dpm++", demographics: bool = False, n_samples: int = 1) -> GenerateFn:
     """The trained pipeline as a `GenerateFn`.
 
     One ``torch.Generator`` seeded with `seed` is consumed batch after batch in split order,
@@ -252,9 +299,10 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
         scheduler: ``dpm++`` or ``ddim``.
         demographics: pass the batch's ``demographics`` and ``demographics_mask`` (standardised with
             the pipeline's own normaliser) to a pipeline conditioned on them.
+        n_samples: cines per ECG (each ECG's samples consecutive).
 
     Returns:
-        ``generate_batch(batch) -> (B, frames, H, W)``.
+        ``generate_batch(batch) -> (B × n_samples, frames, H, W)``.
     """
     generator = torch.Generator().manual_seed(seed)
 
@@ -263,7 +311,7 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
         out = pipe(ecg=batch["ecg"], lead_mask=batch.get("ecg_lead_mask"),
                    demographics=batch["demographics"] if demographics else None,
                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler,
-                   generator=generator, num_samples_per_ecg=1, progress=False, **extra)
+                   generator=generator, num_samples_per_ecg=n_samples, progress=False, **extra)
         return out.cines
 
     return generate_batch
@@ -381,7 +429,7 @@ def _load_feature_encoder(folder, view: str) -> torch.nn.Module:
 def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feature_encoder=None, alignment=None,
                         generate_batch: GenerateFn | None = None, baselines: bool = True, limit: int | None = None,
                         steps: int = 25, guidance: float = 3.0, seed: int = 0, scheduler: str = "dpm++",
-                        batch_size: int = 8, slice_spacing_mm: float = DEFAULT_SLICE_SPACING_MM,
+                        n_samples: int = 1, batch_size: int = 8, slice_spacing_mm: float = DEFAULT_SLICE_SPACING_MM,
                         reference_split: str = "train", acdc_dir=None, out_dir=None, n_examples: int = 4,
                         device: str = "cpu", bf16: bool = False, progress: bool = False) -> dict:
     """Generate the split's cines from their ECGs and score them, with the baselines scored the same way.
@@ -406,6 +454,10 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
         baselines: also score the nearest-neighbour and random baselines.
         limit: evaluate the first N subjects of the split only.
         steps, guidance, seed, scheduler: sampling settings of the pipeline.
+        n_samples: cines the generator makes per ECG. The top-level scores are always those of
+            the first sample (one cine per ECG, as the baselines); with more, ``samples`` adds
+            the r and MAE of the mean of each subject's samples' measurements (an ensemble over
+            the sampling noise), each sample's own r, and the spread between samples.
         batch_size: subjects per generation batch.
         slice_spacing_mm: slice spacing of the volume measurements (10 mm: UK Biobank).
         reference_split: split the baselines draw real cines from.
@@ -431,8 +483,8 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
     from cardiacnets.evaluate.embeddings import collate_samples
 
     # 1. Inputs.
-    if batch_size < 1 or (limit is not None and limit < 1) or steps < 1:
-        raise ConfigError("--batch-size, --limit and --steps must be at least 1")
+    if batch_size < 1 or (limit is not None and limit < 1) or steps < 1 or n_samples < 1:
+        raise ConfigError("--batch-size, --limit, --steps and --n-samples must be at least 1")
     if model_dir is None and generate_batch is None and not baselines:
         raise ConfigError("nothing to evaluate: give a pipeline folder (--model) or the baselines")
     started = time.perf_counter()
@@ -452,7 +504,8 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
 
             normalizer = DemographicsNormalizer(tuple(recorded["columns"]), tuple(recorded["mean"]),
                                                 tuple(recorded["std"]))
-        generate_batch = pipeline_generator(pipe, steps, guidance, seed, scheduler, demographics=bool(recorded))
+        generate_batch = pipeline_generator(pipe, steps, guidance, seed, scheduler, demographics=bool(recorded),
+                                            n_samples=n_samples)
     seg = segmenter if isinstance(segmenter, Segmenter) else load_segmenter(segmenter)
     if feature_encoder is None and model_dir is not None:
         feature_encoder = _recorded_path(Path(model_dir), ("feature_encoder",))
@@ -492,10 +545,12 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
     batches = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
     true_cines = np.stack([dataset[i][f"cmr_{view}"] for i in range(n)])
     generated: dict[str, np.ndarray] = {}
+    more_samples: list[np.ndarray] = []  # the generator's samples 2..M, each (n, slices, frames, H, W)
     timing: dict[str, float] = {}
     for name, method in methods.items():
         tick = time.perf_counter()
-        chunks = []
+        per_ecg = n_samples if name == "generator" else 1
+        chunks: list[list[np.ndarray]] = [[] for _ in range(per_ecg)]
         iterator = batches
         if progress:
             from tqdm.auto import tqdm
@@ -503,14 +558,22 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
             iterator = tqdm(batches, desc=name, unit="batch")
         for rows in iterator:
             batch = collate_samples([torch_dataset[i] for i in rows])
-            chunks.append(as_cines(method(batch), true_cines.shape[1], f"{name} output"))
-        generated[name] = np.concatenate(chunks)
+            out = np.asarray(method(batch))
+            if len(out) != len(rows) * per_ecg:
+                raise InputError(model_dir or data, f"{name} made {len(out)} cines for {len(rows)} ECGs "
+                                                    f"({per_ecg} per ECG expected)")
+            for k in range(per_ecg):
+                chunks[k].append(as_cines(out[k::per_ecg], true_cines.shape[1], f"{name} output"))
+        samples = [np.concatenate(c) for c in chunks]
+        generated[name] = samples[0]
+        if name == "generator":
+            more_samples = samples[1:]
         if generated[name].shape != true_cines.shape:
             raise InputError(model_dir or data, f"{name} made cines of shape {generated[name].shape[1:]}, "
                                                 f"the true cines are {true_cines.shape[1:]}")
         timing[f"{name}_seconds"] = round(time.perf_counter() - tick, 2)
     if "generator" in methods:
-        timing["generator_seconds_per_cine"] = round(timing["generator_seconds"] / n, 3)
+        timing["generator_seconds_per_cine"] = round(timing["generator_seconds"] / (n * n_samples), 3)
 
     # 3. Score.
     tick = time.perf_counter()
@@ -519,7 +582,13 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
     results: dict[str, dict] = {}
     per_subject = []
     for name, cines in generated.items():
-        summary, per_cine = score_cines(cines, truth, tools, ground_truth)
+        described = describe_cines(cines, tools)
+        summary, per_cine = score_cines(described, truth, tools, ground_truth)
+        if name == "generator" and more_samples:
+            summary["samples"], means = score_samples([described, *(describe_cines(c, tools) for c in more_samples)],
+                                                      truth, ground_truth)
+            for column in MEASUREMENTS:
+                per_cine[f"samples_mean_{column}"] = means[column].to_numpy()
         results[name] = summary
         per_cine.insert(0, "method", name)
         per_cine.insert(0, "subject_id", dataset.manifest["subject_id"].iloc[:n].astype(str).to_numpy())
@@ -564,7 +633,7 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
         "data": str(data),
         "view": view,
         "model": None if model_dir is None else str(model_dir),
-        "settings": {"steps": steps, "guidance": guidance, "seed": seed, "scheduler": scheduler,
+        "settings": {"steps": steps, "guidance": guidance, "seed": seed, "scheduler": scheduler, "n_samples": n_samples,
                      "batch_size": batch_size, "limit": limit, "slice_spacing_mm": slice_spacing_mm,
                      "spacing_mm": geometry.spacing_mm, "reference_split": reference_split,
                      "feature_encoder": str(feature_encoder), "bf16": bf16, "device": device},
