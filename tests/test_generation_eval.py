@@ -27,6 +27,7 @@ from cardiacnets.evaluate.generation import (
     nearest_neighbour_generator, pipeline_generator, ReferenceCines, score_cines,
 )
 from cardiacnets.evaluate.segmentation import Segmenter, cavity_measurements
+from cardiacnets.generation import ECGToCMRPipeline
 from cardiacnets.models import create_model
 
 FRAMES, SIZE = 8, 32
@@ -304,8 +305,13 @@ def test_evaluate_generation_of_a_saved_pipeline_reads_its_provenance(disc_set, 
         vae_overrides={"image_size": SIZE, "block_out_channels": [8, 16], "norm_num_groups": 4, "latent_channels": 2},
         denoiser_overrides={"block_out_channels": [8, 16], "cross_attention_levels": [True, False],
                             "attention_head_dim": 2, "norm_num_groups": 4, "cross_attention_dim": 8,
-                            "condition_dim": 8},
+                            "condition_dim": 8, "n_condition_indices": 2},
         num_frames=FRAMES, ecg_config={"sampling_rate_hz": 50.0, "duration_s": 10.0})
+    # A read-out the cines are generated for (what the diffusion task fits by ridge): lvedv and lvm.
+    pipe.register_to_config(condition_indices=[{"name": "lvedv_ml", "mean": 100.0, "std": 20.0},
+                                               {"name": "lvm_g", "mean": 80.0, "std": 10.0}])
+    pipe.denoiser.set_index_projection(torch.randn(2, 8, generator=torch.Generator().manual_seed(0)),
+                                       torch.tensor([0.5, -0.5]))
     pipe.save_pretrained(tmp_path / "pipeline", safe_serialization=True)
     (tmp_path / "pipeline" / "provenance.json").write_text(json.dumps(
         {"feature_encoder": str(models["feature_encoder"]), "alignment_run": str(models["alignment"])}))
@@ -324,3 +330,27 @@ def test_evaluate_generation_of_a_saved_pipeline_reads_its_provenance(disc_set, 
     assert result["nn_baseline"]["alignment_model"] == str(models["alignment"] / "model")
     assert result["timing"]["generator_seconds_per_cine"] > 0
     assert (tmp_path / "eval" / "metrics.json").is_file()
+    # The read-out's estimates for each subject are recorded, and how far the cines follow them.
+    assert set(result["condition"]) == {"generated_vs_condition", "condition_vs_true_cine"}
+    assert set(result["condition"]["generated_vs_condition"]) == {"lvedv_ml", "lvm_g"}
+    table = pd.read_csv(tmp_path / "eval" / "per_subject.csv", dtype={"subject_id": str})
+    generator_rows = table[table["method"] == "generator"]
+    dataset = TrainingSet(disc_set, split="test")
+    ecg = torch.from_numpy(np.stack([dataset[i]["ecg"] for i in range(2)]))
+    saved = ECGToCMRPipeline.from_pretrained(tmp_path / "pipeline")
+    expected = saved.estimate_indices(saved.encode_ecg(ecg))
+    np.testing.assert_allclose(generator_rows["condition_lvedv_ml"], expected["lvedv_ml"], rtol=1e-5)
+    np.testing.assert_allclose(generator_rows["condition_lvm_g"], expected["lvm_g"], rtol=1e-5)
+
+
+def test_condition_following_hand_computed():
+    from cardiacnets.evaluate.generation import condition_following
+
+    generated = pd.DataFrame({"lvedv_ml": [100.0, 120.0, 140.0, 130.0], "lvm_g": [1.0, 2.0, 3.0, 4.0]})
+    condition = pd.DataFrame({"lvedv_ml": [110.0, 120.0, 130.0, 140.0], "extra": [0.0] * 4})
+    true = pd.DataFrame({"lvedv_ml": [140.0, 130.0, 120.0, 110.0], "lvm_g": [4.0, 3.0, 2.0, 1.0]})
+    result = condition_following(generated, condition, true)
+    assert set(result["generated_vs_condition"]) == {"lvedv_ml"}  # only indices the read-out has and images show
+    assert result["generated_vs_condition"]["lvedv_ml"] == pytest.approx(
+        np.corrcoef([100, 120, 140, 130], [110, 120, 130, 140])[0, 1])
+    assert result["condition_vs_true_cine"]["lvedv_ml"] == pytest.approx(-1.0)

@@ -317,6 +317,39 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
     return generate_batch
 
 
+def pipeline_condition_estimates(pipe, batch: dict, demographics: bool = False) -> pd.DataFrame:
+    """The CMR indices a pipeline generates a batch's cines *for*: its read-out's estimates from the ECG
+    (and demographics), in the indices' units, one row per ECG (no columns without a read-out)."""
+    with torch.no_grad():
+        condition = pipe.encode_ecg(batch["ecg"], batch.get("ecg_lead_mask"),
+                                    batch["demographics"] if demographics else None,
+                                    batch["demographics_mask"] if demographics else None)
+        estimates = pipe.estimate_indices(condition)
+    return pd.DataFrame({name: np.asarray(values, dtype=float) for name, values in estimates.items()},
+                        index=range(len(batch["ecg"])))
+
+
+def condition_following(generated: pd.DataFrame, condition: pd.DataFrame, true: pd.DataFrame) -> dict:
+    """How far the generated cines follow the indices they were generated for, and how good those are.
+
+    Splits the generator's error on each index into the read-out's (estimate vs true cine) and the
+    image model's (generated cine vs estimate).
+
+    Args:
+        generated: measurements of the generated cines.
+        condition: the read-out's estimates (`pipeline_condition_estimates`) for the same rows.
+        true: measurements of the true cines.
+
+    Returns:
+        ``{"generated_vs_condition": {column: r}, "condition_vs_true_cine": {column: r}}`` over the
+        columns both `condition` and the measurements have.
+    """
+    columns = [c for c in condition.columns if c in MEASUREMENTS]
+    condition = condition.reset_index(drop=True)
+    return {"generated_vs_condition": {c: v["r"] for c, v in agreement(generated, condition, columns).items()},
+            "condition_vs_true_cine": {c: v["r"] for c, v in agreement(condition, true, columns).items()}}
+
+
 class ReferenceCines:
     """Real cines of a reference split (the training split), read by row from the memory map.
 
@@ -546,6 +579,7 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
     true_cines = np.stack([dataset[i][f"cmr_{view}"] for i in range(n)])
     generated: dict[str, np.ndarray] = {}
     more_samples: list[np.ndarray] = []  # the generator's samples 2..M, each (n, slices, frames, H, W)
+    estimates: list[pd.DataFrame] = []  # a pipeline's read-out estimates, batch by batch
     timing: dict[str, float] = {}
     for name, method in methods.items():
         tick = time.perf_counter()
@@ -558,6 +592,8 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
             iterator = tqdm(batches, desc=name, unit="batch")
         for rows in iterator:
             batch = collate_samples([torch_dataset[i] for i in rows])
+            if name == "generator" and pipe is not None:
+                estimates.append(pipeline_condition_estimates(pipe, batch, demographics=normalizer is not None))
             out = np.asarray(method(batch))
             if len(out) != len(rows) * per_ecg:
                 raise InputError(model_dir or data, f"{name} made {len(out)} cines for {len(rows)} ECGs "
@@ -584,11 +620,19 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
     for name, cines in generated.items():
         described = describe_cines(cines, tools)
         summary, per_cine = score_cines(described, truth, tools, ground_truth)
+        condition = pd.concat(estimates, ignore_index=True) if name == "generator" and estimates else None
+        if condition is not None and len(condition.columns):
+            summary["condition"] = condition_following(described.measurements, condition, truth.measurements)
+            for column in condition.columns:
+                per_cine[f"condition_{column}"] = condition[column].to_numpy()
         if name == "generator" and more_samples:
             summary["samples"], means = score_samples([described, *(describe_cines(c, tools) for c in more_samples)],
                                                       truth, ground_truth)
             for column in MEASUREMENTS:
                 per_cine[f"samples_mean_{column}"] = means[column].to_numpy()
+            if condition is not None and len(condition.columns):
+                summary["samples"]["mean_of_samples"]["generated_vs_condition"] = condition_following(
+                    means, condition, truth.measurements)["generated_vs_condition"]
         results[name] = summary
         per_cine.insert(0, "method", name)
         per_cine.insert(0, "subject_id", dataset.manifest["subject_id"].iloc[:n].astype(str).to_numpy())
