@@ -107,6 +107,16 @@ def test_vae_run_exports_the_measured_scaling_factor(trained):
     assert "psnr_db" in rows[0] and len(rows) == 3  # validations at steps 2 and 4
 
 
+def reference_readout(x: np.ndarray, y: np.ndarray, penalties) -> tuple[np.ndarray, float, float]:
+    """The read-out the diffusion task fits: ridge on standardised features (penalty per subject), folded back."""
+    from cardiacnets.train.generation_tasks import ridge_loo
+
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-12] = 1.0
+    w, b, penalty, _ = ridge_loo((x - mean) / scale, y, [p * len(y) for p in penalties])
+    return w / scale, b - (mean / scale) @ w, penalty / len(y)
+
+
 @pytest.mark.slow
 def test_diffusion_run_exports_a_working_pipeline(trained, tiny_data):
     from cardiacnets.generation import ECGToCMRPipeline
@@ -128,15 +138,15 @@ def test_diffusion_run_exports_a_working_pipeline(trained, tiny_data):
     # The frozen index read-out is the leave-one-out ridge fit of the cached training embeddings.
     from safetensors.torch import load_file
 
-    from cardiacnets.train.generation_tasks import DiffusionOptions, ridge_loo
+    from cardiacnets.train.generation_tasks import DiffusionOptions
 
     fit = provenance["condition_indices"]["lvef_pct"]
     cached = load_file(str(trained / "cache" / "train.safetensors"))["embedding"].double().numpy()
     ids = json.loads((trained / "cache" / "train.json").read_text())["subject_ids"]
     table = pd.read_csv(tiny_data / "manifest.csv", dtype={"subject_id": str}).set_index("subject_id").loc[ids]
     y = (table["lvef_pct"].to_numpy() - fit["mean"]) / fit["std"]
-    weight, bias, penalty, _ = ridge_loo(cached, y, DiffusionOptions().index_ridge)
-    assert fit["n"] == 8 and fit["penalty"] == penalty
+    weight, bias, penalty = reference_readout(cached, y, DiffusionOptions().index_ridge)
+    assert fit["n"] == 8 and fit["penalty"] == pytest.approx(penalty)
     np.testing.assert_allclose(pipe.denoiser.index_proj.weight.detach().numpy()[0], weight, rtol=1e-4, atol=1e-6)
     assert pipe.denoiser.index_proj.bias.item() == pytest.approx(bias, abs=1e-5)
     out = pipe(0.3 * torch.randn(2, 12, 500), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
@@ -158,28 +168,36 @@ def test_index_teacher_trains_on_the_cines_own_indices_and_reads_out_demographic
     from cardiacnets.config import load_config
     from cardiacnets.generation import ECGToCMRPipeline
     from cardiacnets.train import TrainConfig
-    from cardiacnets.train.generation_tasks import DiffusionOptions, DiffusionTask, ridge_loo
+    from cardiacnets.train.generation_tasks import DiffusionOptions, DiffusionTask
 
     args = [*TINY_CONDITION, f"data.path={tiny_data}", f"options.vae={trained / 'vae' / 'vae'}",
             f"options.ecg_encoder={trained / 'align'}",
             f"model.overrides={TINY_DENOISER}", f"options.cache_dir={trained / 'cache'}",
             "options.condition_indices=[lvef_pct]", "options.demographics=true",
             "data.demographics=[age_years,sex_male]",
+            "options.index_features=[embedding,token_mean,demographics,demographic_products,embedding_x_demographics]",
             "options.index_teacher=1.0", *QUICK]
     assert main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(tmp_path / "run"), *args]) == 0
     pipe = ECGToCMRPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     fit = json.loads((tmp_path / "run" / "pipeline" / "provenance.json").read_text())["condition_indices"]["lvef_pct"]
-    # The read-out: ridge on [embedding, demographics standardised over the training split].
+    # The read-out: ridge on [embedding, mean token, demographics standardised over the training split,
+    # their products (age², age·sex, sex²), embedding × (age, sex)].
     ids = json.loads((trained / "cache" / "train.json").read_text())["subject_ids"]
     table = pd.read_csv(tiny_data / "manifest.csv", dtype={"subject_id": str}).set_index("subject_id")
     train = table[table["split"] == "train"]
-    z = [(table.loc[ids, c].to_numpy(float) - train[c].mean()) / train[c].std(ddof=0)
-         for c in ("age_years", "sex_male")]
-    x = np.concatenate([load_file(str(trained / "cache" / "train.safetensors"))["embedding"].double().numpy(),
-                        np.stack(z, 1)], axis=1)
+    age, sex = ((table.loc[ids, c].to_numpy(float) - train[c].mean()) / train[c].std(ddof=0)
+                for c in ("age_years", "sex_male"))
+    cached = load_file(str(trained / "cache" / "train.safetensors"))
+    embedding = cached["embedding"].double().numpy()
+    x = np.concatenate([embedding, cached["tokens"].double().numpy().mean(axis=1), np.stack([age, sex], 1),
+                        np.stack([age * age, age * sex, sex * sex], 1),
+                        np.stack([embedding[:, i] * d for i in range(embedding.shape[1]) for d in (age, sex)], 1)],
+                       axis=1)
+    assert pipe.denoiser.index_proj.weight.shape == (1, x.shape[1])
     y = (table.loc[ids, "lvef_pct"].to_numpy() - fit["mean"]) / fit["std"]
-    weight, bias, _, _ = ridge_loo(x, y, DiffusionOptions().index_ridge)
-    np.testing.assert_allclose(pipe.denoiser.index_proj.weight.detach().numpy()[0], weight, rtol=1e-4, atol=1e-5)
+    weight, bias, _ = reference_readout(x, y, DiffusionOptions().index_ridge)
+    np.testing.assert_allclose(pipe.denoiser.index_proj.weight.detach().numpy()[0], weight, rtol=1e-3, atol=1e-5)
+    assert pipe.denoiser.index_proj.bias.item() == pytest.approx(bias, abs=1e-4)
     # The teacher values: the training cines' own indices, standardised like the read-out's target.
     task = DiffusionTask(load_config(TrainConfig, REPO / "configs/demo/diffusion.yaml", args))
     targets = task.index_targets().numpy()[:, 0]

@@ -172,6 +172,33 @@ def test_index_read_out_sees_demographics_with_missing_ones_at_the_mean():
     torch.testing.assert_close(unknown, torch.full((2, 1), 0.5))
 
 
+def test_index_features_hand_computed_and_in_the_read_out():
+    from cardiacnets.generation.denoiser import index_feature_dim, index_features
+
+    tokens = torch.tensor([[[1.0, 2.0], [3.0, 6.0]]])  # (1, 2 tokens, width 2): mean (2, 4)
+    embedding, demographics = torch.tensor([[0.5, -1.0, 2.0]]), torch.tensor([[2.0, 3.0]])
+    names = ("embedding", "token_mean", "demographics", "demographic_products", "embedding_x_demographics")
+    out = index_features(names, tokens, embedding, demographics)
+    expected = [0.5, -1.0, 2.0, 2.0, 4.0, 2.0, 3.0, 4.0, 6.0, 9.0, 1.0, 1.5, -2.0, -3.0, 4.0, 6.0]
+    torch.testing.assert_close(out, torch.tensor([expected]))
+    assert index_feature_dim(names, 3, 2, 2) == len(expected)
+    with pytest.raises(ValueError, match="ecg_tokens"):
+        index_features(("token_mean",), None, embedding, None)
+    # A denoiser reading out of the mean token: its estimate follows the tokens, not the embedding.
+    denoiser = tiny_pipeline(n_condition_indices=1, index_features=("token_mean",)).denoiser.eval()
+    width = denoiser.config.ecg_token_dim
+    assert denoiser.index_proj.weight.shape == (1, width)
+    denoiser.set_index_projection(torch.ones(1, width), torch.zeros(1))
+    tokens = torch.randn(2, 3, width)
+    with torch.no_grad():
+        estimate = denoiser.predict_indices(torch.randn(2, denoiser.config.ecg_embed_dim), ecg_tokens=tokens)
+    torch.testing.assert_close(estimate[:, 0], tokens.mean(dim=1).sum(dim=1))
+    with pytest.raises(ConfigError, match="need demographics"):
+        tiny_pipeline(n_condition_indices=1, index_features=("embedding", "demographic_products"))
+    with pytest.raises(ConfigError, match="distinct names"):
+        tiny_pipeline(n_condition_indices=1, index_features=("embedding", "tokens"))
+
+
 def test_pipeline_demographics_and_index_estimates_in_units():
     pipe = tiny_pipeline(n_condition_indices=1, n_demographics=2)
     pipe.register_to_config(demographics={"columns": ["age_years", "sex_male"], "mean": [60.0, 0.5], "std": [8.0, 0.5]},

@@ -17,7 +17,11 @@ tokens. `CineDenoiser` is that denoiser over the latents of a cine
   the timestep embedding that modulates every residual block;
 - optionally, a frozen linear read-out of the embedding onto standardised CMR
   indices (LV/RV volumes, mass: a ridge regression fitted on the training
-  split by the diffusion task) joins that global vector. The model still sees
+  split by the diffusion task) joins that global vector. Its inputs
+  (``index_features``, see `index_features`) are the pooled embedding and,
+  optionally, the mean ECG token, the demographics, their pairwise products
+  and the embedding × demographics products (a linear map of these is a
+  read-out whose ECG weights depend on body size and sex). The model still sees
   the ECG only; the read-out points the condition at the directions of the
   embedding that carry cardiac size and function, which a denoiser trained for
   minutes on a CPU otherwise barely picks up (the size signal is ~1 % of the
@@ -57,6 +61,72 @@ from cardiacnets.errors import ConfigError
 from cardiacnets.models.registry import register_model
 
 
+#: Inputs the frozen index read-out can take, concatenated in this order (see `index_features`).
+INDEX_FEATURES = ("embedding", "token_mean", "demographics", "demographic_products", "embedding_x_demographics")
+_NEEDS_DEMOGRAPHICS = ("demographics", "demographic_products", "embedding_x_demographics")
+
+
+def default_index_features(n_demographics: int) -> tuple[str, ...]:
+    """The read-out's inputs when none are configured: the embedding (and the demographics, if any)."""
+    return ("embedding", "demographics") if n_demographics else ("embedding",)
+
+
+def check_index_features(names, n_demographics: int) -> tuple[str, ...]:
+    """`names` as a tuple in `INDEX_FEATURES` order; ``ConfigError`` for unknown or impossible ones."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in INDEX_FEATURES]
+    if unknown or len(set(names)) != len(names) or not names:
+        raise ConfigError(f"index_features must be distinct names among {list(INDEX_FEATURES)}, got {list(names)}")
+    if not n_demographics and any(n in _NEEDS_DEMOGRAPHICS for n in names):
+        raise ConfigError(f"index_features {[n for n in names if n in _NEEDS_DEMOGRAPHICS]} need demographics "
+                          "(n_demographics is 0)")
+    return tuple(n for n in INDEX_FEATURES if n in names)
+
+
+def index_feature_dim(names, embed_dim: int, token_dim: int, n_demographics: int) -> int:
+    """Width of `index_features` for these sizes."""
+    sizes = {"embedding": embed_dim, "token_mean": token_dim, "demographics": n_demographics,
+             "demographic_products": n_demographics * (n_demographics + 1) // 2,
+             "embedding_x_demographics": embed_dim * n_demographics}
+    return sum(sizes[n] for n in names)
+
+
+def index_features(names, ecg_tokens: torch.Tensor | None, ecg_embedding: torch.Tensor,
+                   demographics: torch.Tensor | None) -> torch.Tensor:
+    """The index read-out's input: the named features concatenated in `INDEX_FEATURES` order.
+
+    Args:
+        names: feature names (`check_index_features`).
+        ecg_tokens: (B, T', token_dim), needed for ``token_mean``.
+        ecg_embedding: (B, embed_dim) pooled embedding.
+        demographics: (B, n) standardised demographics with missing values at 0 (the training mean).
+
+    Returns:
+        (B, `index_feature_dim`) in the embedding's dtype. ``demographic_products`` are the
+        products of each pair of demographics, squares included (upper triangle, row-major).
+    """
+    parts = []
+    for name in names:
+        if name == "embedding":
+            parts.append(ecg_embedding)
+        elif name == "token_mean":
+            if ecg_tokens is None:
+                raise ValueError("the index read-out uses the mean ECG token: pass ecg_tokens")
+            parts.append(ecg_tokens.to(ecg_embedding.dtype).mean(dim=1))
+        else:
+            if demographics is None:
+                raise ValueError(f"the index read-out uses {name!r}: pass demographics")
+            d = demographics.to(ecg_embedding.dtype)
+            if name == "demographics":
+                parts.append(d)
+            elif name == "demographic_products":
+                rows, cols = torch.triu_indices(d.shape[1], d.shape[1], device=d.device)
+                parts.append(d[:, rows] * d[:, cols])
+            else:
+                parts.append(rearrange(ecg_embedding[:, :, None] * d[:, None, :], "b e n -> b (e n)"))
+    return torch.cat(parts, dim=-1)
+
+
 @dataclass
 class CineDenoiserOutput(BaseOutput):
     """Output of `CineDenoiser`.
@@ -90,6 +160,8 @@ class CineDenoiser(ModelMixin, ConfigMixin):
         n_demographics: length of the demographics vector (0: not conditioned on demographics).
         n_condition_indices: CMR indices read out of the pooled embedding by a frozen linear map
             (fitted by the diffusion task) and added to the global condition (0: none).
+        index_features: that read-out's inputs (names of `INDEX_FEATURES`; default the embedding,
+            and the demographics when there are any).
         attention: ``math`` (matmul-softmax attention: on a CPU its bf16 backward pass is several
             times faster than PyTorch's fused kernel) or ``sdpa`` (``scaled_dot_product_attention``,
             the choice on GPUs).
@@ -103,7 +175,8 @@ class CineDenoiser(ModelMixin, ConfigMixin):
                  cross_attention_levels: tuple[bool, ...] = (True, False), layers_per_block: int = 1,
                  attention_head_dim: int = 8, norm_num_groups: int = 16, cross_attention_dim: int = 128,
                  condition_dim: int = 128, ecg_token_dim: int = 128, ecg_embed_dim: int = 128,
-                 n_demographics: int = 0, n_condition_indices: int = 0, attention: str = "math"):
+                 n_demographics: int = 0, n_condition_indices: int = 0, attention: str = "math",
+                 index_features: tuple[str, ...] | None = None):
         super().__init__()
         from diffusers import UNet3DConditionModel
 
@@ -120,8 +193,10 @@ class CineDenoiser(ModelMixin, ConfigMixin):
         self.embed_norm = nn.LayerNorm(ecg_embed_dim)
         # Frozen linear read-out of the embedding onto standardised CMR indices (set by the diffusion task
         # from a ridge fit on the training split; see `set_index_projection`).
-        self.index_proj = (nn.Linear(ecg_embed_dim + n_demographics, n_condition_indices)
-                           if n_condition_indices else None)
+        self.index_feature_names = check_index_features(
+            index_features or default_index_features(n_demographics), n_demographics)
+        width = index_feature_dim(self.index_feature_names, ecg_embed_dim, ecg_token_dim, n_demographics)
+        self.index_proj = nn.Linear(width, n_condition_indices) if n_condition_indices else None
         if self.index_proj is not None:
             self.index_proj.requires_grad_(False)
         global_in = ecg_embed_dim + n_condition_indices + 2 * n_demographics
@@ -149,10 +224,10 @@ class CineDenoiser(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def set_index_projection(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Set the frozen read-out of the pooled embedding onto standardised CMR indices.
+        """Set the frozen read-out onto standardised CMR indices.
 
         Args:
-            weight: (n_condition_indices, ecg_embed_dim + n_demographics): embedding then demographics.
+            weight: (n_condition_indices, width of `index_features`).
             bias: (n_condition_indices,).
         """
         if self.index_proj is None:
@@ -164,21 +239,23 @@ class CineDenoiser(ModelMixin, ConfigMixin):
         self.index_proj.bias.copy_(bias)
 
     def predict_indices(self, ecg_embedding: torch.Tensor, demographics: torch.Tensor | None = None,
-                        demographics_mask: torch.Tensor | None = None) -> torch.Tensor:
+                        demographics_mask: torch.Tensor | None = None,
+                        ecg_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """The frozen read-out's standardised CMR indices, (B, n_condition_indices).
 
-        Its inputs are the pooled embedding and, for a model conditioned on demographics, the
-        standardised demographics with missing values at 0 (the training mean).
+        Its inputs are the `index_features` named in the config; demographics enter standardised
+        with missing values at 0 (the training mean); ``token_mean`` needs `ecg_tokens`.
         """
         if self.index_proj is None:
             raise ValueError("this denoiser has no index projection (n_condition_indices is 0)")
         dtype = self.index_proj.weight.dtype
-        features = [ecg_embedding.to(dtype)]
+        values = None
         if self.config.n_demographics:
             values, present = self._demographics(demographics, demographics_mask, ecg_embedding.shape[0],
                                                  ecg_embedding.device)
-            features.append((values * present).to(dtype))
-        return self.index_proj(torch.cat(features, dim=-1))
+            values = values * present
+        features = index_features(self.index_feature_names, ecg_tokens, ecg_embedding.to(dtype), values)
+        return self.index_proj(features)
 
     # --- condition ---------------------------------------------------------------------------------------------
     def embed_condition(self, ecg_tokens: torch.Tensor, ecg_embedding: torch.Tensor,
@@ -215,7 +292,7 @@ class CineDenoiser(ModelMixin, ConfigMixin):
             flags = torch.cat([values * present, present], dim=-1).to(dtype)
             parts.append(rearrange(self.demographics_proj(flags), "b d -> b 1 d"))
         if self.index_proj is not None:
-            indices = self.predict_indices(ecg_embedding, demographics, demographics_mask).to(dtype)
+            indices = self.predict_indices(ecg_embedding, demographics, demographics_mask, ecg_tokens).to(dtype)
             if index_values is not None:
                 if index_values.shape != indices.shape:
                     raise ValueError(f"index_values must be {tuple(indices.shape)}, got {tuple(index_values.shape)}")
@@ -351,6 +428,7 @@ class CineDenoiserConfig:
     n_demographics: int = 0
     n_condition_indices: int = 0
     attention: Literal["math", "sdpa"] = "math"
+    index_features: list[str] | None = None
 
     def validate(self) -> None:
         _validate(self.latent_size, self.spatial_patch, self.temporal_patch, self.block_out_channels,
@@ -368,6 +446,8 @@ def build_cine_denoiser(config: CineDenoiserConfig) -> CineDenoiser:
     values = to_dict(config)
     values["block_out_channels"] = tuple(values["block_out_channels"])
     values["cross_attention_levels"] = tuple(values["cross_attention_levels"])
+    if values["index_features"] is not None:
+        values["index_features"] = tuple(values["index_features"])
     return CineDenoiser(**values)
 
 

@@ -271,8 +271,9 @@ class ECGToCMRPipeline(DiffusionPipeline):
         if not stats or self.denoiser.index_proj is None:
             return {}
         with torch.no_grad():
-            z = self.denoiser.predict_indices(condition.embedding.to(self.denoiser.device),
-                                              condition.demographics, condition.demographics_mask).float().cpu()
+            device = self.denoiser.device
+            z = self.denoiser.predict_indices(condition.embedding.to(device), condition.demographics,
+                                              condition.demographics_mask, condition.tokens.to(device)).float().cpu()
         return {s["name"]: (z[:, i] * s["std"] + s["mean"]).numpy() for i, s in enumerate(stats)}
 
     def check_inputs(self, ecg: torch.Tensor, lead_mask: torch.Tensor | None, demographics: torch.Tensor | None,

@@ -262,9 +262,13 @@ class DiffusionOptions:
         condition_indices: manifest columns of CMR indices (e.g. ``lvedv_ml``) that a frozen ridge
             read-out of the pooled ECG embedding predicts for the global condition (see
             `CineDenoiser`); fitted on the training split when the model is built (empty: none).
-        index_ridge: ridge penalties searched for that read-out (leave-one-out error on the training
-            split picks one per index). With ``demographics`` the read-out also sees the standardised
-            demographics (0 where missing).
+        index_ridge: ridge penalties searched for that read-out, per training subject (the penalty on
+            the Gram matrix of the standardised features is this times the number of subjects); the
+            leave-one-out error on the training split picks one per index.
+        index_features: the read-out's inputs (`cardiacnets.generation.denoiser.INDEX_FEATURES`:
+            ``embedding``, ``token_mean``, ``demographics``, ``demographic_products``,
+            ``embedding_x_demographics``; null: the embedding, and the standardised demographics
+            (0 where missing) with ``demographics``).
         index_teacher: probability that a training sample's global condition carries its own cine's
             indices (standardised ``condition_indices`` of the manifest) instead of the read-out's
             estimate. A denoiser trained on the read-out learns p(cine | estimate), whose samples
@@ -298,7 +302,8 @@ class DiffusionOptions:
     snr_gamma: float | None = 5.0
     timestep_bias: float = 0.0
     condition_indices: list[str] = field(default_factory=list)
-    index_ridge: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0])
+    index_ridge: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0])
+    index_features: list[str] | None = None
     index_teacher: float = 0.0
     index_source: Literal["manifest", "segmentation"] = "manifest"
     cache_dir: str | None = None
@@ -456,6 +461,8 @@ class DiffusionTask(Task):
                    "ecg_embed_dim": self.condition_encoder.embed_dim,
                    "n_demographics": len(self.config.data.demographics) if self.options.demographics else 0,
                    "n_condition_indices": len(self.options.condition_indices)}
+        if self.options.index_features is not None:
+            derived["index_features"] = list(self.options.index_features)
         overrides = dict(self.config.model.overrides)
         for key, value in derived.items():
             if key in overrides and overrides[key] != value:
@@ -475,7 +482,7 @@ class DiffusionTask(Task):
         if self.config.init.model is not None:
             _load_diffusers_weights(model, CineDenoiser, self.config.init.model)
         elif self.options.condition_indices:
-            model.set_index_projection(*self.fit_index_projection())
+            model.set_index_projection(*self.fit_index_projection(model.index_feature_names))
         self.init_encoders(model)
         return model
 
@@ -572,29 +579,41 @@ class DiffusionTask(Task):
         std = np.array([self.index_fit[col]["std"] for col in self.options.condition_indices])
         return torch.as_tensor((values - mean) / std, dtype=torch.float32)
 
-    def fit_index_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ridge read-out of the cached training embeddings onto the standardised ``condition_indices``.
+    def fit_index_projection(self, features=("embedding",)) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ridge read-out of the cached training conditions onto the standardised ``condition_indices``.
 
-        Each index is standardised over the training subjects that have it (the others are left
-        out of its fit); the penalty is chosen per index by the exact leave-one-out error.
+        The inputs are the named `index_features` of the cached tokens and embeddings (and of the
+        standardised demographics), each standardised over the training split for the fit (and
+        the standardisation folded into the returned map). Each index is standardised over the
+        training subjects that have it (the others are left out of its fit); the penalty is chosen
+        per index by the exact leave-one-out error.
+
+        Args:
+            features: the read-out's inputs (the denoiser's ``index_feature_names``).
 
         Returns:
-            ``(weight, bias)``: (k, embed_dim [+ n_demographics]) and (k,) float32, predicting standardised
-            values.
+            ``(weight, bias)``: (k, width of the features) and (k,) float32, predicting standardised
+            values from the unstandardised features.
         """
+        from cardiacnets.generation.denoiser import index_features
+
         o = self.options
         _, values, demographics, stats = self._index_columns()
-        x = self.cache(self.config.data.train_split, torch.device("cpu")).embedding.double().numpy()
-        if demographics is not None:
-            x = np.concatenate([x, demographics], axis=1)
+        cache = self.cache(self.config.data.train_split, torch.device("cpu"))
+        x = index_features(features, cache.tokens.double(), cache.embedding.double(),
+                           None if demographics is None else torch.as_tensor(demographics)).numpy()
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        scale[scale < 1e-12] = 1.0
+        z = (x - mean) / scale
         weights, biases, self.index_fit = [], [], {}
         for j, col in enumerate(o.condition_indices):
             y, fit = values[:, j], stats[col]
             ok = np.isfinite(y)
-            w, b, penalty, loo_r2 = ridge_loo(x[ok], (y[ok] - fit["mean"]) / fit["std"], o.index_ridge)
-            weights.append(w)
-            biases.append(b)
-            self.index_fit[col] = {"mean": fit["mean"], "std": fit["std"], "penalty": penalty,
+            w, b, penalty, loo_r2 = ridge_loo(z[ok], (y[ok] - fit["mean"]) / fit["std"],
+                                              [p * int(ok.sum()) for p in o.index_ridge])
+            weights.append(w / scale)
+            biases.append(b - float((mean / scale) @ w))
+            self.index_fit[col] = {"mean": fit["mean"], "std": fit["std"], "penalty": penalty / int(ok.sum()),
                                    "loo_r2": round(loo_r2, 4), "n": fit["n"]}
         return (torch.as_tensor(np.stack(weights), dtype=torch.float32),
                 torch.as_tensor(np.array(biases), dtype=torch.float32))
