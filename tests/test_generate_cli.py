@@ -34,7 +34,8 @@ TINY_VAE = '{image_size: 64, block_out_channels: [8, 8, 16], norm_num_groups: 4,
 TINY_DENOISER = ('{block_out_channels: [8, 16], cross_attention_levels: [true, false], attention_head_dim: 2, '
                  'norm_num_groups: 4, cross_attention_dim: 8, condition_dim: 8, temporal_patch: 2}')
 #: The tiny set has no stored segmentations and no height or weight: read the manifest's indices.
-TINY_CONDITION = ["options.index_source=manifest", "options.demographics=false", "data.demographics=[]"]
+TINY_CONDITION = ["options.index_source=manifest", "options.demographics=false", "data.demographics=[]",
+                  "options.index_features=null"]
 QUICK = ["data.workers=0", "logging.progress=false", "logging.tensorboard='off'", "data.batch_size=4",
          "schedule.max_steps=4", "schedule.warmup_steps=1", "val_every_steps=2", "mixed_precision='no'",
          "channels_last=false"]
