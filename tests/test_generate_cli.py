@@ -162,6 +162,80 @@ def test_diffusion_run_exports_a_working_pipeline(trained, tiny_data):
 
 
 @pytest.mark.slow
+def test_index_spread_training_stretches_the_read_out_to_the_indices_spread(trained, tiny_data, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from cardiacnets.generation import ECGToCMRPipeline
+    from cardiacnets.train.generation_tasks import DiffusionOptions
+
+    common = [*TINY_CONDITION, f"data.path={tiny_data}", f"options.vae={trained / 'vae' / 'vae'}",
+              f"options.ecg_encoder={trained / 'align'}", f"model.overrides={TINY_DENOISER}",
+              f"options.cache_dir={trained / 'cache'}", "options.condition_indices=[lvef_pct]", *QUICK,
+              "schedule.max_steps=1"]
+    status = main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(tmp_path / "spread"), *common,
+                   "options.index_spread=training"])
+    assert status == 0
+    fit = json.loads((tmp_path / "spread" / "pipeline" / "provenance.json").read_text())["condition_indices"]["lvef_pct"]
+    cached = load_file(str(trained / "cache" / "train.safetensors"))["embedding"].double().numpy()
+    ids = json.loads((trained / "cache" / "train.json").read_text())["subject_ids"]
+    table = pd.read_csv(tiny_data / "manifest.csv", dtype={"subject_id": str}).set_index("subject_id").loc[ids]
+    weight, bias, _ = reference_readout(cached, (table["lvef_pct"].to_numpy() - fit["mean"]) / fit["std"],
+                                        DiffusionOptions().index_ridge)
+    ridge_estimates = cached @ weight + bias
+    assert fit["estimate_sd"] == pytest.approx(ridge_estimates.std(), abs=1e-4) and fit["estimate_sd"] < 1.0
+    assert fit["spread_scale"] == pytest.approx(1.0 / ridge_estimates.std(), rel=1e-3)
+    pipe = ECGToCMRPipeline.from_pretrained(tmp_path / "spread" / "pipeline")
+    stretched = cached @ pipe.denoiser.index_proj.weight.detach().double().numpy()[0] + pipe.denoiser.index_proj.bias.item()
+    np.testing.assert_allclose(stretched, ridge_estimates / ridge_estimates.std(), rtol=1e-3, atol=1e-4)
+    assert stretched.mean() == pytest.approx(0.0, abs=1e-4) and stretched.std() == pytest.approx(1.0, rel=1e-3)
+    capsys.readouterr()
+    assert main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(tmp_path / "bad"), *common,
+                 "options.index_spread=wide"]) != 0
+    assert "index_spread" in capsys.readouterr().err and not (tmp_path / "bad" / "pipeline").exists()
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_init_model_refits_the_read_out(trained, tiny_data, tmp_path):
+    """init.model brings the denoiser's weights; the read-out is fitted again on the new set, in its units."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from cardiacnets.generation import ECGToCMRPipeline
+    from cardiacnets.train.generation_tasks import DiffusionOptions
+
+    shifted = tmp_path / "shifted"
+    shutil.copytree(tiny_data, shifted)
+    table = pd.read_csv(shifted / "manifest.csv", dtype={"subject_id": str})
+    table["lvef_pct"] = 2.0 * table["lvef_pct"] + 10.0
+    table.to_csv(shifted / "manifest.csv", index=False)
+    status = main(["train", str(REPO / "configs/demo/diffusion.yaml"), "--out", str(tmp_path / "tuned"),
+                   *TINY_CONDITION, f"data.path={shifted}", f"options.vae={trained / 'vae' / 'vae'}",
+                   f"options.ecg_encoder={trained / 'align'}", f"model.overrides={TINY_DENOISER}",
+                   f"options.cache_dir={tmp_path / 'cache'}", "options.condition_indices=[lvef_pct]",
+                   f"init.model={trained / 'diffusion' / 'denoiser'}", *QUICK, "schedule.max_steps=1"])
+    assert status == 0
+    before = json.loads((trained / "diffusion" / "pipeline" / "provenance.json").read_text())["condition_indices"]
+    fit = json.loads((tmp_path / "tuned" / "pipeline" / "provenance.json").read_text())["condition_indices"]
+    assert fit["lvef_pct"]["mean"] == pytest.approx(2.0 * before["lvef_pct"]["mean"] + 10.0)
+    assert fit["lvef_pct"]["std"] == pytest.approx(2.0 * before["lvef_pct"]["std"])
+    cached = load_file(str(tmp_path / "cache" / "train.safetensors"))["embedding"].double().numpy()
+    ids = json.loads((tmp_path / "cache" / "train.json").read_text())["subject_ids"]
+    y = table.set_index("subject_id").loc[ids, "lvef_pct"].to_numpy()
+    weight, bias, _ = reference_readout(cached, (y - fit["lvef_pct"]["mean"]) / fit["lvef_pct"]["std"],
+                                        DiffusionOptions().index_ridge)
+    pipe = ECGToCMRPipeline.from_pretrained(tmp_path / "tuned" / "pipeline")
+    np.testing.assert_allclose(pipe.denoiser.index_proj.weight.detach().numpy()[0], weight, rtol=1e-4, atol=1e-6)
+    # The estimates come out in the new set's units (the old read-out would give the old set's).
+    ecg = 0.3 * torch.randn(3, 12, 500, generator=torch.Generator().manual_seed(0))
+    estimates = pipe(ecg, num_inference_steps=1).index_estimates["lvef_pct"]
+    with torch.no_grad():
+        condition = pipe.encode_ecg(ecg)
+        z = pipe.denoiser.predict_indices(condition.embedding, None, None, condition.tokens).float().numpy()[:, 0]
+    np.testing.assert_allclose(estimates, z * fit["lvef_pct"]["std"] + fit["lvef_pct"]["mean"], rtol=1e-4)
+
+
+@pytest.mark.slow
 def test_index_teacher_trains_on_the_cines_own_indices_and_reads_out_demographics(trained, tiny_data, tmp_path,
                                                                                  ukb_xml_path, capsys):
     from safetensors.torch import load_file

@@ -219,6 +219,14 @@ def test_pipeline_demographics_and_index_estimates_in_units():
     assert estimates["lvedv_ml"][0] == pytest.approx((0.5 * 1.5 + 0.25) * 40.0 + 150.0, rel=1e-5)  # 190 ml
     assert tiny_pipeline().estimate_indices(condition) == {}
     assert tiny_pipeline().demographics_from({"age_years": 60})[0] is None
+    # The pipeline returns the estimates its cines were generated for, one per ECG (not per sample).
+    out = pipe(ecgs(1), demographics=z, demographics_mask=mask, num_inference_steps=2, num_samples_per_ecg=2)
+    assert out.cines.shape[0] == 2 and list(out.index_estimates) == ["lvedv_ml"]
+    np.testing.assert_allclose(out.index_estimates["lvedv_ml"], estimates["lvedv_ml"], rtol=1e-6)
+    cines, as_tuple = pipe(ecgs(1), demographics=z, demographics_mask=mask, num_inference_steps=2,
+                           generator=torch.Generator().manual_seed(0), return_dict=False)
+    np.testing.assert_allclose(as_tuple["lvedv_ml"], estimates["lvedv_ml"], rtol=1e-6)
+    assert tiny_pipeline()(ecgs(1), num_inference_steps=1).index_estimates == {}
 
 
 def test_ridge_loo_matches_refitting_without_each_row():

@@ -60,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
     demographics, mask, demographics_report = _demographics(pipe, standard["metadata"], args.demographic)
     standardized = time.perf_counter()
     try:
-        condition = pipe.encode_ecg(standard["ecg"], standard["lead_mask"], demographics, mask)
-        estimates = {name: round(float(value[0]), 2) for name, value in pipe.estimate_indices(condition).items()}
         output = pipe(ecg=standard["ecg"], lead_mask=standard["lead_mask"], demographics=demographics,
                       demographics_mask=mask, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, scheduler=args.scheduler,
@@ -70,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # the ECG does not fit this model
         raise InputError(args.ecg, str(err)) from None
     generated = time.perf_counter()
+    estimates = {name: round(float(value[0]), 2) for name, value in output.index_estimates.items()}
     digest = sha256_of(args.ecg)
     args.out.mkdir(parents=True, exist_ok=True)
     files = write_generation_outputs(output.cines, args.out, view=pipe.view, spacing_mm=pipe.spacing_mm,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -57,9 +57,13 @@ class ECGToCMROutput(BaseOutput):
     Attributes:
         cines: (B × M, frames, H, W) float32 cines on the training set's intensity scale
             (``[0, 1]``), the M samples of each ECG consecutive.
+        index_estimates: the CMR indices the cines were generated for: the denoiser's read-out of each
+            ECG's condition (`ECGToCMRPipeline.estimate_indices`), name -> (B,) array in the indices'
+            units; empty for a model without a read-out.
     """
 
     cines: np.ndarray
+    index_estimates: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def make_sampler(train_scheduler, name: str):
@@ -362,10 +366,11 @@ class ECGToCMRPipeline(DiffusionPipeline):
             progress: show a progress bar over the steps.
             latents: (B × M, C, frames, h, w) initial noise instead of drawing it.
             precision: ``fp32`` or ``bf16`` autocast (default: the pipeline's ``precision``).
-            return_dict: return an `ECGToCMROutput` instead of a tuple.
+            return_dict: return an `ECGToCMROutput` instead of a ``(cines, index_estimates)`` tuple.
 
         Returns:
-            `ECGToCMROutput` with ``cines`` (B × M, frames, H, W) float32 in the training range.
+            `ECGToCMROutput` with ``cines`` (B × M, frames, H, W) float32 in the training range and
+            ``index_estimates`` (the read-out's indices per ECG, empty without a read-out).
         """
         precision = precision or self.config.precision
         # 1. Check inputs.
@@ -376,6 +381,7 @@ class ECGToCMRPipeline(DiffusionPipeline):
 
         # 2. Encode the ECG (one condition per sample).
         condition = self.encode_ecg(ecg, lead_mask, demographics, demographics_mask)
+        estimates = self.estimate_indices(condition)
         condition = condition.repeat_interleave(num_samples_per_ecg)
         guided = guidance_scale != 1.0
         drop = torch.zeros(n, dtype=torch.bool, device=device)
@@ -414,4 +420,4 @@ class ECGToCMRPipeline(DiffusionPipeline):
         low, high = self.config.intensity_range
         cines = cines.float().clamp(low, high).cpu().numpy()
         self.maybe_free_model_hooks()
-        return ECGToCMROutput(cines=cines) if return_dict else (cines,)
+        return ECGToCMROutput(cines=cines, index_estimates=estimates) if return_dict else (cines, estimates)

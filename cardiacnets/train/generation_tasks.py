@@ -269,6 +269,16 @@ class DiffusionOptions:
             ``embedding``, ``token_mean``, ``demographics``, ``demographic_products``,
             ``embedding_x_demographics``; null: the embedding, and the standardised demographics
             (0 where missing) with ``demographics``).
+        index_spread: the spread of the read-out's estimates. ``ridge``: the ridge estimate itself,
+            the conditional mean, shrunk towards the training average (its standard deviation over
+            the training subjects is about r × the index's). ``training``: the estimate stretched
+            about the training mean (weights and bias times 1 / that standard deviation, recorded
+            as ``spread_scale``) so that it spreads over the training subjects as the index does:
+            the generated cohort spans the real range of sizes instead of a narrower one, and the
+            cines' size differences stand out more against the sampling noise (a higher r with the
+            truth, a larger absolute error: the estimate's mean squared error, in SDs, goes from
+            1 − r² to 2(1 − r)). The denoiser trains on each cine's own indices (``index_teacher``),
+            whose spread this matches.
         index_teacher: probability that a training sample's global condition carries its own cine's
             indices (standardised ``condition_indices`` of the manifest) instead of the read-out's
             estimate. A denoiser trained on the read-out learns p(cine | estimate), whose samples
@@ -304,6 +314,7 @@ class DiffusionOptions:
     condition_indices: list[str] = field(default_factory=list)
     index_ridge: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0])
     index_features: list[str] | None = None
+    index_spread: Literal["ridge", "training"] = "ridge"
     index_teacher: float = 0.0
     index_source: Literal["manifest", "segmentation"] = "manifest"
     cache_dir: str | None = None
@@ -315,6 +326,8 @@ class DiffusionOptions:
         if not self.vae or not self.ecg_encoder:
             raise ConfigError("task diffusion needs options.vae (a trained autoencoder, VAE_RUN/vae) and "
                               "options.ecg_encoder (an alignment run or saved ECG encoder)")
+        if self.index_spread not in ("ridge", "training"):
+            raise ConfigError(f"options.index_spread must be 'ridge' or 'training', got {self.index_spread!r}")
         if not 0.0 <= self.index_teacher <= 1.0:
             raise ConfigError(f"options.index_teacher must be in [0, 1], got {self.index_teacher}")
         if self.index_teacher > 0 and not self.condition_indices:
@@ -481,7 +494,10 @@ class DiffusionTask(Task):
                               f"{type(model).__name__}")
         if self.config.init.model is not None:
             _load_diffusers_weights(model, CineDenoiser, self.config.init.model)
-        elif self.options.condition_indices:
+        if self.options.condition_indices:
+            # The read-out is a closed-form fit on this training set, also when fine-tuning from init.model:
+            # the teacher values and the exported pipeline's index units are this set's statistics, and a
+            # read-out carried over from another set would speak in that set's.
             model.set_index_projection(*self.fit_index_projection(model.index_feature_names))
         self.init_encoders(model)
         return model
@@ -573,7 +589,7 @@ class DiffusionTask(Task):
         Standardised with the read-out's training mean and standard deviation (``index_fit``).
         """
         _, values, _, stats = self._index_columns()
-        if self.index_fit is None:  # no read-out fitted by this task (e.g. init.model)
+        if self.index_fit is None:  # no read-out fitted yet
             self.index_fit = stats
         mean = np.array([self.index_fit[col]["mean"] for col in self.options.condition_indices])
         std = np.array([self.index_fit[col]["std"] for col in self.options.condition_indices])
@@ -611,10 +627,15 @@ class DiffusionTask(Task):
             ok = np.isfinite(y)
             w, b, penalty, loo_r2 = ridge_loo(z[ok], (y[ok] - fit["mean"]) / fit["std"],
                                               [p * int(ok.sum()) for p in o.index_ridge])
+            # In-sample estimates have mean 0 (the ridge intercept): stretching w and b stretches them about it.
+            spread = float(np.std(z[ok] @ w + b))
+            stretch = 1.0 / spread if o.index_spread == "training" and spread > 1e-8 else 1.0
+            w, b = w * stretch, b * stretch
             weights.append(w / scale)
             biases.append(b - float((mean / scale) @ w))
             self.index_fit[col] = {"mean": fit["mean"], "std": fit["std"], "penalty": penalty / int(ok.sum()),
-                                   "loo_r2": round(loo_r2, 4), "n": fit["n"]}
+                                   "loo_r2": round(loo_r2, 4), "estimate_sd": round(spread, 4),
+                                   "spread_scale": round(stretch, 4), "n": fit["n"]}
         return (torch.as_tensor(np.stack(weights), dtype=torch.float32),
                 torch.as_tensor(np.array(biases), dtype=torch.float32))
 
