@@ -285,7 +285,8 @@ def score_samples(samples: list[Described], true: Described,
 # --- generators --------------------------------------------------------------------------------------------------
 
 def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 3.0, seed: int = 0,
-                       scheduler: str = "dpm++", demographics: bool = False, n_samples: int = 1) -> GenerateFn:
+                       scheduler: str = "dpm++", demographics: bool = False, n_samples: int = 1,
+                       estimates: list | None = None) -> GenerateFn:
     """The trained pipeline as a `GenerateFn`.
 
     One ``torch.Generator`` seeded with `seed` is consumed batch after batch in split order,
@@ -300,6 +301,9 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
         demographics: pass the batch's ``demographics`` and ``demographics_mask`` (standardised with
             the pipeline's own normaliser) to a pipeline conditioned on them.
         n_samples: cines per ECG (each ECG's samples consecutive).
+        estimates: when given, each batch's read-out estimates (the CMR indices the pipeline
+            generated the cines *for*, ``index_estimates`` of its output, in the indices' units) are
+            appended to it as a DataFrame, one row per ECG (no columns without a read-out).
 
     Returns:
         ``generate_batch(batch) -> (B × n_samples, frames, H, W)``.
@@ -312,21 +316,13 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
                    demographics=batch["demographics"] if demographics else None,
                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler,
                    generator=generator, num_samples_per_ecg=n_samples, progress=False, **extra)
+        if estimates is not None:
+            estimates.append(pd.DataFrame({name: np.asarray(values, dtype=float)
+                                           for name, values in out.index_estimates.items()},
+                                          index=range(len(batch["ecg"]))))
         return out.cines
 
     return generate_batch
-
-
-def pipeline_condition_estimates(pipe, batch: dict, demographics: bool = False) -> pd.DataFrame:
-    """The CMR indices a pipeline generates a batch's cines *for*: its read-out's estimates from the ECG
-    (and demographics), in the indices' units, one row per ECG (no columns without a read-out)."""
-    with torch.no_grad():
-        condition = pipe.encode_ecg(batch["ecg"], batch.get("ecg_lead_mask"),
-                                    batch["demographics"] if demographics else None,
-                                    batch["demographics_mask"] if demographics else None)
-        estimates = pipe.estimate_indices(condition)
-    return pd.DataFrame({name: np.asarray(values, dtype=float) for name, values in estimates.items()},
-                        index=range(len(batch["ecg"])))
 
 
 def condition_following(generated: pd.DataFrame, condition: pd.DataFrame, true: pd.DataFrame) -> dict:
@@ -337,7 +333,7 @@ def condition_following(generated: pd.DataFrame, condition: pd.DataFrame, true: 
 
     Args:
         generated: measurements of the generated cines.
-        condition: the read-out's estimates (`pipeline_condition_estimates`) for the same rows.
+        condition: the read-out's estimates (`pipeline_generator`'s ``estimates``) for the same rows.
         true: measurements of the true cines.
 
     Returns:
@@ -522,7 +518,8 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
         raise ConfigError("nothing to evaluate: give a pipeline folder (--model) or the baselines")
     started = time.perf_counter()
     notes: list[str] = []
-    pipe, view, normalizer = None, "sa", None
+    view, normalizer = "sa", None
+    estimates: list[pd.DataFrame] = []  # the pipeline's read-out estimates, batch by batch (pipeline_generator)
     if model_dir is not None and generate_batch is None:
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
@@ -538,7 +535,7 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
             normalizer = DemographicsNormalizer(tuple(recorded["columns"]), tuple(recorded["mean"]),
                                                 tuple(recorded["std"]))
         generate_batch = pipeline_generator(pipe, steps, guidance, seed, scheduler, demographics=bool(recorded),
-                                            n_samples=n_samples)
+                                            n_samples=n_samples, estimates=estimates)
     seg = segmenter if isinstance(segmenter, Segmenter) else load_segmenter(segmenter)
     if feature_encoder is None and model_dir is not None:
         feature_encoder = _recorded_path(Path(model_dir), ("feature_encoder",))
@@ -579,7 +576,6 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
     true_cines = np.stack([dataset[i][f"cmr_{view}"] for i in range(n)])
     generated: dict[str, np.ndarray] = {}
     more_samples: list[np.ndarray] = []  # the generator's samples 2..M, each (n, slices, frames, H, W)
-    estimates: list[pd.DataFrame] = []  # a pipeline's read-out estimates, batch by batch
     timing: dict[str, float] = {}
     for name, method in methods.items():
         tick = time.perf_counter()
@@ -592,8 +588,6 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
             iterator = tqdm(batches, desc=name, unit="batch")
         for rows in iterator:
             batch = collate_samples([torch_dataset[i] for i in rows])
-            if name == "generator" and pipe is not None:
-                estimates.append(pipeline_condition_estimates(pipe, batch, demographics=normalizer is not None))
             out = np.asarray(method(batch))
             if len(out) != len(rows) * per_ecg:
                 raise InputError(model_dir or data, f"{name} made {len(out)} cines for {len(rows)} ECGs "
