@@ -225,6 +225,60 @@ def test_uploads_are_parsed_generated_and_stored_under_generated_names(review_da
         assert len(list((app_dir / "uploads").iterdir())) == 2  # refused uploads leave nothing behind
 
 
+def test_upload_header_cannot_reach_files_outside_the_zip(review_dataset, tmp_path, ptbxl_dir, ukb_xml_path):
+    # Issue 17: a .hea naming /etc/shadow answered "truncated signal file: 631 bytes" (the real size).
+    app_dir = tmp_path / "app"
+    record = ptbxl_dir / "records500" / "00000" / "00001_hr"
+    hea = record.with_suffix(".hea").read_text()
+    dat = record.with_suffix(".dat").read_bytes()
+    passwd = Path("/etc/passwd")
+    passwd_size = str(passwd.stat().st_size)
+    passwd_line = passwd.read_text().splitlines()[0]
+    with TestClient(create_app(ReviewSettings(data_dir=review_dataset, app_dir=app_dir))) as client:
+
+        def refused(name, data):
+            response = client.post("/upload", files={"ecg": (name, data)}, follow_redirects=False)
+            assert response.status_code == 400, response.text
+            message = re.search(r'<p class="error" role="alert">(.*?)</p>', response.text, re.S).group(1)
+            assert "\n" not in message and "Traceback" not in response.text
+            return message
+
+        for hostile in ("/etc/passwd", "../x.dat", "../../../../etc/passwd", "..\\x.dat", "~/.ssh/id_rsa"):
+            for header in (hea.replace("00001_hr.dat", hostile, 1), hea.replace("00001_hr.dat", hostile)):
+                message = refused("hostile.zip", _zip({"00001_hr.hea": header.encode(), "00001_hr.dat": dat}))
+                assert message.startswith("hostile.zip: 00001_hr.hea: bad header: line 2: signal 1 file name"), message
+                assert "is not a plain file name in the record&#39;s folder" in message, message
+                assert passwd_size not in message and passwd_line not in message and "bytes" not in message
+                assert str(app_dir) not in message
+
+        # Plain names, but not packed in the zip: refused before anything is read.
+        message = refused("other.zip", _zip({"00001_hr.hea": hea.replace("00001_hr.dat", "other.dat").encode(),
+                                             "00001_hr.dat": dat}))
+        assert message == ("other.zip: WFDB header 00001_hr.hea names &#39;other.dat&#39;, which the zip does not "
+                           "hold; pack the header with its signal files")
+        message = refused("nan.zip", _zip({"00001_hr.hea": hea.replace("12 500 5000", "12 nan 5000", 1).encode(),
+                                           "00001_hr.dat": dat}))
+        assert "00001_hr.hea" in message and "not a plausible rate" in message
+        message = refused("long.zip", _zip({"00001_hr.hea": hea.replace("12 500 5000", "12 500 6000", 1).encode(),
+                                            "00001_hr.dat": dat}))
+        assert "truncated signal file 00001_hr.dat" in message and str(app_dir) not in message
+
+        text = ukb_xml_path.read_bytes().decode("latin-1")
+        strip = text.index("<StripData>")
+        rate = text.index('<SampleRate units="Hz">500</SampleRate>', strip)
+        nan_xml = text[:rate] + '<SampleRate units="Hz">NaN</SampleRate>' + text[rate + len('<SampleRate units="Hz">500</SampleRate>'):]
+        message = refused("nan.xml", nan_xml.encode("latin-1"))
+        assert message.startswith("nan.xml: StripData/SampleRate must be a plausible rate"), message
+        assert not (app_dir / "uploads").exists() or not any((app_dir / "uploads").iterdir())  # nothing left behind
+
+        # A normal PTB-XL record (members in a folder, as zip tools write them) is still accepted.
+        response = client.post("/upload", files={"ecg": ("ptbxl.zip", _zip({"rec/00001_hr.hea": hea.encode(),
+                                                                          "rec/00001_hr.dat": dat}))},
+                               follow_redirects=False)
+        assert response.status_code == 303
+        assert "WFDB record" in client.get(response.headers["location"]).text
+
+
 def test_upload_size_limit(review_dataset, tmp_path):
     settings = ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", max_upload_bytes=4096)
     with TestClient(create_app(settings)) as client:

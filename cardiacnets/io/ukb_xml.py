@@ -21,6 +21,7 @@ without ``FullDisclosure``).
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 import xml.etree.ElementTree as ET
@@ -59,6 +60,9 @@ MEASUREMENT_TAGS: dict[str, str] = {
 
 # Samples are stored as integers; anything beyond 32 bits cannot be a real ADC value.
 _MAX_ABS_SAMPLE = 2**31 - 1
+# Plausible sampling rates (CardioSoft writes 500 Hz); checked before the samples are parsed.
+MIN_SAMPLING_RATE_HZ = 1.0
+MAX_SAMPLING_RATE_HZ = 100_000.0
 _SKIP_SECTION = b"<FullDisclosure"
 _SKIP_SECTION_END = b"</FullDisclosure>"
 # Waveform text is lifted out before parsing; text containing '<' is left to
@@ -82,9 +86,10 @@ def read_ukb_xml(path: str | os.PathLike) -> ECGRecord:
 
     Raises:
         InputError: the file cannot be read, is not well-formed XML, is not a
-            ``CardiologyXML`` document, lacks ``StripData``, or its waveforms are
-            inconsistent (lead count, unknown or repeated lead names, lengths,
-            non-numeric samples).
+            ``CardiologyXML`` document, lacks ``StripData``, has an implausible
+            sampling rate or resolution (NaN, infinite, zero, negative), or its
+            waveforms are inconsistent (lead count, unknown or repeated lead
+            names, lengths, non-numeric samples).
     """
     path = Path(path)
     root, texts = _parse_skeleton(path)
@@ -178,8 +183,13 @@ def _read_waveform_section(
 ) -> tuple[np.ndarray, list[str], float]:
     """Parse one ``StripData``/``MedianSamples`` block into (leads, time) millivolts."""
     sampling_rate_hz = _required_number(path, section, "SampleRate", name)
-    if sampling_rate_hz <= 0:
-        raise InputError(path, f"{name}/SampleRate must be positive, got {sampling_rate_hz:g}")
+    # `not (a <= x <= b)` is also true for NaN.
+    if not (math.isfinite(sampling_rate_hz) and MIN_SAMPLING_RATE_HZ <= sampling_rate_hz <= MAX_SAMPLING_RATE_HZ):
+        raise InputError(
+            path,
+            f"{name}/SampleRate must be a plausible rate ({MIN_SAMPLING_RATE_HZ:g} to {MAX_SAMPLING_RATE_HZ:g} Hz), "
+            f"got {sampling_rate_hz:g}",
+        )
     resolution_el = section.find("Resolution")
     resolution_uV = _required_number(path, section, "Resolution", name)
     units = (resolution_el.get("units") or "uVperLsb").strip()
@@ -187,18 +197,18 @@ def _read_waveform_section(
     # default when the attribute is absent); other units we do not know how to scale.
     if units.lower() != "uvperlsb":
         raise InputError(path, f"{name}/Resolution units {units!r} not supported (expected 'uVperLsb')")
-    if resolution_uV <= 0:
-        raise InputError(path, f"{name}/Resolution must be positive, got {resolution_uV:g}")
+    if not (math.isfinite(resolution_uV) and resolution_uV > 0):
+        raise InputError(path, f"{name}/Resolution must be a finite positive number of uV per LSB, got {resolution_uV:g}")
 
     waveforms = section.findall("WaveformData")
     if not waveforms:
         raise InputError(path, f"{name} has no <WaveformData> leads")
-    declared_leads = _optional_number(path, section, "NumberOfLeads")
-    if declared_leads is not None and int(declared_leads) != len(waveforms):
+    declared_leads = _optional_count(path, section, "NumberOfLeads", name)
+    if declared_leads is not None and declared_leads != len(waveforms):
         raise InputError(
-            path, f"wrong lead count in {name}: NumberOfLeads says {int(declared_leads)}, found {len(waveforms)} <WaveformData>"
+            path, f"wrong lead count in {name}: NumberOfLeads says {declared_leads}, found {len(waveforms)} <WaveformData>"
         )
-    declared_samples = _optional_number(path, section, "ChannelSampleCountTotal")
+    declared_samples = _optional_count(path, section, "ChannelSampleCountTotal", name)
 
     lead_names: list[str] = []
     rows: list[np.ndarray] = []
@@ -221,9 +231,9 @@ def _read_waveform_section(
         detail = ", ".join(f"{lead}={len(row)}" for lead, row in zip(lead_names, rows))
         raise InputError(path, f"unequal lead lengths in {name}: {detail}")
     n_samples = lengths.pop()
-    if declared_samples is not None and int(declared_samples) != n_samples:
+    if declared_samples is not None and declared_samples != n_samples:
         raise InputError(
-            path, f"{name}: ChannelSampleCountTotal says {int(declared_samples)} samples, leads have {n_samples}"
+            path, f"{name}: ChannelSampleCountTotal says {declared_samples} samples, leads have {n_samples}"
         )
     signal_mV = (np.stack(rows) * (resolution_uV / 1000.0)).astype(np.float32)
     return signal_mV, lead_names, float(sampling_rate_hz)
@@ -283,6 +293,16 @@ def _optional_number(path: Path, section: ET.Element | None, tag: str) -> float 
         return float(text)
     except ValueError:
         raise InputError(path, f"<{tag}> is not a number: {text[:30]!r}") from None
+
+
+def _optional_count(path: Path, section: ET.Element, tag: str, where: str) -> int | None:
+    """A count (leads, samples): absent, or a whole non-negative number."""
+    value = _optional_number(path, section, tag)
+    if value is None:
+        return None
+    if not (math.isfinite(value) and value >= 0 and value == int(value)):
+        raise InputError(path, f"{where}/{tag} must be a whole non-negative number, got {value:g}")
+    return int(value)
 
 
 def _required_number(path: Path, section: ET.Element, tag: str, where: str) -> float:

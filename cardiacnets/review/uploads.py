@@ -6,7 +6,10 @@ its own folder ``APP_DIR/uploads/<id>/``; the client's file name is kept only
 as display text. A zip's members are checked before anything is extracted:
 regular files only, no absolute paths or ``..``, only ``.hea``/``.dat``/``.mat``,
 exactly one header, bounded count and uncompressed size (zip bombs); each is
-written under its bare base name, so nothing can land outside the folder. XML
+written under its bare base name, so nothing can land outside the folder. The
+header is then checked by the WFDB reader's rules (plain signal file names,
+plausible values) and every signal file it names must be a member of the same
+zip, before the record is read. XML
 with a document type declaration is refused (UK Biobank files have none, and
 entity expansion is a classic attack). Files are only ever parsed by
 `cardiacnets.io.ecg.read_ecg` (never unpickled).
@@ -154,7 +157,25 @@ def _extract_wfdb_zip(shown: str, data: bytes, folder: Path) -> Path:
                     if written > member.file_size or written > MAX_UNCOMPRESSED_BYTES:
                         raise InputError(shown, f"zip member {base!r} is larger than its header says")
                     target.write(chunk)
-        return folder / headers[0]
+    _check_header_files_in_zip(shown, folder / headers[0], set(names))
+    return folder / headers[0]
+
+
+def _check_header_files_in_zip(shown: str, header_path: Path, members: set[str]) -> None:
+    """The header passes the WFDB reader's checks and names only files packed beside it."""
+    from cardiacnets.io.wfdb_io import record_file_names
+
+    try:
+        needed = record_file_names(header_path)
+    except InputError as err:
+        raise InputError(shown, f"{header_path.name}: {err.problem}") from None
+    absent = [name for name in needed if name not in members]
+    if absent:
+        listed = ", ".join(repr(name[:80]) for name in absent)
+        raise InputError(
+            shown, f"WFDB header {header_path.name} names {listed}, which the zip does not hold; "
+                   "pack the header with its signal files"
+        )
 
 
 def read_upload(upload: StoredUpload):
