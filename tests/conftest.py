@@ -50,3 +50,17 @@ def review_dataset(tmp_path_factory) -> Path:
     from review_support import build_review_dataset
 
     return build_review_dataset(tmp_path_factory.mktemp("review_data"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine two OpenMP threads can stall.
+
+    Test modules of models use it for every test: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -41,12 +41,7 @@ QUICK = ["data.workers=0", "logging.progress=false", "logging.tensorboard='off'"
          "channels_last=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -35,13 +35,7 @@ TINY_ECG_CONFIG = {"sampling_rate_hz": 50.0, "duration_s": 10.0, "bandpass_hz": 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine two OpenMP threads can stall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_pipeline(num_frames: int = 5, **denoiser) -> ECGToCMRPipeline:

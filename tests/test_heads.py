@@ -38,13 +38,7 @@ ECG_50HZ = {"sampling_rate_hz": 50.0, "duration_s": 10.0, "crop": "start", "band
             "normalization": "none", "derive_limb_leads": True}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- targets -----------------------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ from diffusers import AutoencoderKL
 from cardiacnets.bench.train import step_losses, synthetic_batch
 from cardiacnets.config import to_dict
 from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.generation.anatomy_prior import AnatomyDenoiser, AnatomyDenoiserConfig
 from cardiacnets.generation.denoiser import CineDenoiser, CineDenoiserConfig
+from cardiacnets.generation.image_decoder import LabelConditionedDenoiser, LabelDenoiserConfig
 from cardiacnets.generation.vae import CMRVAEConfig
 from cardiacnets.models import create_model, get_model_config, list_models
 from cardiacnets.models.clip import CardiacCLIP, CardiacCLIPConfig
@@ -36,13 +38,7 @@ TINY_RESNET = dict(n_samples=500, stem_width=8, widths=[8, 16], blocks=[1, 1], e
 TINY_SWIN = {"embed_dim": 32, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine two OpenMP threads can stall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cmr(config: CMREncoderConfig) -> dict:
@@ -81,6 +77,11 @@ def tiny_overrides(name: str) -> dict:
                     block_out_channels=[8, 16], cross_attention_levels=[True, False], attention_head_dim=2,
                     norm_num_groups=4, cross_attention_dim=8, condition_dim=8, ecg_token_dim=8, ecg_embed_dim=8,
                     n_demographics=2)
+    if isinstance(config, AnatomyDenoiserConfig):
+        return dict(code_dim=6, condition_dim=5, width=16, depth=2)
+    if isinstance(config, LabelDenoiserConfig):
+        return dict(latent_channels=2, latent_size=8, downsample_factor=2, block_out_channels=[8, 16],
+                    attention_levels=[False, True], norm_num_groups=4)
     raise AssertionError(f"no tiny recipe for {name} ({type(config).__name__}); add one here")
 
 
@@ -97,7 +98,7 @@ def outputs(model, batch) -> dict:
         return {"embedding": model(batch["cmr_sa"])}
     if isinstance(model, CineSegmenter):
         return {"logits": model(batch["frames"])}
-    if isinstance(model, CineDenoiser):
+    if isinstance(model, (CineDenoiser, AnatomyDenoiser, LabelConditionedDenoiser)):
         return {"prediction": model(**batch).sample}
     if isinstance(model, AutoencoderKL):
         return {"reconstruction": model(batch["frames"]).sample}

@@ -103,3 +103,47 @@ def _indices_from_volumes(volumes: dict[str, np.ndarray], ed: int, es: int) -> d
         "es_frame": es,
     }
     return out
+
+
+#: Default slice spacing of stacks measured without an affine: UK Biobank short-axis stacks (8 mm slices, 2 mm gaps).
+DEFAULT_SLICE_SPACING_MM = 10.0
+#: Columns of `cavity_measurements` (the `function_indices` keys).
+INDEX_COLUMNS = ("lvedv_ml", "lvesv_ml", "lvsv_ml", "lvef_pct", "lvm_g", "rvedv_ml", "rvesv_ml", "rvsv_ml",
+                 "rvef_pct", "ed_frame", "es_frame")
+
+
+def cavity_measurements(labels: np.ndarray, spacing_mm: float, slice_spacing_mm: float = DEFAULT_SLICE_SPACING_MM):
+    """LV/RV cavity volumes (or a single slice's area proxy), EF and LV mass of each labelled cine.
+
+    The same numbers as `function_indices` on each cine with an affine of ``spacing_mm`` in-plane
+    and ``slice_spacing_mm`` between slices, computed for all cines at once from label counts.
+    With one slice, "volumes" are the slice's cavity areas × ``slice_spacing_mm`` (a mid-slice
+    proxy of the volume) and the EF is that slice's area-based ejection fraction.
+
+    Args:
+        labels: (N, slices, frames, H, W) labels (`SEG_LABELS`).
+        spacing_mm: in-plane pixel size.
+        slice_spacing_mm: distance between slice centres (the thickness a single slice stands for).
+
+    Returns:
+        A ``pandas.DataFrame``, one row per cine, with the `INDEX_COLUMNS` and ``failure``: empty, or
+        why the cine could not be measured (then the other columns are NaN): no LV cavity in any frame.
+    """
+    import pandas as pd
+
+    labels = np.asarray(labels)
+    if labels.ndim != 5:
+        raise ValueError(f"labels must be (N, slices, frames, H, W), got shape {labels.shape}")
+    voxel_ml = spacing_mm * spacing_mm * slice_spacing_mm / 1000.0
+    volumes = {name: np.count_nonzero(labels == label, axis=(1, 3, 4)).astype(np.float64) * voxel_ml
+               for name, label in SEG_LABELS.items() if name != "background"}  # each (N, frames)
+    lv = volumes["lv_cavity"]
+    rows = []
+    for i in range(len(labels)):
+        if not np.any(lv[i] > 0):
+            rows.append({"failure": "segmentation has no LV cavity (label 1) in any frame"})
+            continue
+        ed = int(np.argmax(lv[i]))
+        es = int(np.argmin(np.where(lv[i] > 0, lv[i], np.inf)))
+        rows.append({**_indices_from_volumes({k: v[i] for k, v in volumes.items()}, ed, es), "failure": ""})
+    return pd.DataFrame(rows, columns=[*INDEX_COLUMNS, "failure"])

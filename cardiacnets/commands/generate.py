@@ -1,11 +1,14 @@
 """``cardiacnets generate --ecg FILE --model DIR --out DIR``: generate cine CMR from one ECG file.
 
 Reads any ECG the readers accept (UK Biobank XML, WFDB, ``.npy`` with
-``--sampling-rate`` and ``--leads``), standardises it as the model's training
-set was (`ECGToCMRPipeline.standardize_file`), samples ``--n-samples`` cines
-with the trained `ECGToCMRPipeline` and writes them as NIfTI, a DICOM series
-marked synthetic, an animated GIF and a PNG frame strip, plus the per-pixel
-standard deviation across samples and a provenance record
+``--sampling-rate`` and ``--leads``) through the one generation request path
+(`cardiacnets.generation.request`: standardised as the model's training set
+was, demographics and device measurements from the file), samples
+``--n-samples`` cines with either generator (the direct `ECGToCMRPipeline` or
+the anatomy-first `AnatomyFirstPipeline`) and writes them as NIfTI, a DICOM
+series, an animated GIF and a PNG frame strip, all marked synthetic, plus the
+per-pixel standard deviation across samples, the generated anatomy (a label
+NIfTI, anatomy-first generator) and a provenance record
 (`cardiacnets.generation.outputs`).
 """
 
@@ -20,11 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate cine CMR from an ECG file with a trained generation pipeline")
     p.add_argument("--ecg", type=Path, required=True,
                    help="ECG file: UK Biobank XML, WFDB record (.hea), or .npy (with --sampling-rate and --leads)")
-    p.add_argument("--model", type=Path, required=True, help="pipeline folder (RUN/pipeline of a diffusion run)")
+    p.add_argument("--model", type=Path, required=True,
+                   help="pipeline folder (RUN/pipeline of a diffusion or anatomy run)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
     p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: 3 for the direct generator; the anatomy-first "
+                        "generator's validation-chosen value)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="anatomy-first generator: scale of the anatomy's initial noise (1 draws from the learned "
+                        "distribution, 0 its most typical anatomy; default: the validation-chosen value)")
     p.add_argument("--n-samples", type=int, default=1,
                    help="cines drawn for the ECG; with more than one, their per-pixel SD is written too")
     p.add_argument("--scheduler", choices=("dpm++", "ddim"), default="dpm++", help="sampler (default dpm++)")
@@ -43,102 +52,64 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    import torch
+    from cardiacnets.errors import ConfigError
+    from cardiacnets.generation.outputs import write_generation_outputs, write_provenance
+    from cardiacnets.generation.request import (
+        build_request, generator_kind, load_pipeline, parse_overrides, request_provenance, run_request,
+    )
 
-    import cardiacnets
-    from cardiacnets.errors import ConfigError, InputError
-    from cardiacnets.generation import ECGToCMRPipeline
-    from cardiacnets.generation.outputs import sha256_of, write_generation_outputs, write_provenance
-
-    if args.steps < 1 or args.n_samples < 1 or args.guidance < 0:
+    if args.steps < 1 or args.n_samples < 1 or (args.guidance is not None and args.guidance < 0):
         raise ConfigError("--steps and --n-samples must be at least 1 and --guidance non-negative")
+    if args.temperature is not None and args.temperature < 0:
+        raise ConfigError("--temperature must be non-negative")
     started = time.perf_counter()
-    pipe = ECGToCMRPipeline.from_pretrained(args.model)
+    pipe = load_pipeline(args.model)
+    kind = generator_kind(pipe)
     loaded = time.perf_counter()
     leads = [name.strip() for name in args.leads.split(",")] if args.leads else None
-    standard = pipe.standardize_file(args.ecg, sampling_rate_hz=args.sampling_rate, lead_names=leads, units=args.units)
-    demographics, mask, demographics_report = _demographics(pipe, standard["metadata"], args.demographic)
+    request = build_request(pipe, args.ecg, demographics=parse_overrides(args.demographic),
+                            sampling_rate_hz=args.sampling_rate, lead_names=leads, units=args.units)
     standardized = time.perf_counter()
-    try:
-        output = pipe(ecg=standard["ecg"], lead_mask=standard["lead_mask"], demographics=demographics,
-                      demographics_mask=mask, num_inference_steps=args.steps,
-                      guidance_scale=args.guidance, scheduler=args.scheduler,
-                      generator=torch.Generator().manual_seed(args.seed), num_samples_per_ecg=args.n_samples,
-                      precision=args.precision)
-    except ValueError as err:  # the ECG does not fit this model
-        raise InputError(args.ecg, str(err)) from None
+    settings = {"steps": args.steps, "guidance": args.guidance, "temperature": args.temperature,
+                "n_samples": args.n_samples, "seed": args.seed, "scheduler": args.scheduler,
+                "precision": args.precision}
+    output = run_request(pipe, request, **settings)
     generated = time.perf_counter()
-    estimates = {name: round(float(value[0]), 2) for name, value in output.index_estimates.items()}
-    digest = sha256_of(args.ecg)
+    provenance = request_provenance(pipe, request, args.model, **settings)
+    provenance["condition_index_estimates"] = {name: round(float(value[0]), 2)
+                                               for name, value in output.index_estimates.items()}
     args.out.mkdir(parents=True, exist_ok=True)
+    labels = getattr(output, "labels", None)
     files = write_generation_outputs(output.cines, args.out, view=pipe.view, spacing_mm=pipe.spacing_mm,
                                      frame_interval_ms=pipe.frame_interval_ms,
-                                     slice_thickness_mm=pipe.config.slice_thickness_mm,
-                                     uid_seed=f"{digest}:{args.seed}:{args.steps}:{args.guidance}:{args.scheduler}")
+                                     slice_thickness_mm=pipe.config.slice_thickness_mm, labels=labels,
+                                     uid_seed=f"{request.sha256}:{args.seed}:{args.steps}:{provenance['guidance']}:"
+                                              f"{args.scheduler}")
     written = time.perf_counter()
-    training = {}
-    if (args.model / "provenance.json").is_file():
-        training = json.loads((args.model / "provenance.json").read_text())
-    provenance = {
-        "synthetic": True,
-        "note": "generated by a model from an ECG; not an acquired image",
-        "cardiacnets_version": cardiacnets.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": str(args.model.resolve()),
-        "model_training": training,
-        "view": pipe.view,
-        "seed": args.seed,
-        "steps": args.steps,
-        "guidance": args.guidance,
-        "scheduler": args.scheduler,
-        "precision": args.precision or pipe.config.precision,
-        "n_samples": args.n_samples,
-        "input": {"path": str(args.ecg.resolve()), "sha256": digest, "quality": standard["quality"],
-                  "derived_leads": standard["derived_leads"], "leads_present": int(standard["lead_mask"].sum()),
-                  "sampling_rate_hz": standard["sampling_rate_hz"]},
-        "demographics": demographics_report,
-        "condition_index_estimates": estimates,
-        "output": {"frames": int(output.cines.shape[1]), "height": int(output.cines.shape[2]),
-                   "width": int(output.cines.shape[3]), "spacing_mm": pipe.spacing_mm,
-                   "frame_interval_ms": pipe.frame_interval_ms, "files": files},
-        "seconds": {"load_model": round(loaded - started, 3), "standardize_ecg": round(standardized - loaded, 3),
-                    "generate": round(generated - standardized, 3), "write": round(written - generated, 3),
-                    "total": round(written - started, 3)},
-    }
+    if labels is not None:
+        from cardiacnets.cmr.indices import DEFAULT_SLICE_SPACING_MM, cavity_measurements
+
+        measured = cavity_measurements(labels[:, None] if labels.ndim == 4 else labels, pipe.spacing_mm or 1.0,
+                                       DEFAULT_SLICE_SPACING_MM)
+        provenance["anatomy_indices"] = [
+            {name: round(float(row[name]), 2) for name in ("lvedv_ml", "lvesv_ml", "lvef_pct", "lvm_g", "rvedv_ml")}
+            for _, row in measured.iterrows()]
+        provenance["anatomy_note"] = ("indices measured on each sample's generated anatomy (label cine); one "
+                                      "slice: areas x the slice spacing, a mid-slice proxy of the volumes")
+    provenance["output"] = {"frames": int(output.cines.shape[1]), "height": int(output.cines.shape[2]),
+                            "width": int(output.cines.shape[3]), "spacing_mm": pipe.spacing_mm,
+                            "frame_interval_ms": pipe.frame_interval_ms, "files": files}
+    provenance["seconds"] = {"load_model": round(loaded - started, 3), "standardize_ecg": round(standardized - loaded, 3),
+                             "generate": round(generated - standardized, 3), "write": round(written - generated, 3),
+                             "total": round(written - started, 3)}
     write_provenance(args.out / "provenance.json", provenance)
     if args.json:
         print(json.dumps(provenance, indent=2))
     else:
+        anatomy = ", sample_*/anatomy_seg.nii.gz" if labels is not None else ""
         print(f"generated {args.n_samples} synthetic {pipe.view} cine(s) of {output.cines.shape[1]} frames from "
-              f"{args.ecg} in {provenance['seconds']['generate']:.1f} s ({args.steps} {args.scheduler} steps, "
-              f"guidance {args.guidance:g}, seed {args.seed}); written to {args.out} "
-              "(sample_*/cine.nii.gz, dicom/, cine.gif, frames.png"
+              f"{args.ecg} with the {kind} generator in {provenance['seconds']['generate']:.1f} s ({args.steps} "
+              f"{args.scheduler} steps, guidance {provenance['guidance']:g}, seed {args.seed}); written to {args.out} "
+              f"(sample_*/cine.nii.gz{anatomy}, dicom/, cine.gif, frames.png"
               f"{', std.nii.gz, std.png' if args.n_samples > 1 else ''}, provenance.json)")
     return 0
-
-
-def _demographics(pipe, metadata: dict, overrides: list[str]):
-    """The model's demographics input from the ECG file's metadata and ``--demographic NAME=VALUE`` values."""
-    from cardiacnets.errors import ConfigError
-
-    given = {}
-    for item in overrides:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--demographic takes NAME=VALUE, got {item!r}")
-        given[name.strip()] = value.strip()
-    normalizer = pipe.config.demographics
-    if not normalizer:
-        if given:
-            raise ConfigError("--demographic given, but this model is not conditioned on demographics")
-        return None, None, None
-    unknown = sorted(set(given) - set(normalizer["columns"]))
-    if unknown:
-        raise ConfigError(f"--demographic: this model uses {list(normalizer['columns'])}, not {unknown}")
-    values = {column: metadata.get(column) for column in normalizer["columns"]}
-    if values.get("sex_male") is not None:
-        values["sex_male"] = float(values["sex_male"])  # the readers give True / False
-    values.update(given)
-    demographics, mask, report = pipe.demographics_from(values)
-    report["from_file"] = sorted(c for c in report["used"] if c not in given)
-    return demographics, mask, report

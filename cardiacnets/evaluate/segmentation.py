@@ -45,14 +45,13 @@ import torch
 from einops import rearrange
 
 from cardiacnets.cmr.image import SEG_LABELS, CMRImage
+from cardiacnets.cmr.indices import DEFAULT_SLICE_SPACING_MM, INDEX_COLUMNS, cavity_measurements  # noqa: F401
 from cardiacnets.errors import InputError
 
 #: File written next to a segmenter's weights: the standard-cine geometry of its training set.
 GEOMETRY_FILE = "cmr_geometry.json"
 #: Foreground classes in label order.
 CLASSES = tuple(name for name, label in sorted(SEG_LABELS.items(), key=lambda item: item[1]) if label > 0)
-#: Default slice spacing of the volume proxy: UK Biobank short-axis stacks (8 mm slices, 2 mm gaps).
-DEFAULT_SLICE_SPACING_MM = 10.0
 #: Assumed in-plane spacing of ACDC images (not stored in the files): the middle of the 1.37-1.68 mm range
 #: reported by Bernard et al. (IEEE TMI 2018).
 DEFAULT_ACDC_SPACING_MM = 1.5
@@ -172,42 +171,6 @@ def segment_cines(model: torch.nn.Module, cines: np.ndarray | torch.Tensor, batc
     return labels.cpu().numpy()
 
 
-def cavity_measurements(labels: np.ndarray, spacing_mm: float,
-                        slice_spacing_mm: float = DEFAULT_SLICE_SPACING_MM) -> pd.DataFrame:
-    """LV/RV cavity volumes (or the mid-slice proxy), EF and LV mass of each labelled cine.
-
-    Args:
-        labels: (N, slices, frames, H, W) labels (`SEG_LABELS`).
-        spacing_mm: in-plane pixel size.
-        slice_spacing_mm: distance between slice centres (the thickness a single slice stands for).
-
-    Returns:
-        One row per cine with the `cardiacnets.cmr.indices.function_indices` columns
-        (``lvedv_ml``, ``lvesv_ml``, ``lvsv_ml``, ``lvef_pct``, ``lvm_g``, ``rvedv_ml``, ...,
-        ``ed_frame``, ``es_frame``) and ``failure``: empty, or why the cine could not be
-        measured (then the other columns are NaN), e.g. no LV cavity in any frame.
-    """
-    from cardiacnets.cmr.indices import function_indices
-
-    labels = np.asarray(labels)
-    if labels.ndim != 5:
-        raise ValueError(f"labels must be (N, slices, frames, H, W), got shape {labels.shape}")
-    affine = np.diag([spacing_mm, spacing_mm, slice_spacing_mm, 1.0])
-    rows = []
-    for i, cine in enumerate(labels):
-        seg = CMRImage(data=rearrange(cine, "s f h w -> h w s f"), affine=affine, source=f"cine {i}",
-                       is_segmentation=True)
-        try:
-            rows.append({**function_indices(seg), "failure": ""})
-        except InputError as err:
-            rows.append({"failure": err.problem})
-    return pd.DataFrame(rows, columns=[*_INDEX_COLUMNS, "failure"])
-
-
-_INDEX_COLUMNS = ("lvedv_ml", "lvesv_ml", "lvsv_ml", "lvef_pct", "lvm_g", "rvedv_ml", "rvesv_ml", "rvsv_ml",
-                  "rvef_pct", "ed_frame", "es_frame")
-
-
 def dice_scores(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Dice of each foreground class between two label arrays of one volume (all voxels together).
 
@@ -264,7 +227,7 @@ def acdc_pairs(acdc_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
 
 
 def standardize_acdc(ed_path: str | os.PathLike, es_path: str | os.PathLike, geometry: CineGeometry,
-                     assumed_spacing_mm: float = DEFAULT_ACDC_SPACING_MM) -> dict:
+                     assumed_spacing_mm: float = DEFAULT_ACDC_SPACING_MM, crop_center: str = "variance") -> dict:
     """One ACDC patient's ED and ES stacks as a standardised two-frame cine with its expert labels.
 
     Args:
@@ -272,6 +235,8 @@ def standardize_acdc(ed_path: str | os.PathLike, es_path: str | os.PathLike, geo
         es_path: the end-systolic file (``frame02``).
         geometry: the target geometry (the segmenter's training set).
         assumed_spacing_mm: in-plane spacing given to the images (ACDC files store none).
+        crop_center: ``variance`` (the heart centre from the images, as for an unlabelled scan) or
+            ``auto`` (from the expert labels, as the training sets are cropped).
 
     Returns:
         ``{"cine": (slices, 2, crop, crop) float32, "labels": same shape uint8, "coverage": fraction
@@ -297,12 +262,31 @@ def standardize_acdc(ed_path: str | os.PathLike, es_path: str | os.PathLike, geo
                    is_segmentation=True, metadata=metadata)
     config = CMRConfig(views=["sa"], n_frames=2, crop_size=geometry.crop_size, spacing_mm=geometry.spacing_mm,
                        sa_slices="all", n_sa_slices=n_slices,
-                       intensity_percentiles=tuple(geometry.intensity_percentiles), crop_center="variance")
+                       intensity_percentiles=tuple(geometry.intensity_percentiles), crop_center=crop_center)
     standard = standardize_cine(image, config, seg)
     labelled_native_mm2 = float(np.count_nonzero(seg.data)) * assumed_spacing_mm**2
     labelled_crop_mm2 = float(np.count_nonzero(standard.seg)) * geometry.spacing_mm**2
     return {"cine": standard.frames, "labels": standard.seg, "center_method": standard.center_method,
             "coverage": labelled_crop_mm2 / labelled_native_mm2 if labelled_native_mm2 else float("nan")}
+
+
+def acdc_label_cines(acdc_dir: str | os.PathLike, geometry: CineGeometry,
+                     assumed_spacing_mm: float = DEFAULT_ACDC_SPACING_MM) -> np.ndarray:
+    """The expert labels of every ACDC patient's mid-ventricular slice as a two-frame (ED, ES) label cine.
+
+    Standardised like the training sets' segmentations (cropped around the labelled heart, resampled
+    to ``geometry``); the mid-ventricular slice is the middle of the slices with an LV cavity at ED.
+
+    Returns:
+        (patients, 1, 2, crop, crop) uint8 labels, patients in `acdc_pairs` order.
+    """
+    cines = []
+    for _, ed_path, es_path in acdc_pairs(acdc_dir):
+        labels = standardize_acdc(ed_path, es_path, geometry, assumed_spacing_mm, crop_center="auto")["labels"]
+        lv_at_ed = np.flatnonzero((labels[:, 0] == SEG_LABELS["lv_cavity"]).any(axis=(1, 2)))
+        mid = int((lv_at_ed[0] + lv_at_ed[-1]) // 2) if lv_at_ed.size else labels.shape[0] // 2
+        cines.append(labels[mid][None])
+    return np.stack(cines).astype(np.uint8)
 
 
 def evaluate_acdc(segmenter: Segmenter, acdc_dir: str | os.PathLike, geometry: CineGeometry | None = None,

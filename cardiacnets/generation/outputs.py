@@ -5,7 +5,9 @@ A generated cine is written the ways a user looks at cardiac MR:
 - ``cine.nii.gz``: NIfTI-1 (x, y, 1 slice, frames) with a RAS-aligned affine
   of the training cines' in-plane spacing, the configured slice thickness,
   the image centred on the origin, and the frame interval as the 4th zoom
-  (`cardiacnets.io.nifti.write_nifti`);
+  (`cardiacnets.io.nifti.write_nifti`), marked synthetic in its description
+  and in a JSON comment extension; ``anatomy_seg.nii.gz`` beside it (the
+  anatomy-first generator): the label cine the image was drawn from;
 - ``dicom/``: an MR Image Storage series (`cardiacnets.io.dicom.write_dicom_series`)
   marked as not acquired from a patient — ImageType ``DERIVED\\SECONDARY``,
   "SYNTHETIC" in the series description, the word SYNTHETIC burned into every
@@ -116,11 +118,14 @@ def std_map_png(std_map: np.ndarray, path: str | os.PathLike, title: str = "") -
 
 def write_generation_outputs(cines: np.ndarray, out_dir: str | os.PathLike, *, view: str,
                              spacing_mm: float | None, frame_interval_ms: float | None,
-                             slice_thickness_mm: float = 8.0, uid_seed: str | None = None) -> dict[str, list[str]]:
+                             slice_thickness_mm: float = 8.0, uid_seed: str | None = None,
+                             labels: np.ndarray | None = None) -> dict[str, list[str]]:
     """Write M generated cines of one ECG (and their spread when M > 1).
 
     Args:
         cines: (M, frames, H, W) cines in [0, 1].
+        labels: (M, frames, H, W) the anatomy each cine was drawn from (anatomy-first generator),
+            written as ``sample_<k>/anatomy_seg.nii.gz`` (a label NIfTI marked synthetic).
         out_dir: output folder (created); sample k goes to ``sample_<k>/``.
         view: the view generated.
         spacing_mm: in-plane pixel size.
@@ -129,7 +134,7 @@ def write_generation_outputs(cines: np.ndarray, out_dir: str | os.PathLike, *, v
         uid_seed: derive the DICOM UIDs from this (reproducible series); ``None``: random UIDs.
 
     Returns:
-        Paths written, by kind (``nifti``, ``dicom``, ``gif``, ``png``, ``std_nifti``, ``std_png``),
+        Paths written, by kind (``nifti``, ``dicom``, ``gif``, ``png``, ``anatomy_nifti``, ``std_nifti``, ``std_png``),
         relative to `out_dir`.
     """
     from cardiacnets.io.dicom import synthetic_label_box, write_dicom_series
@@ -145,7 +150,11 @@ def write_generation_outputs(cines: np.ndarray, out_dir: str | os.PathLike, *, v
     if label_rows.stop > cines.shape[3] or label_columns.stop > cines.shape[2]:
         raise ValueError(f"{cines.shape[2]} x {cines.shape[3]} frames are too small for the burned-in SYNTHETIC "
                          f"label of the DICOM series (it needs {label_columns.stop} x {label_rows.stop} pixels)")
+    if labels is not None and np.shape(labels) != cines.shape:
+        raise ValueError(f"labels {np.shape(labels)} and cines {cines.shape} differ in shape")
     written: dict[str, list[str]] = {"nifti": [], "dicom": [], "gif": [], "png": []}
+    if labels is not None:
+        written["anatomy_nifti"] = []
     from pydicom.uid import generate_uid
 
     # One study and frame of reference for all samples of the ECG.
@@ -158,6 +167,13 @@ def write_generation_outputs(cines: np.ndarray, out_dir: str | os.PathLike, *, v
         image = cine_image(cine, view=view, spacing_mm=spacing_mm, slice_thickness_mm=slice_thickness_mm,
                            frame_interval_ms=frame_interval_ms, source=f"cardiacnets generate, sample {k}")
         write_nifti(image, folder / "cine.nii.gz")
+        if labels is not None:
+            anatomy = CMRImage(data=rearrange(np.asarray(labels[k], dtype=np.uint8), "f h w -> h w 1 f"),
+                               affine=image.affine, source=f"cardiacnets generate, anatomy of sample {k}",
+                               format="generated", view=view, frame_interval_ms=frame_interval_ms,
+                               is_segmentation=True, metadata={"synthetic": True})
+            write_nifti(anatomy, folder / "anatomy_seg.nii.gz")
+            written["anatomy_nifti"].append(f"sample_{k}/anatomy_seg.nii.gz")
         write_dicom_series(image, folder / "dicom", series_description=f"cardiacnets {view} cine sample {k}",
                            synthetic=True, series_number=k + 1, study_instance_uid=study_uid,
                            frame_of_reference_uid=frame_uid,

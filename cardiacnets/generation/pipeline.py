@@ -91,7 +91,63 @@ def make_sampler(train_scheduler, name: str):
     raise ValueError(f"scheduler must be one of {', '.join(SAMPLERS)}, got {name!r}")
 
 
-class ECGToCMRPipeline(DiffusionPipeline):
+class CardiacPipeline(DiffusionPipeline):
+    """What the generation pipelines share: loading a saved folder with clear errors, and what they generate.
+
+    Subclasses register ``view``, ``frame_interval_ms``, ``spacing_mm`` and ``ecg_config`` in their config.
+    """
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, **kwargs):
+        """Load a pipeline folder written by ``save_pretrained`` (``RUN/pipeline`` of a generation run).
+
+        Args:
+            folder: the local pipeline folder (with ``model_index.json``).
+            **kwargs: passed to ``DiffusionPipeline.from_pretrained``.
+
+        Returns:
+            The pipeline on the CPU, its models in evaluation mode.
+
+        Raises:
+            InputError: not a pipeline folder, or one that cannot be loaded.
+        """
+        from diffusers.utils import logging as diffusers_logging
+
+        from cardiacnets.errors import InputError
+
+        folder = Path(folder)
+        if not (folder / "model_index.json").is_file():
+            raise InputError(folder, "not a generation pipeline folder (no model_index.json); give the "
+                                     "pipeline/ folder of a diffusion or anatomy run")
+        bars = diffusers_logging.is_progress_bar_enabled()
+        diffusers_logging.disable_progress_bar()
+        try:
+            return super().from_pretrained(folder, **kwargs)
+        except (OSError, ValueError, KeyError) as err:
+            raise InputError(folder, f"cannot load the pipeline ({err})") from None
+        finally:
+            if bars:
+                diffusers_logging.enable_progress_bar()
+
+    @property
+    def view(self) -> str:
+        return self.config.view
+
+    @property
+    def frame_interval_ms(self) -> float | None:
+        return self.config.frame_interval_ms
+
+    @property
+    def spacing_mm(self) -> float | None:
+        return self.config.spacing_mm
+
+    @property
+    def ecg_config(self) -> dict:
+        """The ECG standardisation of the training set (``sampling_rate_hz``, ``duration_s``, filters, ...)."""
+        return dict(self.config.ecg_config or {})
+
+
+class ECGToCMRPipeline(CardiacPipeline):
     """Generate cine CMR from standard ECGs (see the module docstring).
 
     Args:
@@ -131,56 +187,7 @@ class ECGToCMRPipeline(DiffusionPipeline):
                                 demographics=demographics, intensity_range=list(intensity_range or (0.0, 1.0)),
                                 precision=precision, condition_indices=condition_indices)
 
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **kwargs) -> ECGToCMRPipeline:
-        """Load a pipeline folder written by ``save_pretrained`` (e.g. ``RUN/pipeline`` of the ``diffusion`` task).
-
-        Args:
-            folder: the local pipeline folder (with ``model_index.json``).
-            **kwargs: passed to ``DiffusionPipeline.from_pretrained``.
-
-        Returns:
-            The pipeline on the CPU, its models in evaluation mode.
-
-        Raises:
-            InputError: not a pipeline folder.
-        """
-        from diffusers.utils import logging as diffusers_logging
-
-        from cardiacnets.errors import InputError
-
-        folder = Path(folder)
-        if not (folder / "model_index.json").is_file():
-            raise InputError(folder, "not a generation pipeline folder (no model_index.json); give the "
-                                     "pipeline/ folder of a diffusion run")
-        bars = diffusers_logging.is_progress_bar_enabled()
-        diffusers_logging.disable_progress_bar()
-        try:
-            return super().from_pretrained(folder, **kwargs)
-        except (OSError, ValueError, KeyError) as err:
-            raise InputError(folder, f"cannot load the pipeline ({err})") from None
-        finally:
-            if bars:
-                diffusers_logging.enable_progress_bar()
-
     # --- what the pipeline generates -----------------------------------------------------------------------------
-    @property
-    def view(self) -> str:
-        return self.config.view
-
-    @property
-    def frame_interval_ms(self) -> float | None:
-        return self.config.frame_interval_ms
-
-    @property
-    def spacing_mm(self) -> float | None:
-        return self.config.spacing_mm
-
-    @property
-    def ecg_config(self) -> dict:
-        """The ECG standardisation of the training set (``sampling_rate_hz``, ``duration_s``, filters, ...)."""
-        return dict(self.config.ecg_config or {})
-
     @property
     def num_frames(self) -> int:
         return int(self.denoiser.config.num_frames)
@@ -208,14 +215,10 @@ class ECGToCMRPipeline(DiffusionPipeline):
         Raises:
             InputError: unreadable file or quality errors (the message names the file).
         """
-        from cardiacnets.config import from_dict
-        from cardiacnets.ecg.config import ECGConfig
-        from cardiacnets.ecg.standardize import standardize_ecg
-        from cardiacnets.io.ecg import read_ecg
+        from cardiacnets.generation.request import standardize_ecg_file
 
-        config = from_dict(ECGConfig, self.ecg_config, where="ecg_config")
-        record = read_ecg(path, sampling_rate_hz=sampling_rate_hz, lead_names=lead_names, units=units)
-        std = standardize_ecg(record, config)
+        record, std = standardize_ecg_file(path, self.ecg_config, sampling_rate_hz=sampling_rate_hz,
+                                           lead_names=lead_names, units=units)
         return {
             "ecg": torch.from_numpy(np.ascontiguousarray(std.signal, dtype=np.float32))[None],
             "lead_mask": torch.from_numpy(std.lead_mask.copy())[None],
@@ -244,26 +247,15 @@ class ECGToCMRPipeline(DiffusionPipeline):
             ``(demographics, mask, report)``: (1, n) float32 and (1, n) bool tensors (``None`` for a
             model without demographics) and ``{"used": {...}, "ignored": {column: reason}}``.
         """
+        from cardiacnets.generation.request import _plausible, pipeline_inputs
+
         normalizer = self.config.demographics
         if not normalizer:
             return None, None, {"used": {}, "ignored": {}}
-        z = np.zeros(len(normalizer["columns"]), dtype=np.float32)
-        present = np.zeros(len(z), dtype=bool)
-        used, ignored = {}, {}
-        for i, (column, mean, std) in enumerate(zip(normalizer["columns"], normalizer["mean"], normalizer["std"])):
-            value = values.get(column)
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                ignored[column] = "not given" if value is None else f"not a number ({value!r})"
-                continue
-            score = (value - mean) / std
-            if not np.isfinite(score) or abs(score) > max_abs_z:
-                ignored[column] = (f"implausible: {value:g} is {score:+.1f} SD from the training mean {mean:.4g} "
-                                   f"(limit {max_abs_z:g})")
-                continue
-            z[i], present[i], used[column] = score, True, value
-        return torch.from_numpy(z)[None], torch.from_numpy(present)[None], {"used": used, "ignored": ignored}
+        raw, report = _plausible(values, normalizer, max_abs_z, set())
+        report.pop("from_file")
+        inputs = pipeline_inputs(self, torch.zeros(1, 12, 1), None, {k: np.array([v]) for k, v in raw.items()}, None)
+        return inputs["demographics"], inputs["demographics_mask"], report
 
     def estimate_indices(self, condition: ECGCondition) -> dict[str, np.ndarray]:
         """The denoiser's read-out of a condition in the indices' units (empty without a read-out).
@@ -318,6 +310,10 @@ class ECGToCMRPipeline(DiffusionPipeline):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
+    def num_steps(self, num_inference_steps: int, image_steps: int | None = None) -> int:
+        """Denoising steps of one call, what ``callback_on_step_end`` counts to."""
+        return num_inference_steps
+
     def latent_shape(self, batch: int) -> tuple[int, ...]:
         """Shape of the latents of `batch` cines."""
         c = self.denoiser.config
@@ -346,7 +342,7 @@ class ECGToCMRPipeline(DiffusionPipeline):
                  num_inference_steps: int = 25, guidance_scale: float = 3.0,
                  scheduler: Literal["dpm++", "ddim"] = "dpm++", generator: torch.Generator | None = None,
                  num_samples_per_ecg: int = 1, progress: bool = False, latents: torch.Tensor | None = None,
-                 precision: Literal["fp32", "bf16"] | None = None,
+                 precision: Literal["fp32", "bf16"] | None = None, callback_on_step_end=None,
                  return_dict: bool = True) -> ECGToCMROutput | tuple[np.ndarray]:
         """Generate cines from standard ECGs.
 
@@ -366,6 +362,8 @@ class ECGToCMRPipeline(DiffusionPipeline):
             progress: show a progress bar over the steps.
             latents: (B × M, C, frames, h, w) initial noise instead of drawing it.
             precision: ``fp32`` or ``bf16`` autocast (default: the pipeline's ``precision``).
+            callback_on_step_end: ``callback(pipe, step, timestep, callback_kwargs)`` after every denoising
+                step (diffusers' convention; ``callback_kwargs`` has ``latents``), e.g. for progress.
             return_dict: return an `ECGToCMROutput` instead of a ``(cines, index_estimates)`` tuple.
 
         Returns:
@@ -402,7 +400,7 @@ class ECGToCMRPipeline(DiffusionPipeline):
         # 5. Denoise with classifier-free guidance.
         self.set_progress_bar_config(disable=not progress)
         step_kwargs = {"generator": generator} if scheduler == "ddim" else {}
-        for t in self.progress_bar(sampler.timesteps):
+        for i, t in enumerate(self.progress_bar(sampler.timesteps)):
             model_input = torch.cat([latents, latents]) if guided else latents
             model_input = sampler.scale_model_input(model_input, t)
             with self._autocast(precision):
@@ -413,6 +411,8 @@ class ECGToCMRPipeline(DiffusionPipeline):
                 conditional, null = prediction.chunk(2)
                 prediction = null + guidance_scale * (conditional - null)
             latents = sampler.step(prediction, t, latents, **step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                callback_on_step_end(self, i, t, {"latents": latents})
 
         # 6. Decode every frame and clip to the training intensity range.
         with self._autocast(precision):

@@ -41,6 +41,8 @@ def _ensure_loaded() -> None:
     import cardiacnets.models.segmenter  # noqa: F401
     import cardiacnets.generation.vae  # noqa: F401
     import cardiacnets.generation.denoiser  # noqa: F401
+    import cardiacnets.generation.anatomy_prior  # noqa: F401
+    import cardiacnets.generation.image_decoder  # noqa: F401
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -47,6 +47,11 @@ N_THETA = 240
 THETA = ((np.arange(N_THETA) + 0.5) * (2.0 * np.pi / N_THETA)).astype(np.float64)
 D_THETA = 2.0 * np.pi / N_THETA
 XI_EQUATOR = 0.2  # cavity ellipsoid's widest point, as a fraction of the long axis below the mitral plane
+# The cavity narrows smoothly to the mitral plane over this fraction of the long axis (about 10 mm). Without the
+# taper a basal slice lost its whole cavity at once when the descending base passed it in systole, and the
+# per-frame volume solve made every other slice's cavity jump to compensate (a glitch in a quarter of the
+# simulated mid-slice volume curves).
+XI_BASE_TAPER = 0.12
 APICAL_THINNING = 0.3  # wall thickness falls by this fraction from base to apex
 SCAR_THINNING = 0.4  # chronic infarct scar is this much thinner
 XI_RV_APEX = 0.85  # the RV ends short of the LV apex
@@ -118,6 +123,8 @@ def akinetic_sector_table(akinetic_segments: list[int]) -> np.ndarray:
 def cavity_profile(xi: np.ndarray) -> np.ndarray:
     """Squared-radius profile of the cavity ellipsoid: 0 outside the LV (xi < 0 or > 1)."""
     f = 1.0 - ((xi - XI_EQUATOR) / (1.0 - XI_EQUATOR)) ** 2
+    ramp = np.clip(xi / XI_BASE_TAPER, 0.0, 1.0)
+    f = f * ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep taper at the base
     return np.where((xi >= 0.0) & (xi <= 1.0), np.clip(f, 0.0, None), 0.0)
 
 

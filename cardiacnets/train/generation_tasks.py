@@ -38,19 +38,14 @@ from einops import rearrange
 from torch import nn
 
 from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.generation.readout import ridge_loo
+from cardiacnets.train.generation_common import check_view, generation_provenance, load_vae, pipeline_settings
 from cardiacnets.train.tasks import Task, batch_size_of, register_task
 
 
 def _middle_slice(cines: torch.Tensor) -> torch.Tensor:
     """(B, slices, frames, H, W) → (B, frames, H, W): the middle slice (the one the generator makes)."""
     return cines[:, cines.shape[1] // 2]
-
-
-def _check_view(view: str) -> None:
-    from cardiacnets.cmr.image import VIEWS
-
-    if view not in VIEWS:
-        raise ConfigError(f"options.view must be one of {', '.join(VIEWS)}, got {view!r}")
 
 
 # --- the autoencoder -----------------------------------------------------------------------------------------------
@@ -76,7 +71,7 @@ class VAEOptions:
     scaling_subjects: int = 256
 
     def validate(self) -> None:
-        _check_view(self.view)
+        check_view(self.view)
         if self.frames_per_subject < 1 or self.val_frame_stride < 1 or self.scaling_subjects < 1:
             raise ConfigError("options.frames_per_subject, val_frame_stride and scaling_subjects must be at least 1")
         if self.kl_weight < 0:
@@ -203,35 +198,6 @@ def _load_diffusers_weights(model: nn.Module, cls, folder: str) -> None:
         raise InputError(folder, f"weights do not fit the configured {cls.__name__} ({err})") from None
 
 
-def ridge_loo(x: np.ndarray, y: np.ndarray, penalties) -> tuple[np.ndarray, float, float, float]:
-    """Ridge regression with the penalty chosen by the exact leave-one-out error.
-
-    Args:
-        x: (n, d) features; y: (n,) targets.
-        penalties: candidate penalties (on the centred features' Gram matrix).
-
-    Returns:
-        ``(weight, bias, penalty, loo_r2)``: the fit on all rows with the chosen penalty and its
-        leave-one-out R² (from the hat matrix's diagonal, no refitting).
-    """
-    x_mean, y_mean = x.mean(axis=0), y.mean()
-    xc, yc = x - x_mean, y - y_mean
-    u, s, vt = np.linalg.svd(xc, full_matrices=False)
-    uty = u.T @ yc
-    best = None
-    for penalty in penalties:
-        shrink = s**2 / (s**2 + penalty)
-        fitted = u @ (shrink * uty)
-        leverage = (u**2) @ shrink + 1.0 / len(y)  # + the intercept's share
-        loo = (yc - fitted) / np.clip(1.0 - leverage, 1e-6, None)
-        error = float(np.mean(loo**2))
-        if best is None or error < best[0]:
-            best = (error, penalty)
-    error, penalty = best
-    weight = vt.T @ (s / (s**2 + penalty) * uty)
-    return weight, float(y_mean - x_mean @ weight), float(penalty), 1.0 - error / float(np.var(y))
-
-
 # --- the latent diffusion model ------------------------------------------------------------------------------------
 
 @dataclass
@@ -322,7 +288,7 @@ class DiffusionOptions:
     export_precision: Literal["fp32", "bf16"] = "fp32"
 
     def validate(self) -> None:
-        _check_view(self.view)
+        check_view(self.view)
         if not self.vae or not self.ecg_encoder:
             raise ConfigError("task diffusion needs options.vae (a trained autoencoder, VAE_RUN/vae) and "
                               "options.ecg_encoder (an alignment run or saved ECG encoder)")
@@ -432,10 +398,7 @@ class DiffusionTask(Task):
         from cardiacnets.generation.conditioning import ECGConditionEncoder
 
         o = self.options
-        vae_dir = Path(o.vae)
-        if not (vae_dir / "config.json").is_file():
-            raise InputError(vae_dir, "not a saved autoencoder (no config.json); give VAE_RUN/vae")
-        self.vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
+        self.vae = load_vae(o.vae)
         self.condition_encoder = ECGConditionEncoder.from_saved(o.ecg_encoder)
         self.noise_scheduler = noise_scheduler_from(o)
         self.caches: dict[str, LatentCache] = {}
@@ -535,17 +498,17 @@ class DiffusionTask(Task):
         (indexed by subject; NaN rows where there is none)."""
         import pandas as pd
 
-        from cardiacnets.evaluate.segmentation import _INDEX_COLUMNS, DEFAULT_SLICE_SPACING_MM, cavity_measurements
+        from cardiacnets.cmr.indices import DEFAULT_SLICE_SPACING_MM, INDEX_COLUMNS, cavity_measurements
 
         o = self.options
         path = Path(self.config.data.path) / f"seg_{o.view}.npy"
         if not path.is_file():
             raise InputError(path.parent, f"options.index_source=segmentation needs the stored segmentations "
                                           f"seg_{o.view}.npy")
-        unknown = [col for col in o.condition_indices if col not in _INDEX_COLUMNS[:9]]
+        unknown = [col for col in o.condition_indices if col not in INDEX_COLUMNS[:9]]
         if unknown:
             raise InputError(path, f"options.condition_indices: {unknown} cannot be measured on a segmentation "
-                                   f"(choose from {list(_INDEX_COLUMNS[:9])})")
+                                   f"(choose from {list(INDEX_COLUMNS[:9])})")
         spacing = (self.data_info["config"].get("cmr") or {}).get("spacing_mm")
         if not spacing:
             raise InputError(path.parent, "dataset.yaml records no cmr spacing_mm to measure segmentations with")
@@ -769,45 +732,31 @@ class DiffusionTask(Task):
 
     # --- export ----------------------------------------------------------------------------------------------------
     def _pipeline_settings(self) -> dict:
-        """View, frame interval, spacing, ECG standardisation and demographics of the training data."""
+        """View, frame interval, spacing, ECG standardisation, demographics and read-out of the training data."""
         import pandas as pd
 
         from cardiacnets.data.torch_data import DemographicsNormalizer
 
         c = self.config
-        data_config = self.data_info["config"]
-        frames = int(self.data_info["cine_shape"][1])
-        manifest = pd.read_csv(Path(c.data.path) / "manifest.csv", dtype={"subject_id": str})
-        train = manifest[manifest["split"] == c.data.train_split]
-        frame_interval_ms = None
-        if "ecg_rr_interval_ms" in train.columns:  # one cycle per cine: the typical RR interval over the frames
-            rr = pd.to_numeric(train["ecg_rr_interval_ms"], errors="coerce").dropna()
-            frame_interval_ms = round(float(rr.median()) / frames, 3) if len(rr) else None
         demographics = None
         if self.options.demographics:
             from dataclasses import asdict
 
+            manifest = pd.read_csv(Path(c.data.path) / "manifest.csv", dtype={"subject_id": str})
+            train = manifest[manifest["split"] == c.data.train_split]
             normalizer = DemographicsNormalizer.fit(train, c.data.demographics, Path(c.data.path) / "manifest.csv")
             demographics = {k: list(v) for k, v in asdict(normalizer).items()}
-        return {"view": self.options.view, "frame_interval_ms": frame_interval_ms,
-                "spacing_mm": data_config.get("cmr", {}).get("spacing_mm"),
-                "ecg_config": data_config.get("ecg"), "demographics": demographics,
-                "precision": self.options.export_precision,
+        return {**pipeline_settings(c.data.path, self.options.view, c.data.train_split),
+                "demographics": demographics, "precision": self.options.export_precision,
                 # a list: diffusers writes configs with sorted keys, and the order is the read-out's
                 "condition_indices": [{"name": name, "mean": fit["mean"], "std": fit["std"]}
                                       for name, fit in (self.index_fit or {}).items()] or None}
 
     def _provenance(self, run_dir: Path) -> dict:
-        encoder = Path(self.options.ecg_encoder).resolve()
-        model_dir = encoder / "model" if (encoder / "model").is_dir() else encoder
-        alignment_run = model_dir.parent if model_dir.name == "model" else None
-        feature = self.options.feature_encoder
-        if feature is None and alignment_run is not None:
-            candidate = alignment_run / f"cmr_{self.options.view}_encoder"
-            feature = str(candidate) if candidate.is_dir() else None
-        return {"diffusion_run": str(Path(run_dir).resolve()), "vae": str(Path(self.options.vae).resolve()),
-                "ecg_encoder": str(model_dir), "alignment_run": str(alignment_run) if alignment_run else None,
-                "feature_encoder": feature, "training_set": str(Path(self.config.data.path).resolve()),
+        o = self.options
+        provenance = generation_provenance(o.ecg_encoder, o.view, o.feature_encoder, self.config.data.path, run_dir)
+        return {"generator": "direct", "diffusion_run": provenance.pop("run"), "vae": str(Path(o.vae).resolve()),
+                **provenance,
                 "cache_seconds": {split: round(cache.seconds, 2) for split, cache in self.caches.items()},
                 "condition_indices": self.index_fit}
 

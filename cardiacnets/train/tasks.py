@@ -47,7 +47,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 # Modules that define further tasks (imported on first lookup, so importing this module stays light).
 TASK_MODULES: tuple[str, ...] = ("cardiacnets.train.segment_task", "cardiacnets.train.heads_task",
-                                  "cardiacnets.train.generation_tasks")
+                                  "cardiacnets.train.generation_tasks", "cardiacnets.train.anatomy_tasks")
 
 
 def _import_task_modules() -> None:

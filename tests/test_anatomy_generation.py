@@ -1,0 +1,357 @@
+"""Tests of the anatomy-first generator's parts: the shape-and-motion model (distance maps, valid decoding,
+round trips on synthetic and real ACDC labels), the ECG read-out and anatomy prior, the label-conditioned
+image denoiser and `AnatomyFirstPipeline` (shapes, seeds, temperature, guidance, callbacks, save and load).
+
+The models are tiny and untrained here; the training stages run end to end in
+``test_anatomy_training.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from cardiacnets.cmr.indices import cavity_measurements
+from cardiacnets.generation.anatomy_pipeline import AnatomyFirstPipeline
+from cardiacnets.generation.anatomy_prior import AnatomyDenoiser
+from cardiacnets.generation.conditioning import ECGConditionEncoder
+from cardiacnets.generation.image_decoder import LabelConditionedDenoiser, label_channels
+from cardiacnets.generation.readout import ConditionReadout, readout_features, ridge_loo
+from cardiacnets.generation.shape_model import (
+    ShapeModel, anatomy_validity, contraction_count, label_dice, labels_from_distances, signed_distances,
+)
+from cardiacnets.models import create_model
+
+SIZE, FRAMES = 32, 8
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def heart_labels(size: int, lv_radius: float, wall: float, rv_radius: float, centre=(0.0, 0.0)) -> np.ndarray:
+    """One frame: LV blood pool disc, myocardial ring, RV disc to the left of the LV."""
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2.0
+    x, y = x - centre[0], y - centre[1]
+    r = np.hypot(x, y)
+    labels = np.zeros((size, size), np.uint8)
+    rv_centre = -(lv_radius + wall + rv_radius * 0.8)
+    labels[np.hypot(x - rv_centre, y) <= rv_radius] = 3
+    labels[r <= lv_radius + wall] = 2
+    labels[r <= lv_radius] = 1
+    return labels
+
+
+def heart_cines(n: int, seed: int = 0, size: int = SIZE, frames: int = FRAMES) -> np.ndarray:
+    """(n, 1, frames, size, size) label cines: random sizes, one contraction per cycle."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 1, frames, size, size), np.uint8)
+    for i in range(n):
+        lv, wall, rv = rng.uniform(4.0, 7.0), rng.uniform(1.5, 3.0), rng.uniform(3.0, 5.0)
+        ef = rng.uniform(0.2, 0.45)
+        shift = rng.uniform(-1.5, 1.5, 2)
+        for f in range(frames):
+            squeeze = 1.0 - ef * math.sin(math.pi * f / frames) ** 2
+            out[i, 0, f] = heart_labels(size, lv * math.sqrt(squeeze), wall / math.sqrt(squeeze) ** 0.5,
+                                        rv * math.sqrt(squeeze), tuple(shift))
+    return out
+
+
+# --- distance maps and valid decoding -------------------------------------------------------------------------------
+
+def test_signed_distances_hand_computed():
+    labels = np.zeros((1, 1, 1, 9, 9), np.uint8)
+    labels[0, 0, 0, 3:6, 3:6] = 1  # a 3 x 3 blood pool: LV endocardium and epicardium
+    d = signed_distances(labels, truncate_px=3.0)
+    assert d.shape == (1, 3, 1, 1, 9, 9)
+    endo = d[0, 0, 0, 0]
+    assert endo[4, 4] == pytest.approx(-1.5)  # centre: 2 px to the outside, minus 0.5
+    assert endo[4, 3] == pytest.approx(-0.5)  # edge pixel inside
+    assert endo[4, 2] == pytest.approx(0.5)  # first pixel outside
+    assert endo[4, 0] == pytest.approx(2.5)
+    assert endo[0, 0] == pytest.approx(min(3.0, math.hypot(3, 3) - 0.5))  # truncated at 3
+    np.testing.assert_array_equal(d[0, 1], d[0, 0])  # no myocardium: epicardium = endocardium
+    assert (d[0, 2] == 3.0).all()  # no RV in the frame: +truncate everywhere
+    with pytest.raises(ValueError, match="slices, frames"):
+        signed_distances(labels[0], 3.0)
+
+
+def test_labels_from_inconsistent_distances_are_anatomically_valid():
+    size = 24
+    y, x = np.mgrid[:size, :size] - 11.5
+    r = np.hypot(x, y)
+    endo = r - 5.0
+    epi = r - 4.0  # inside the endocardium in places: the wall must be restored to >= 1 px
+    epi[:, :12] = r[:, :12] - 8.0
+    rv = np.hypot(x + 6.0, y) - 5.0  # overlaps the LV: the RV must be cut back to outside the epicardium
+    endo[11, 11] = 1.0  # a hole in the blood pool: filled
+    endo[1, 1] = -1.0  # a stray blob far away: dropped (largest component only)
+    distances = np.stack([endo, epi, rv])[None, :, None, None]
+    labels = labels_from_distances(distances, min_wall_px=1.0)[0, 0, 0]
+    pool = labels == 1
+    assert pool[11, 11] and not pool[1, 1]
+    validity = anatomy_validity(labels[None, None, None])
+    assert validity["closed_myocardium"] == 1.0 and validity["single_components"] == 1.0
+    assert validity["rv_beside_lv"] == 1.0
+    assert not ((labels == 3) & (r <= 5.0)).any()  # no RV inside the LV
+
+
+def test_anatomy_validity_finds_an_open_myocardium_and_two_contractions():
+    good = heart_cines(1)
+    assert anatomy_validity(good) == {"closed_myocardium": 1.0, "single_components": 1.0, "rv_beside_lv": 1.0,
+                                      "one_cycle": 1.0}
+    broken = good.copy()
+    broken[0, 0, 0][broken[0, 0, 0] == 2] = 0  # frame 0 loses its myocardium: the blood pool touches background
+    assert anatomy_validity(broken)["closed_myocardium"] == pytest.approx((FRAMES - 1) / FRAMES)
+    assert contraction_count(np.array([10, 9, 5, 4, 5, 9, 10, 10])) == 1
+    assert contraction_count(np.array([10, 4, 3, 4, 10, 10, 10, 4, 3, 4, 10, 10])) == 2
+    assert contraction_count(np.full(8, 7)) == 0
+
+
+# --- the shape model -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fitted():
+    train = heart_cines(60, seed=0)
+    model, fit = ShapeModel.fit(train, n_components=12, grid_size=16, truncate_px=6.0)
+    return model, fit, train
+
+
+def test_shape_model_codes_are_whitened_and_round_trip(fitted):
+    model, fit, train = fitted
+    codes = model.encode(train)
+    assert codes.shape == (60, 12)
+    np.testing.assert_allclose(codes.std(dim=0, unbiased=True).numpy(), 1.0, atol=1e-3)
+    np.testing.assert_allclose(codes.mean(dim=0).numpy(), 0.0, atol=1e-4)
+    assert fit.n_subjects == 60 and 0.9 < fit.explained_variance.sum() <= 1.0
+    held_out = heart_cines(20, seed=1)
+    decoded = model.decode(model.encode(held_out))
+    dice = label_dice(decoded, held_out)
+    assert dice["lv_cavity"].mean() > 0.93 and dice["lv_myocardium"].mean() > 0.8 and dice["rv_cavity"].mean() > 0.9
+    before = cavity_measurements(held_out, 2.0)
+    after = cavity_measurements(decoded, 2.0)
+    assert np.corrcoef(before["lvedv_ml"], after["lvedv_ml"])[0, 1] > 0.97
+    assert np.corrcoef(before["lvef_pct"], after["lvef_pct"])[0, 1] > 0.9
+    assert anatomy_validity(decoded)["closed_myocardium"] == 1.0
+    assert anatomy_validity(decoded)["one_cycle"] == 1.0
+
+
+def test_shape_model_saves_loads_and_checks_shapes(fitted, tmp_path):
+    model, _, train = fitted
+    model.save_pretrained(tmp_path / "shape")
+    loaded = ShapeModel.from_pretrained(tmp_path / "shape")
+    torch.testing.assert_close(loaded.encode(train[:3]), model.encode(train[:3]))
+    np.testing.assert_array_equal(loaded.decode(model.encode(train[:3])), model.decode(model.encode(train[:3])))
+    with pytest.raises(ValueError, match="label cines must be"):
+        model.encode(np.zeros((2, 1, FRAMES, 16, 16), np.uint8))
+    with pytest.raises(ValueError, match="more than 12"):
+        ShapeModel.fit(train[:12], n_components=12, grid_size=16)
+    # Without the slice axis (one slice) the same codes.
+    torch.testing.assert_close(model.encode(train[:2, 0]), model.encode(train[:2]))
+
+
+def test_shape_model_round_trip_on_real_acdc_labels(acdc_dir):
+    """Real expert labels (ACDC, ED and ES of the mid-ventricular slice as a two-frame cine), standardised like
+    the training sets: a model fitted on 20 patients reconstructs the other 10."""
+    from cardiacnets.evaluate.segmentation import CineGeometry, acdc_label_cines
+
+    cines = acdc_label_cines(acdc_dir, CineGeometry(spacing_mm=2.2, crop_size=64, n_frames=2))
+    assert cines.shape == (30, 1, 2, 64, 64)
+    model, _ = ShapeModel.fit(cines[:20], n_components=12, grid_size=32)
+    decoded = model.decode(model.encode(cines[20:]))
+    dice = label_dice(decoded, cines[20:])
+    assert np.nanmean(dice["lv_cavity"]) > 0.8
+    assert anatomy_validity(decoded)["closed_myocardium"] == 1.0
+
+
+# --- read-out and anatomy prior ------------------------------------------------------------------------------------
+
+def tiny_readout(measurements: bool = True) -> ConditionReadout:
+    demographics = {"columns": ["age_years", "sex_male"], "mean": [60.0, 0.5], "std": [10.0, 0.5]}
+    measures = {"columns": ["qrs_duration_ms"], "mean": [90.0], "std": [10.0]} if measurements else None
+    names = ("embedding", "token_mean", "demographics", "demographic_products") + (("measurements",) if measurements
+                                                                                    else ())
+    return ConditionReadout(feature_names=names, embed_dim=4, token_dim=3, demographics=demographics,
+                            measurements=measures, index_names=("lvedv_ml", "lvef_pct"), index_mean=(100.0, 55.0),
+                            index_std=(20.0, 8.0))
+
+
+def test_readout_standardises_inputs_and_switches_fit_on_missing_measurements():
+    readout = tiny_readout()
+    assert readout.feature_width(readout.config.feature_names) == 4 + 3 + 2 + 3 + 1
+    assert readout.condition_dim == 2 + 2 * 2 + 1
+    inputs = readout.inputs(2, {"age_years": np.array([70.0, np.nan]), "sex_male": np.array([1.0, 0.0])},
+                            {"qrs_duration_ms": np.array([110.0, np.nan])})
+    torch.testing.assert_close(inputs["demographics"], torch.tensor([[1.0, 1.0], [0.0, -1.0]]))
+    assert inputs["demographics_present"].tolist() == [[True, True], [False, True]]
+    torch.testing.assert_close(inputs["measurements"], torch.tensor([[2.0], [0.0]]))
+    rng = torch.Generator().manual_seed(0)
+    readout.set_fit("full", torch.randn(2, 13, generator=rng), torch.tensor([0.1, -0.2]))
+    readout.set_fit("waveform", torch.randn(2, 12, generator=rng), torch.tensor([0.3, 0.4]))
+    embedding, tokens = torch.randn(2, 4, generator=rng), torch.randn(2, 5, 3, generator=rng)
+    estimates, full = readout.estimate(embedding, tokens, inputs["demographics"], inputs["measurements"],
+                                       inputs["measurements_present"])
+    assert full.tolist() == [True, False]
+    d = inputs["demographics"]
+    waveform = torch.cat([embedding, tokens.mean(1), d, torch.stack([d[:, 0] ** 2, d[:, 0] * d[:, 1], d[:, 1] ** 2], 1)],
+                         dim=1)
+    expected_full = torch.cat([waveform, inputs["measurements"]], 1) @ readout.full_weight.T + readout.full_bias
+    expected_waveform = waveform @ readout.waveform_weight.T + readout.waveform_bias
+    torch.testing.assert_close(estimates[0], expected_full[0])
+    torch.testing.assert_close(estimates[1], expected_waveform[1])
+    condition = readout.condition(estimates, full, d, inputs["demographics_present"])
+    torch.testing.assert_close(condition[:, :2], estimates)
+    assert condition[:, -1].tolist() == [1.0, 0.0]  # which fit read the subject
+    units = readout.to_units(estimates)
+    np.testing.assert_allclose(units["lvef_pct"], estimates[:, 1].numpy() * 8.0 + 55.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="full fit must be"):
+        readout.set_fit("full", torch.zeros(2, 12), torch.zeros(2))
+    with pytest.raises(ValueError, match="measurements normaliser"):
+        ConditionReadout(feature_names=("embedding", "measurements"))
+
+
+def test_ridge_loo_matches_refitting_without_each_row():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=30)
+    weight, bias, penalty, loo_r2 = ridge_loo(x, y, [0.5, 5.0])
+    errors = []
+    for i in range(30):
+        keep = np.arange(30) != i
+        xc = x[keep] - x[keep].mean(0)
+        w = np.linalg.solve(xc.T @ xc + penalty * np.eye(4), xc.T @ (y[keep] - y[keep].mean()))
+        errors.append(y[i] - (y[keep].mean() + (x[i] - x[keep].mean(0)) @ w))
+    assert loo_r2 == pytest.approx(1 - np.mean(np.square(errors)) / np.var(y), rel=1e-6)
+    assert readout_features(("embedding",), torch.ones(2, 3), None, None, None).shape == (2, 3)
+
+
+def test_anatomy_denoiser_null_condition_and_errors():
+    model = AnatomyDenoiser(code_dim=6, condition_dim=5, width=16, depth=2).eval()
+    torch.nn.init.normal_(model.output_proj.weight)  # zero-initialised: make the output depend on the input
+    for block in model.blocks:
+        torch.nn.init.normal_(block.modulation.weight, std=0.1)
+    rng = torch.Generator().manual_seed(0)
+    x, c = torch.randn(2, 6, generator=rng), torch.randn(2, 5, generator=rng)
+    other = torch.randn(2, 5, generator=rng)
+    drop = torch.tensor([True, False])
+    with torch.no_grad():
+        a, b = model(x, 10, c, drop_condition=drop).sample, model(x, 10, other, drop_condition=drop).sample
+        torch.testing.assert_close(a[0], b[0])  # null condition: the condition does not matter
+        assert not torch.allclose(a[1], b[1])
+        assert not torch.allclose(model(x, 10, c).sample, model(x, 500, c).sample)  # the timestep matters
+    with pytest.raises(ValueError, match="condition must be"):
+        model(x, 10, torch.randn(2, 4))
+    with pytest.raises(ValueError, match="sample must be"):
+        model(torch.randn(2, 5), 10, c)
+
+
+# --- anatomy → image ---------------------------------------------------------------------------------------------------
+
+def test_label_channels_fold_each_pixel_into_its_own_channel():
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, 1, 2] = 1
+    labels[0, 3, 3] = 3
+    folded = label_channels(labels, 2)
+    assert folded.shape == (1, 12, 2, 2)
+    # pixel (1, 2) is in block (0, 1) at offset (1, 0): channel label_index * 4 + 1 * 2 + 0
+    assert folded[0, 0 * 4 + 2, 0, 1] == 1.0
+    assert folded[0, 2 * 4 + 3, 1, 1] == 1.0  # label 3 at (3, 3): block (1, 1), offset (1, 1)
+    assert folded.sum() == 2.0
+
+
+def test_label_conditioned_denoiser_follows_the_labels():
+    model = LabelConditionedDenoiser(latent_channels=2, latent_size=8, downsample_factor=2,
+                                     block_out_channels=(8, 16), attention_levels=(False, False),
+                                     norm_num_groups=4).eval()
+    labels = torch.from_numpy(heart_cines(1, size=16)[0, 0, :2]).long()
+    x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = model(x, 5, labels).sample
+        b = model(x, 5, torch.zeros_like(labels)).sample
+    assert a.shape == x.shape and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="labels must be"):
+        model(x, 5, labels[:, :8])
+
+
+# --- the pipeline ------------------------------------------------------------------------------------------------------
+
+TINY_ENCODER = {"n_samples": 500, "stem_width": 8, "widths": [8, 16], "blocks": [1, 1], "embed_dim": 4}
+
+
+def tiny_anatomy_pipeline(fitted) -> AnatomyFirstPipeline:
+    from cardiacnets.config import to_dict
+
+    shape_model, _, _ = fitted
+    torch.manual_seed(0)
+    encoder = create_model("ecg_resnet1d", **TINY_ENCODER)
+    condition_encoder = ECGConditionEncoder(encoder_class=type(encoder).__name__, encoder_config=to_dict(encoder.config))
+    readout = ConditionReadout(feature_names=("embedding", "token_mean", "demographics"), embed_dim=4, token_dim=16,
+                               demographics={"columns": ["age_years"], "mean": [60.0], "std": [10.0]},
+                               index_names=("lvedv_ml",), index_mean=(100.0,), index_std=(20.0,))
+    readout.set_fit("full", torch.full((1, 21), 0.1), torch.zeros(1))
+    readout.set_fit("waveform", torch.full((1, 21), 0.1), torch.zeros(1))
+    prior = AnatomyDenoiser(code_dim=shape_model.code_dim, condition_dim=readout.condition_dim, width=16, depth=1)
+    torch.nn.init.normal_(prior.output_proj.weight, std=0.3)  # zero-initialised: let the untrained prior respond
+    for block in prior.blocks:
+        torch.nn.init.normal_(block.modulation.weight, std=0.3)
+    vae = create_model("cmr_vae_demo", image_size=SIZE, block_out_channels=[8, 8], norm_num_groups=4,
+                       latent_channels=2)
+    image = LabelConditionedDenoiser(latent_channels=2, latent_size=SIZE // 2, downsample_factor=2,
+                                     block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
+    scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2",
+                              prediction_type="v_prediction", clip_sample=False)
+    image_scheduler = DDPMScheduler(num_train_timesteps=100, prediction_type="v_prediction", clip_sample=False)
+    return AnatomyFirstPipeline(condition_encoder, readout, prior, shape_model, image, vae, scheduler, image_scheduler,
+                                spacing_mm=2.0, frame_interval_ms=40.0,
+                                ecg_config={"sampling_rate_hz": 50.0, "duration_s": 10.0})
+
+
+def test_pipeline_generates_anatomy_and_images_reproducibly(fitted, tmp_path):
+    pipe = tiny_anatomy_pipeline(fitted)
+    ecg = 0.3 * torch.randn(2, 12, 500, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def record(p, step, timestep, kwargs):
+        seen.append((step, kwargs["stage"]))
+
+    out = pipe(ecg, demographics={"age_years": np.array([50.0, np.nan])}, num_inference_steps=3, image_steps=2,
+               num_samples_per_ecg=2, generator=torch.Generator().manual_seed(1), callback_on_step_end=record)
+    assert out.cines.shape == (4, FRAMES, SIZE, SIZE) and out.cines.dtype == np.float32
+    assert out.labels.shape == (4, FRAMES, SIZE, SIZE) and out.labels.dtype == np.uint8
+    assert out.codes.shape == (4, pipe.shape_model.code_dim)
+    assert out.index_estimates["lvedv_ml"].shape == (2,)
+    assert seen == [(0, "anatomy"), (1, "anatomy"), (2, "anatomy"), (3, "image"), (4, "image")]
+    assert pipe.num_steps(3, 2) == 5
+    again = pipe(ecg, demographics={"age_years": np.array([50.0, np.nan])}, num_inference_steps=3, image_steps=2,
+                 num_samples_per_ecg=2, generator=torch.Generator().manual_seed(1))
+    np.testing.assert_array_equal(out.cines, again.cines)
+    # Temperature 0: every sample of an ECG gets the same (most typical) anatomy.
+    cold = pipe(ecg, num_inference_steps=3, image_steps=1, num_samples_per_ecg=2, temperature=0.0,
+                generator=torch.Generator().manual_seed(2))
+    np.testing.assert_allclose(cold.codes[0], cold.codes[1], atol=1e-6)
+    warm = pipe(ecg, num_inference_steps=3, image_steps=1, num_samples_per_ecg=2, temperature=1.0,
+                generator=torch.Generator().manual_seed(2))
+    assert not np.allclose(warm.codes[0], warm.codes[1])
+    guided = pipe(ecg, num_inference_steps=3, image_steps=1, temperature=0.0, guidance_scale=3.0)
+    assert not np.allclose(guided.codes, pipe(ecg, num_inference_steps=3, image_steps=1, temperature=0.0).codes)
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = AnatomyFirstPipeline.from_pretrained(tmp_path / "pipe")
+    reloaded = loaded(ecg, demographics={"age_years": np.array([50.0, np.nan])}, num_inference_steps=3,
+                      image_steps=2, num_samples_per_ecg=2, generator=torch.Generator().manual_seed(1))
+    np.testing.assert_allclose(reloaded.cines, out.cines, atol=1e-5)
+    np.testing.assert_array_equal(reloaded.labels, out.labels)
+    with pytest.raises(ValueError, match="samples per lead"):
+        pipe(torch.zeros(1, 12, 400))
+    with pytest.raises(ValueError, match="temperature"):
+        pipe(ecg, temperature=-1.0)
+
+
+def test_render_shares_the_noise_across_frames(fitted):
+    """The frames of a cine start from one noise map, so a static anatomy gives a static cine."""
+    pipe = tiny_anatomy_pipeline(fitted)
+    labels = np.repeat(heart_cines(1, size=SIZE)[:, :, :1], FRAMES, axis=2)  # the same frame 8 times
+    cines = pipe.render(labels, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert cines.shape == (1, 1, FRAMES, SIZE, SIZE)
+    np.testing.assert_allclose(cines[0, 0, 1:], np.broadcast_to(cines[0, 0, :1], cines[0, 0, 1:].shape), atol=1e-5)

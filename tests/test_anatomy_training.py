@@ -1,0 +1,137 @@
+"""End-to-end tests of the anatomy-first generator through the command line: ``train`` with the ``vae``,
+``anatomy_image`` and ``anatomy`` tasks on a tiny disc training set, the exported `AnatomyFirstPipeline`
+(components, read-out fit, validation-chosen sampling settings), and ``generate`` from a real UK Biobank XML.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from test_segmenter import write_disc_set
+
+from cardiacnets.cli import main
+from cardiacnets.generation.anatomy_pipeline import AnatomyFirstPipeline
+
+REPO = Path(__file__).resolve().parents[1]
+ECG_CONFIG = {"sampling_rate_hz": 50.0, "duration_s": 10.0, "crop": "start", "bandpass_hz": [0.5, 20.0],
+              "bandpass_order": 2, "notch_hz": None, "notch_quality": 30.0, "baseline_removal": "bandpass",
+              "normalization": "none", "derive_limb_leads": True}
+QUICK = ["data.workers=0", "logging.progress=false", "logging.tensorboard='off'", "data.batch_size=4",
+         "schedule.max_steps=3", "schedule.warmup_steps=1", "val_every_steps=3", "mixed_precision='no'"]
+TINY_VAE = "{image_size: 64, block_out_channels: [8, 8, 8], norm_num_groups: 4, latent_channels: 2}"
+TINY_IMAGE = "{block_out_channels: [8, 16], attention_levels: [false, true], norm_num_groups: 4}"
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def disc_data(tmp_path_factory) -> Path:
+    """16 disc subjects (8 train, 4 val, 4 test), 8 frames of 64 x 64, an ECG standardisation of 12 x 500
+    at 50 Hz, and two device measurements (one missing for two subjects)."""
+    root = write_disc_set(tmp_path_factory.mktemp("anatomy") / "set", n=16, frames=8, size=64)
+    info = yaml.safe_load((root / "dataset.yaml").read_text())
+    info["config"]["ecg"] = ECG_CONFIG
+    (root / "dataset.yaml").write_text(yaml.safe_dump(info))
+    table = pd.read_csv(root / "manifest.csv")
+    rng = np.random.default_rng(0)
+    table["ecg_qrs_duration_ms"] = rng.normal(95, 10, len(table))
+    table["ecg_sokolov_lvh_index_mV"] = rng.normal(2.5, 0.5, len(table))
+    table.loc[[0, 9], "ecg_qrs_duration_ms"] = np.nan
+    table["ecg_rr_interval_ms"] = 900.0
+    table.to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(disc_data, tmp_path_factory) -> Path:
+    from test_generation_eval import FRAMES  # noqa: F401  (the same disc geometry as the evaluation tests)
+
+    from cardiacnets.models import create_model
+
+    root = tmp_path_factory.mktemp("anatomy_runs")
+    torch.manual_seed(0)
+    cmr = {"frames": 8, "img_size": 16, "embed_dim": 8}
+    clip = create_model("cardiac_clip_demo",
+                        ecg={"model": "ecg_resnet1d", "overrides": {"n_samples": 500, "stem_width": 8,
+                                                                    "widths": [8, 16], "blocks": [1, 1],
+                                                                    "embed_dim": 16}},
+                        cmr={v: {"model": "cmr_encoder_demo", "overrides": cmr} for v in ("sa", "la_4ch")},
+                        embed_dim=8)
+    clip.save_pretrained(root / "align" / "model")
+    assert main(["train", str(REPO / "configs/demo/vae.yaml"), "--out", str(root / "vae"), f"data.path={disc_data}",
+                 f"model.overrides={TINY_VAE}", "options.scaling_subjects=4", *QUICK]) == 0
+    assert main(["train", str(REPO / "configs/demo/anatomy_image.yaml"), "--out", str(root / "image"),
+                 f"data.path={disc_data}", f"options.vae={root / 'vae' / 'vae'}", f"model.overrides={TINY_IMAGE}",
+                 *QUICK]) == 0
+    assert main(["train", str(REPO / "configs/demo/anatomy.yaml"), "--out", str(root / "anatomy"),
+                 f"data.path={disc_data}", f"options.ecg_encoder={root / 'align'}",
+                 f"options.image_model={root / 'image'}", "data.demographics=[age_years, sex_male]",
+                 "options.measurements=[qrs_duration_ms, sokolov_lvh_index_mV]", "options.n_components=4",
+                 "options.grid_size=16", "options.readout_folds=2", "options.temperatures=[0.0, 1.0]",
+                 "options.guidance_scales=[1.0]", "options.selection_steps=2",
+                 "model.overrides={width: 16, depth: 1}", *QUICK]) == 0
+    return root
+
+
+def test_anatomy_image_run_exports_the_denoiser_and_its_schedule(runs):
+    assert (runs / "image" / "image_denoiser" / "config.json").is_file()
+    scheduler = json.loads((runs / "image" / "image_scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "v_prediction"
+    record = json.loads((runs / "image" / "anatomy_image.json").read_text())
+    assert Path(record["vae"]) == (runs / "vae" / "vae").resolve()
+    config = json.loads((runs / "image" / "image_denoiser" / "config.json").read_text())
+    assert config["latent_size"] == 16 and config["downsample_factor"] == 4 and config["latent_channels"] == 2
+
+
+def test_anatomy_run_exports_a_working_pipeline(runs, disc_data):
+    pipe = AnatomyFirstPipeline.from_pretrained(runs / "anatomy" / "pipeline")
+    provenance = json.loads((runs / "anatomy" / "pipeline" / "provenance.json").read_text())
+    # The shape model was fitted on the 8 training subjects and round-tripped on the 4 validation ones.
+    assert provenance["shape_model"]["n_subjects"] == 8 and provenance["shape_model"]["val_round_trip"]["n"] == 4
+    assert provenance["shape_model"]["val_round_trip"]["dice"]["lv_cavity"] > 0.8
+    # The read-out: both fits, per index, with the cross-fitted r of the training conditions.
+    assert set(provenance["readout"]) >= {"full", "waveform", "val_r"}
+    assert set(provenance["readout"]["full"]) == {"lvedv_ml", "lvesv_ml", "lvef_pct", "lvm_g", "rvedv_ml", "rvesv_ml"}
+    # Sampling settings chosen on the validation split among the configured grid.
+    selection = provenance["sampling_selection"]
+    assert selection["split"] == "val" and selection["n"] == 4 and len(selection["grid"]) == 2
+    assert pipe.config.default_temperature == selection["chosen"]["temperature"]
+    assert provenance["alignment_run"] == str((runs / "align").resolve())
+    assert pipe.readout.config.measurements["columns"] == ["qrs_duration_ms", "sokolov_lvh_index_mV"]
+    assert pipe.readout.config.demographics["columns"] == ["age_years", "sex_male"]
+    # The read-out's standardisation is the training split's (the normaliser that export and training share).
+    manifest = pd.read_csv(disc_data / "manifest.csv")
+    train = manifest[manifest["split"] == "train"]
+    assert pipe.readout.config.demographics["mean"][0] == pytest.approx(train["age_years"].mean())
+    assert pipe.readout.config.measurements["mean"][0] == pytest.approx(train["ecg_qrs_duration_ms"].mean())
+    out = pipe(torch.zeros(2, 12, 500), num_inference_steps=2, image_steps=2, num_samples_per_ecg=2,
+               generator=torch.Generator().manual_seed(0))
+    assert out.cines.shape == (4, 8, 64, 64) and out.labels.shape == (4, 8, 64, 64)
+    assert set(np.unique(out.labels)) <= {0, 1, 2, 3}
+
+
+def test_generate_cli_writes_the_anatomy_beside_the_cine(runs, ukb_xml_path, tmp_path, capsys):
+    out = tmp_path / "generated"
+    assert main(["generate", "--ecg", str(ukb_xml_path), "--model", str(runs / "anatomy" / "pipeline"), "--out",
+                 str(out), "--steps", "2", "--n-samples", "2", "--demographic", "age_years=300", "--json"]) == 0
+    provenance = json.loads(capsys.readouterr().out)
+    assert provenance["generator"] == "anatomy" and provenance["synthetic"] is True
+    assert provenance["demographics"]["ignored"]["age_years"].startswith("implausible")  # the override, 300 years
+    assert provenance["demographics"]["from_file"] == ["sex_male"]  # the file's own value where none was given
+    assert set(provenance["measurements"]["used"]) == {"qrs_duration_ms"}  # the XML has no Sokolow index
+    for sample in ("sample_0", "sample_1"):
+        cine = nib.load(out / sample / "cine.nii.gz")
+        seg = nib.load(out / sample / "anatomy_seg.nii.gz")
+        assert seg.shape == cine.shape == (64, 64, 1, 8)
+        assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
+        assert b"SYNTHETIC" in bytes(seg.header["descrip"]).upper()
+        assert b"SYNTHETIC" in bytes(cine.header["descrip"]).upper()
+    assert provenance["anatomy_indices"][0]["lvedv_ml"] > 0
