@@ -5,6 +5,7 @@ uvicorn server on a free port in a background thread."""
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -14,6 +15,9 @@ from types import SimpleNamespace
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The review app answers only the Host names it allows (loopback by default); TestClient's own
+# "testserver" is not one of them.
+BASE_URL = "http://127.0.0.1"
 
 
 def build_review_dataset(root: Path, n: int = 8) -> Path:
@@ -128,3 +132,24 @@ def serve(app):
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def csrf_token_of(html: str) -> str:
+    """The CSRF token a review page embeds in ``<meta name="csrf-token">``."""
+    return re.search(r'<meta name="csrf-token" content="([0-9a-f]+)">', html).group(1)
+
+
+@contextlib.contextmanager
+def review_client(app, *, sign_in: bool = True, token: str | None = None):
+    """A TestClient of the review app as a browser uses it: on an allowed Host, with its CSRF cookie
+    and the matching ``X-CSRF-Token`` header on every request, signed in to the review pages
+    (with ``token``, default the app's own) unless ``sign_in`` is False."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, base_url=BASE_URL) as client:
+        client.headers["X-CSRF-Token"] = csrf_token_of(client.get("/login").text)
+        if sign_in:
+            response = client.post("/login", data={"token": token or app.state.review.token, "next": "/cases"},
+                                   follow_redirects=False)
+            assert response.status_code == 303, response.text
+        yield client

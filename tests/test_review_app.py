@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -19,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 from PIL import Image
-from review_support import FakeCinePipeline, fake_predict, free_socket
+from review_support import FakeCinePipeline, fake_predict, free_socket, review_client
 
 from cardiacnets.cli import main
 from cardiacnets.errors import ConfigError, InputError
@@ -31,7 +31,9 @@ from cardiacnets.review.uploads import store_upload
 
 pytestmark = pytest.mark.slow  # the shared simulated data set takes ~20 s to build
 
-TOKEN = "review-token-1"
+TOKEN = "review-token-0001"
+READER_TOKEN = "reader-token-0001"
+ADMIN_TOKEN = "admin-token-00001"
 
 
 def _wait_job(client, job: dict, timeout_s: float = 30.0) -> dict:
@@ -54,7 +56,7 @@ def _fake_models(**kwargs) -> ReviewModels:
 
 
 def test_case_list_search_filters_and_pages(plain_app):
-    with TestClient(plain_app) as client:
+    with review_client(plain_app) as client:
         listed = lambda query="": re.findall(r'href="/cases/(\d+)"', client.get("/cases" + query).text)  # noqa: E731
         assert listed() == [str(1000001 + i) for i in range(8)]
         assert listed("?label=label_cardiomyopathy") == ["1000004", "1000005", "1000007"]
@@ -71,14 +73,14 @@ def test_case_list_search_filters_and_pages(plain_app):
         assert "checked &lt;b&gt;" in page and "checked <b>" not in page
     paged = create_app(ReviewSettings(data_dir=plain_app.state.review.settings.data_dir,
                                       app_dir=plain_app.state.review.app_dir, cases_per_page=3))
-    with TestClient(paged) as client:
+    with review_client(paged) as client:
         page2 = client.get("/cases?page=2&label=").text
         assert re.findall(r'href="/cases/(\d+)"', page2) == ["1000004", "1000005", "1000006"]
         assert "page 2 of 3" in page2 and 'href="/cases?page=3"' in page2
 
 
 def test_case_page_without_a_model_shows_ecg_and_real_cines(plain_app):
-    with TestClient(plain_app) as client:
+    with review_client(plain_app) as client:
         response = client.get("/cases/1000007")
         assert response.status_code == 200
         page = response.text
@@ -104,7 +106,7 @@ def test_generation_runs_in_the_background_and_is_cached(review_dataset, tmp_pat
     pipeline = FakeCinePipeline(step_delay_s=0.01)
     models = ReviewModels(generators={"sa": pipeline}, predictor=fake_predict, key="fake")
     key = subject_key("1000004")
-    with TestClient(create_app(settings, models)) as client:
+    with review_client(create_app(settings, models)) as client:
         page = client.get("/cases/1000004").text
         assert f'data-start-url="/api/cases/{key}/generate/sa"' in page  # the page starts the job
         job = client.post(f"/api/cases/{key}/generate/sa").json()
@@ -137,7 +139,7 @@ def test_generation_runs_in_the_background_and_is_cached(review_dataset, tmp_pat
         assert "V1: high-frequency noise" in fragment and "<b>dilated</b>" in fragment
     assert pipeline.calls == 1
     # A restart finds the cache: no new job, no new call.
-    with TestClient(create_app(settings, models)) as client:
+    with review_client(create_app(settings, models)) as client:
         job = client.post(f"/api/cases/{key}/generate/sa").json()
         assert job["state"] == "done" and "job_id" not in job
         page = client.get("/cases/1000004").text
@@ -151,7 +153,7 @@ def test_failed_generation_is_reported(review_dataset, tmp_path):
             raise RuntimeError("out of memory")
 
     models = ReviewModels(generators={"sa": Broken()}, key="broken")
-    with TestClient(create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app"), models)) as client:
+    with review_client(create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app"), models)) as client:
         job = _wait_job(client, client.post(f"/api/cases/{subject_key('1000001')}/generate/sa").json())
         assert job["state"] == "failed" and job["message"] == "RuntimeError: out of memory"
         page = client.get("/cases/1000001").text
@@ -171,7 +173,7 @@ def test_uploads_are_parsed_generated_and_stored_under_generated_names(review_da
                                                                       ptbxl_dir):
     app_dir = tmp_path / "app"
     models = _fake_models()
-    with TestClient(create_app(ReviewSettings(data_dir=review_dataset, app_dir=app_dir), models)) as client:
+    with review_client(create_app(ReviewSettings(data_dir=review_dataset, app_dir=app_dir), models)) as client:
         response = client.post("/upload", files={"ecg": ("../../../etc/passwd.xml", ukb_xml_path.read_bytes())},
                                follow_redirects=False)
         assert response.status_code == 303
@@ -234,7 +236,7 @@ def test_upload_header_cannot_reach_files_outside_the_zip(review_dataset, tmp_pa
     passwd = Path("/etc/passwd")
     passwd_size = str(passwd.stat().st_size)
     passwd_line = passwd.read_text().splitlines()[0]
-    with TestClient(create_app(ReviewSettings(data_dir=review_dataset, app_dir=app_dir))) as client:
+    with review_client(create_app(ReviewSettings(data_dir=review_dataset, app_dir=app_dir))) as client:
 
         def refused(name, data):
             response = client.post("/upload", files={"ecg": (name, data)}, follow_redirects=False)
@@ -281,7 +283,7 @@ def test_upload_header_cannot_reach_files_outside_the_zip(review_dataset, tmp_pa
 
 def test_upload_size_limit(review_dataset, tmp_path):
     settings = ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", max_upload_bytes=4096)
-    with TestClient(create_app(settings)) as client:
+    with review_client(create_app(settings)) as client:
         response = client.post("/upload", files={"ecg": ("big.xml", b"<" + b"x" * 200_000)})
         assert response.status_code == 413 and "larger than the limit" in response.text
     with pytest.raises(InputError, match="limit is 0.0 MB"):
@@ -291,10 +293,10 @@ def test_upload_size_limit(review_dataset, tmp_path):
 def test_tokens_sessions_and_bind_address(review_dataset, tmp_path):
     with pytest.raises(ConfigError, match="needs a token"):
         create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "a", host="0.0.0.0"))
-    with pytest.raises(ConfigError, match="at least 8"):
+    with pytest.raises(ConfigError, match="at least 16"):
         create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "a", token="short"))
     app = create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "a", host="0.0.0.0", token=TOKEN))
-    with TestClient(app) as client:
+    with review_client(app, sign_in=False) as client:
         response = client.get("/cases/1000001", follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"] == "/login?next=%2Fcases%2F1000001"
         assert client.get(f"/media/{subject_key('1000001')}/ecg.svg", follow_redirects=False).status_code == 303
@@ -310,15 +312,15 @@ def test_tokens_sessions_and_bind_address(review_dataset, tmp_path):
         client.cookies.set("cn_review", response.cookies["cn_review"])
         assert client.get("/cases/1000001").status_code == 200
     # A new token ends old sessions.
-    app = create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "a", token="another-token"))
-    with TestClient(app) as client:
+    app = create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "a", token="another-token-0001"))
+    with review_client(app, sign_in=False) as client:
         client.cookies.set("cn_review", response.cookies["cn_review"])
         assert client.get("/cases", follow_redirects=False).status_code == 303
 
 
 def _study_yaml(path: Path, **changes) -> Path:
-    data = {"name": "tiny", "title": "Tiny study", "seed": 3, "reader_token": "reader-token-1",
-            "admin_token": "admin-token-1", "readers": ["alice", "bob"],
+    data = {"name": "tiny", "title": "Tiny study", "seed": 3, "reader_token": READER_TOKEN,
+            "admin_token": ADMIN_TOKEN, "readers": ["alice", "bob"],
             "arms": ["ecg_only", "ecg_generated_cmr", "ecg_real_cmr"], "cases": {"ids": ["1000002", "1000007", "1000001"]},
             "questions": {"diagnosis": {"choices": {"normal": None, "cardiomyopathy": "label_cardiomyopathy",
                                                     "coronary_artery_disease": "label_coronary_artery_disease"}}}}
@@ -327,7 +329,7 @@ def _study_yaml(path: Path, **changes) -> Path:
     return path
 
 
-def _sign_in(client, name, token="reader-token-1"):
+def _sign_in(client, name, token=READER_TOKEN):
     return client.post("/study/tiny/signin", data={"name": name, "token": token}, follow_redirects=False)
 
 
@@ -339,7 +341,7 @@ def test_study_blinding_and_separation_of_readers(review_dataset, tmp_path):
         create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", studies=[study], token=TOKEN))
     app = create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", studies=[study], token=TOKEN),
                      _fake_models())
-    with TestClient(app) as alice, TestClient(app) as bob:
+    with review_client(app, sign_in=False) as alice, review_client(app, sign_in=False) as bob:
         assert _sign_in(alice, "alice", "wrong-token").status_code == 403
         assert _sign_in(alice, "mallory").status_code == 403
         assert _sign_in(alice, "alice").status_code == 303
@@ -381,7 +383,7 @@ def test_study_blinding_and_separation_of_readers(review_dataset, tmp_path):
         assert alice.get("/study/tiny/admin/export.csv").status_code == 403
         assert alice.get("/study/tiny/admin/summary.json").status_code == 403
         assert alice.get("/cases/1000002", follow_redirects=False).status_code == 303
-        assert bob.post("/study/tiny/admin/login", data={"token": "reader-token-1"}).status_code == 403
+        assert bob.post("/study/tiny/admin/login", data={"token": READER_TOKEN}).status_code == 403
         # A reader cookie edited to another name is refused.
         body, mac = alice.cookies["cn_study_tiny"].split(".")
         forged = base64.urlsafe_b64encode(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).replace(
@@ -398,7 +400,7 @@ def test_study_submit_flow_and_admin_export(review_dataset, tmp_path):
     study = _study_yaml(tmp_path / "study.yaml", arms=["ecg_only", "ecg_real_cmr"])
     app = create_app(ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", studies=[study], token=TOKEN))
     store = app.state.review.studies["tiny"].store
-    with TestClient(app) as client:
+    with review_client(app, sign_in=False) as client:
         assert _sign_in(client, "alice").headers["location"] == "/study/tiny/readings/1"
         truth = {c.case_id: c.truth[0] for c in store.cases()}
         for number in range(1, 7):
@@ -416,7 +418,7 @@ def test_study_submit_flow_and_admin_export(review_dataset, tmp_path):
         assert locked.status_code == 409
         assert "You have submitted all 6 readings" in client.get("/study/tiny/done").text
         assert 'disabled' in client.get("/study/tiny/readings/2").text  # earlier readings are read-only
-        assert client.post("/study/tiny/admin/login", data={"token": "admin-token-1"}, follow_redirects=False).status_code == 303
+        assert client.post("/study/tiny/admin/login", data={"token": ADMIN_TOKEN}, follow_redirects=False).status_code == 303
         summary = client.get("/study/tiny/admin/summary.json").json()
         assert summary["per_arm"]["ecg_only"]["accuracy"] == 1.0 and summary["n_submitted"] == 6
         assert "McNemar exact p" in client.get("/study/tiny/admin").text
@@ -436,6 +438,9 @@ def test_review_command_refuses_bad_settings(review_dataset, tmp_path, capsys):
 
 
 def test_review_command_serves(review_dataset, tmp_path):
+    import http.cookiejar
+    from urllib.parse import parse_qs, urlsplit
+
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
@@ -443,7 +448,15 @@ def test_review_command_serves(review_dataset, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "cardiacnets.cli", "review", "--data", str(review_dataset), "--port", str(port),
          "--app-dir", str(tmp_path / "app")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    lines = []
     try:
+        while not any("review: open" in line for line in lines):  # printed before the server starts
+            line = process.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        url = re.search(r"review: open (\S+)", lines[-1]).group(1)
+        token = parse_qs(urlsplit(url).query)["token"][0]  # a token made for this launch, in the URL
+        assert len(token) >= 32
         deadline = time.time() + 60
         while True:
             try:
@@ -451,15 +464,23 @@ def test_review_command_serves(review_dataset, tmp_path):
                     assert response.read() == b"ok"
                 break
             except OSError:
-                assert process.poll() is None, process.stdout.read()
+                assert process.poll() is None, "".join(lines) + process.stdout.read()
                 assert time.time() < deadline
                 time.sleep(0.2)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cases/1000003", timeout=10) as response:
+        with pytest.raises(urllib.error.HTTPError):  # no token, no page (the sign-in form is not the page)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/cases/1000003?token=wrong", timeout=10):
+                pass
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with browser.open(f"http://127.0.0.1:{port}/cases/1000003?token={token}", timeout=10) as response:
             assert b"Subject 1000003" in response.read()
+            assert response.url == f"http://127.0.0.1:{port}/cases/1000003"  # the token left the address bar
+        with browser.open(f"http://127.0.0.1:{port}/cases/1000004", timeout=10) as response:
+            assert b"Subject 1000004" in response.read()  # the session cookie signs in from then on
     finally:
         process.terminate()
-        output = process.communicate(timeout=20)[0]
+        output = "".join(lines) + process.communicate(timeout=20)[0]
     assert f"review: open http://127.0.0.1:{port}/cases" in output
+    assert f"review: open http://127.0.0.1:{port}/cases?token={token} " in output
 
 
 def test_job_runner_priorities_progress_and_retries():

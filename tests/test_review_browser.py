@@ -30,9 +30,9 @@ CHROMIUM = Path(os.environ.get("CARDIACNETS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(os.environ.get("CARDIACNETS_SCREENSHOTS", REPO_ROOT / "docs" / "screenshots"))
-TOKEN = "review-token-1"
-READER_TOKEN = "reader-token-1"
-ADMIN_TOKEN = "admin-token-1"
+TOKEN = "review-token-0001"
+READER_TOKEN = "reader-token-0001"
+ADMIN_TOKEN = "admin-token-00001"
 VIEWPORT = {"width": 1280, "height": 900}
 
 
@@ -264,3 +264,25 @@ def test_two_readers_answering_at_once_lose_nothing(browser, server):
     _shot(page, "study_summary.png")
     for _, page in pages:
         page.context.close()
+
+
+def test_a_cross_site_form_changes_nothing(browser, server):
+    # A page on another site that auto-submits a form to the app (with a guessed CSRF token), while
+    # the reviewer is signed in: the app refuses it, and the note is not stored.
+    from cardiacnets.review.app import subject_key
+
+    base, app = server
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    _login(page, base)
+    key = subject_key("1000006")
+    hostile = (f'<form id="f" method="post" action="{base}/cases/{key}/review"><input name="reviewed" value="yes">'
+               '<input name="note" value="pwned"><input name="csrf_token" value="guess"></form>'
+               '<script>document.getElementById("f").submit()</script>')
+    context.route("http://evil.example/**",
+                  lambda route: route.fulfill(status=200, content_type="text/html", body=hostile))
+    with page.expect_response(lambda response: response.url.endswith(f"/cases/{key}/review")) as posted:
+        page.goto("http://evil.example/")
+    assert posted.value.status == 403 and "cross-site request refused" in posted.value.text()
+    assert key not in app.state.review.reviews()
+    context.close()

@@ -2,6 +2,12 @@
    Plain JavaScript, no dependencies; the pages work without it except for these. */
 "use strict";
 
+// Every POST carries the page's CSRF token (the server refuses state changes without it).
+function csrfToken() {
+  const meta = document.querySelector("meta[name=csrf-token]");
+  return meta ? meta.content : "";
+}
+
 /* ---------------------------------------------------------------- cine player */
 
 // A cine is a PNG sprite sheet (frames side by side). The server sends the frame
@@ -107,7 +113,7 @@ function finishJob(box, readyUrl) {
 }
 
 function runJob(box) {
-  fetch(box.dataset.startUrl, { method: "POST", credentials: "same-origin" })
+  fetch(box.dataset.startUrl, { method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrfToken() } })
     .then(function (r) { return r.json(); })
     .then(function (job) {
       if (job.error) throw new Error(job.error);
@@ -179,7 +185,7 @@ function setupReading(form) {
     if (counted) { pending += 1; showState(); }
     chain = chain.then(function () {
       return fetch(url, { method: "POST", credentials: "same-origin", keepalive: true,
-                          headers: { "Content-Type": "application/json" }, body: body })
+                          headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() }, body: body })
         .then(function (r) { return r.json().then(function (data) { return { ok: r.ok, data: data }; }); })
         .then(function (result) {
           if (!result.ok) { failed = true; state.textContent = "not saved: " + result.data.error; state.dataset.state = "error"; }
@@ -216,7 +222,10 @@ function setupReading(form) {
     // Unsaved typing (closed within the debounce) and the reading time go out with the page.
     const answer = (!submitting && text && text.value !== savedText) ? { free_text: text.value } : {};
     const body = JSON.stringify({ answer: answer, visit: visit, active_ms: active() });
-    navigator.sendBeacon(url, new Blob([body], { type: "application/json" }));
+    // A keepalive fetch outlives the page like sendBeacon, and can carry the CSRF header.
+    fetch(url, { method: "POST", credentials: "same-origin", keepalive: true,
+                 headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() }, body: body })
+      .catch(function () {});
   });
 }
 
