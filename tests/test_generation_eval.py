@@ -195,8 +195,16 @@ def test_evaluate_generation_with_a_noisy_oracle_and_baselines(disc_set, models,
     result = evaluate_generation(None, disc_set, "test", segmenter=segmenter, generate_batch=noisy_truth,
                                  feature_encoder=models["feature_encoder"], alignment=models["alignment"],
                                  batch_size=3, out_dir=tmp_path / "out", n_examples=2)
-    for block in (result, result["nn_baseline"], result["random_baseline"]):
-        assert {"ssim", "psnr", "frechet", "lvedv_r", "lvef_r", "lvedv_mae_ml", "lvef_mae_pct", "n"} <= set(block)
+    for block in (result, result["nn_baseline"], result["random_baseline"], result["knn5_baseline"],
+                  result["rendered_readout"]):
+        assert {"ssim", "psnr", "frechet", "lvedv_r", "lvef_r", "lvedv_mae_ml", "lvef_mae_pct", "n",
+                "temporal"} <= set(block)
+    # The noisy oracle moves like the truth; the drawn anatomy of the rendered read-out follows the
+    # training set's mean cycle, one contraction per cine.
+    assert result["temporal"]["lv_curve_r"] > 0.95 and result["temporal"]["one_cycle"] == 1.0
+    assert result["rendered_readout"]["anatomy"]["validity"]["one_cycle"] == 1.0
+    assert result["rendered_readout"]["anatomy"]["dice_vs_segmented_cine"]["lv_cavity"] > 0.9
+    assert result["rendered_readout"]["method"]["features"] == ["sex_male", "age_years"]  # no measurements here
     assert result["n"] == 4 and result["settings"]["batch_size"] == 3
     assert result["ssim"] > result["nn_baseline"]["ssim"] and result["psnr"] > result["nn_baseline"]["psnr"]
     assert result["lvedv_r"] == pytest.approx(1.0, abs=1e-3) and result["lvedv_mae_ml"] < 0.5
@@ -208,12 +216,14 @@ def test_evaluate_generation_with_a_noisy_oracle_and_baselines(disc_set, models,
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["lvedv_r"] == pytest.approx(result["lvedv_r"])
     table = pd.read_csv(out / "per_subject.csv", dtype={"subject_id": str, "nn_subject_id": str})
-    assert sorted(table["method"].unique()) == ["generator", "nn_baseline", "random_baseline"] and len(table) == 12
+    assert sorted(table["method"].unique()) == ["generator", "knn5_baseline", "nn_baseline", "random_baseline",
+                                                "rendered_readout"] and len(table) == 20
     nn_rows = table[table["method"] == "nn_baseline"]
     train_ids = set(TrainingSet(disc_set, split="train").manifest["subject_id"])
     assert set(nn_rows["nn_subject_id"]) <= train_ids
     gif = Image.open(next(out.glob("compare_*.gif")))
-    assert gif.n_frames == FRAMES and gif.size == (2 * SIZE * 4, 2 * SIZE)  # 4 panels side by side, scale 2
+    # true, generator, nearest neighbour, rendered read-out side by side, scale 2
+    assert gif.n_frames == FRAMES and gif.size == (2 * SIZE * 4, 2 * SIZE)
     assert Image.open(next(out.glob("compare_*.png"))).size == (2 * SIZE * FRAMES, 2 * SIZE * 4)
 
 

@@ -20,11 +20,15 @@ def register(eval_sub: argparse._SubParsersAction) -> None:
         "generation", help="ECG->CMR generation on held-out pairs: SSIM, PSNR, Frechet, LV/RV function vs truth",
         description="Generate each subject's cine from its ECG and score it against the true cine: SSIM, PSNR, the "
                     "Frechet distance of aligned CMR-encoder features, and LV/RV cavity size and EF measured by a "
-                    "segmenter on generated and true cines (Pearson r, MAE). The nearest-neighbour baseline (the "
-                    "training subject with the closest aligned ECG embedding, and its real cine) and a random "
-                    "real cine are scored the same way. One mid-ventricular slice gives area-based proxies: "
-                    "'lvedv' = LV cavity area at ED x slice spacing.")
-    p.add_argument("--model", type=Path, metavar="DIR", help="pipeline folder (ECGToCMRPipeline, RUN/pipeline)")
+                    "segmenter on generated and true cines (Pearson r, MAE), and how much the cines move like one "
+                    "cardiac cycle. The baselines are scored the same way: the nearest neighbour (the training "
+                    "subject with the closest aligned ECG embedding, and its real cine), the pixel mean of the k "
+                    "nearest, a random real cine, and the rendered read-out (a ridge of the ECG's device "
+                    "measurements and demographics drawn as a plain anatomy of that size). One mid-ventricular "
+                    "slice gives area-based proxies: 'lvedv' = LV cavity area at ED x slice spacing.")
+    p.add_argument("--model", type=Path, metavar="DIR", action="append",
+                   help="pipeline folder of either generator (RUN/pipeline of a diffusion or anatomy run); repeat it "
+                        "to score several generators side by side on the same subjects")
     p.add_argument("--data", type=Path, required=True, metavar="DATASET", help="training set folder")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--segmenter", type=Path, required=True, metavar="RUN",
@@ -38,7 +42,12 @@ def register(eval_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--acdc", type=Path, metavar="DIR", help="ACDC HDF5 folder: also report the segmenter's Dice there")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N subjects of the split")
     p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3.0)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: 3 for the direct generator, the validation-chosen "
+                        "value of an anatomy-first pipeline)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="anatomy-first pipelines: the anatomy's sampling temperature (default: validation-chosen)")
+    p.add_argument("--knn", type=int, default=5, help="neighbours averaged by the k-nearest baseline (default 5)")
     p.add_argument("--scheduler", choices=("dpm++", "ddim"), default="dpm++", help="sampler (default dpm++)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise and the random baseline")
     p.add_argument("--n-samples", type=int, default=1, metavar="M",
@@ -84,7 +93,8 @@ def _device(name: str) -> str:
 
 
 def _row(label: str, block: dict, keys: list[str]) -> str:
-    return f"  {label:16}" + "".join(f"{block.get(k, float('nan')):>14.3f}" for k in keys)
+    cycle = block.get("temporal", {}).get("one_cycle", float("nan"))
+    return f"  {label:18}" + "".join(f"{block.get(k, float('nan')):>13.3f}" for k in keys) + f"{cycle:>13.3f}"
 
 
 def run_generation(args: argparse.Namespace) -> int:
@@ -93,16 +103,16 @@ def run_generation(args: argparse.Namespace) -> int:
 
     if args.baselines_only and args.no_baselines:
         raise ConfigError("--baselines-only and --no-baselines exclude each other")
-    if args.baselines_only == (args.model is not None):
+    if args.baselines_only == bool(args.model):
         raise ConfigError("give --model DIR (the pipeline) or --baselines-only")
     result = evaluate_generation(
-        args.model, args.data, args.split, segmenter=args.segmenter, feature_encoder=args.feature_encoder,
+        (args.model[0] if len(args.model) == 1 else args.model) if args.model else None, args.data, args.split, segmenter=args.segmenter, feature_encoder=args.feature_encoder,
         alignment=args.alignment, baselines=not args.no_baselines, limit=args.limit, steps=args.steps,
         guidance=args.guidance, seed=args.seed, scheduler=args.scheduler, n_samples=args.n_samples,
         batch_size=args.batch_size,
         slice_spacing_mm=args.slice_spacing_mm, reference_split=args.reference_split, acdc_dir=args.acdc,
         out_dir=args.out, n_examples=args.examples, device=_device(args.device), bf16=args.precision == "bf16",
-        progress=args.progress)
+        progress=args.progress, temperature=args.temperature, knn=args.knn)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -110,16 +120,23 @@ def run_generation(args: argparse.Namespace) -> int:
     print(f"generation: {result['model'] or 'baselines only'} on split {result['split']!r} of {result['data']} "
           f"({result['n']} subjects, view {result['view']}; {s['steps']} {s['scheduler']} steps, guidance "
           f"{s['guidance']}, seed {s['seed']})")
-    keys = ["ssim", "psnr", "frechet", "lvedv_r", "lvef_r", "lvedv_mae_ml", "lvef_mae_pct", "rvedv_r"]
-    print(f"  {'':16}" + "".join(f"{k:>14}" for k in keys))
-    if "ssim" in result:
-        print(_row("generator", result, keys))
-    if "samples" in result:
-        mean = result["samples"]["mean_of_samples"]
-        print(_row(f"mean of {result['samples']['n_samples']}", mean, keys))
-    for name in ("nn_baseline", "random_baseline"):
-        if name in result:
-            print(_row(name.replace("_", " "), result[name], keys))
+    keys = ["ssim", "psnr", "frechet", "lvedv_r", "lvef_r", "lvm_r", "lvedv_mae_ml", "lvef_mae_pct", "rvedv_r"]
+    print(f"  {'':18}" + "".join(f"{k:>13}" for k in keys) + f"{'one_cycle':>13}")
+    generators = result.get("generators") or ({"generator": result} if "ssim" in result else {})
+    for name, block in generators.items():
+        print(_row(name, block, keys))
+        if "samples" in block:
+            print(_row(f"  mean of {block['samples']['n_samples']}", block["samples"]["mean_of_samples"], keys))
+    for name, block in result.items():
+        if isinstance(block, dict) and (name.endswith("_baseline") or name == "rendered_readout"):
+            print(_row(name.replace("_", " "), block, keys))
+    for name, block in generators.items():
+        if "anatomy" in block:
+            a = block["anatomy"]
+            print(f"  {name} anatomy: Dice vs segmented cine " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in a["dice_vs_segmented_cine"].items()) +
+                  "; predicted function r " + ", ".join(f"{k} {v:.3f}" for k, v in a["predicted_function"].items()
+                                                       if k.endswith("_r")))
     print(f"  ({result['measurement_note']})")
     acdc = result["segmenter"]["acdc_dice"]
     if acdc is not None:

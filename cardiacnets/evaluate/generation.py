@@ -46,13 +46,13 @@ import pandas as pd
 import torch
 
 from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.evaluate.generation_baselines import (  # noqa: F401  (ReferenceCines, random_generator: public here too)
+    GenerateFn, ReferenceCines, RenderedReadout, neighbour_generators, random_generator, raw_condition_table,
+)
 from cardiacnets.evaluate.segmentation import (
     DEFAULT_SLICE_SPACING_MM, MEASUREMENTS, CineGeometry, Segmenter, agreement, cavity_measurements, load_segmenter,
     segment_cines,
 )
-
-#: A generator under evaluation: a collated batch of the split → (B, frames, H, W) or (B, slices, frames, H, W) cines.
-GenerateFn = Callable[[dict], np.ndarray]
 
 #: Manifest columns with the ground-truth indices the measurements are also compared with (context).
 GROUND_TRUTH = {"lvedv_ml": "seg_lvedv_ml", "lvesv_ml": "seg_lvesv_ml", "lvef_pct": "seg_lvef_pct",
@@ -112,12 +112,14 @@ class Described:
 
     Attributes:
         cines: (N, slices, frames, H, W) float32, clipped to [0, 1].
+        labels: (N, slices, frames, H, W) uint8, the segmenter's labels.
         measurements: `cavity_measurements` rows (one per cine).
         features: (N, dim) float64 feature-encoder outputs.
         seconds: time spent (segmentation and features).
     """
 
     cines: np.ndarray
+    labels: np.ndarray
     measurements: pd.DataFrame
     features: np.ndarray
     seconds: float
@@ -144,7 +146,7 @@ def describe_cines(cines: np.ndarray, tools: ScoringTools) -> Described:
         for start in range(0, len(cines), tools.batch_size):
             chunk = torch.from_numpy(cines[start:start + tools.batch_size]).to(tools.device)
             features.append(encoder(chunk).double().cpu().numpy())
-    return Described(cines, measurements, np.concatenate(features), time.perf_counter() - started)
+    return Described(cines, labels, measurements, np.concatenate(features), time.perf_counter() - started)
 
 
 def image_similarity(generated: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,6 +191,43 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
                                torch.as_tensor(features_b, dtype=torch.float64)))
 
 
+def temporal_coherence(generated: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """How much the segmented cines' LV cavity moves like one cardiac cycle.
+
+    Args:
+        generated, true: (N, slices, frames, H, W) labels of generated and true cines.
+
+    Returns:
+        ``one_cycle``: fraction of generated cines whose LV blood-pool area over the frames shows
+        exactly one contraction (`cardiacnets.generation.shape_model.contraction_count`);
+        ``true_one_cycle``: the same for the true cines; ``lv_curve_r``: the mean over subjects of
+        the Pearson r between the generated and the true cine's LV area curves (the cines are
+        ECG-gated, so the same frame is the same phase); ``frame_change``: the mean absolute change
+        of the LV area from frame to frame relative to its range, generated over true (1: as jerky
+        as the real cycle).
+    """
+    from cardiacnets.generation.shape_model import contraction_count
+
+    def curves(labels):
+        return (labels == 1).sum(axis=(1, 3, 4)).astype(np.float64)  # (N, frames)
+
+    g, t = curves(generated), curves(true)
+
+    def one_cycle(c):
+        return float(np.mean([contraction_count(row) == 1 for row in c])) if len(c) else float("nan")
+
+    rs = [np.corrcoef(a, b)[0, 1] for a, b in zip(g, t) if a.std() > 0 and b.std() > 0]
+
+    def jerk(c):
+        span = np.ptp(c, axis=1)
+        ok = span > 0
+        return np.abs(np.diff(c[ok], axis=1)).mean(axis=1) / span[ok] if ok.any() else np.array([np.nan])
+
+    return {"one_cycle": one_cycle(g), "true_one_cycle": one_cycle(t),
+            "lv_curve_r": float(np.mean(rs)) if rs else float("nan"),
+            "frame_change": float(np.nanmean(jerk(g)) / np.nanmean(jerk(t)))}
+
+
 def score_cines(generated: np.ndarray | Described, true: np.ndarray | Described, tools: ScoringTools,
                 ground_truth: pd.DataFrame | None = None) -> tuple[dict, pd.DataFrame]:
     """Score generated cines against the true cines of the same subjects (row i with row i).
@@ -219,6 +258,7 @@ def score_cines(generated: np.ndarray | Described, true: np.ndarray | Described,
         summary[f"{name}_r"] = measured[column]["r"]
         summary[f"{name}_mae_{unit}"] = measured[column]["mae"]
     summary["measured"] = measured
+    summary["temporal"] = temporal_coherence(gen.labels, ref.labels)
     summary["n_unmeasured"] = int((gen.measurements["failure"] != "").sum())
     if ground_truth is not None:
         truth = ground_truth.rename(columns={v: k for k, v in GROUND_TRUTH.items()}).reset_index(drop=True)
@@ -284,42 +324,50 @@ def score_samples(samples: list[Described], true: Described,
 
 # --- generators --------------------------------------------------------------------------------------------------
 
-def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float = 3.0, seed: int = 0,
-                       scheduler: str = "dpm++", demographics: bool = False, n_samples: int = 1,
-                       estimates: list | None = None) -> GenerateFn:
-    """The trained pipeline as a `GenerateFn`.
+def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float | None = 3.0, seed: int = 0,
+                       scheduler: str = "dpm++", n_samples: int = 1, estimates: list | None = None,
+                       inputs: Callable[[dict], dict] | None = None, labels: list | None = None,
+                       temperature: float | None = None) -> GenerateFn:
+    """A trained pipeline (either generator) as a `GenerateFn`.
 
     One ``torch.Generator`` seeded with `seed` is consumed batch after batch in split order,
     so results depend on the seed and the batch size (both reported).
 
     Args:
-        pipe: an ``ECGToCMRPipeline``.
+        pipe: an ``ECGToCMRPipeline`` or ``AnatomyFirstPipeline``.
         num_inference_steps: sampler steps.
-        guidance_scale: classifier-free guidance scale.
+        guidance_scale: classifier-free guidance scale (None: the pipeline's default).
         seed: seed of the sampling noise.
         scheduler: ``dpm++`` or ``ddim``.
-        demographics: pass the batch's ``demographics`` and ``demographics_mask`` (standardised with
-            the pipeline's own normaliser) to a pipeline conditioned on them.
         n_samples: cines per ECG (each ECG's samples consecutive).
         estimates: when given, each batch's read-out estimates (the CMR indices the pipeline
             generated the cines *for*, ``index_estimates`` of its output, in the indices' units) are
             appended to it as a DataFrame, one row per ECG (no columns without a read-out).
+        inputs: ``batch -> the pipeline's keyword inputs`` (ECG, lead mask, demographics, measurements;
+            `cardiacnets.generation.request.pipeline_inputs`); default: the batch's ECG and lead mask only.
+        labels: when given and the pipeline returns the anatomy it drew, each batch's label cines
+            (B × n_samples, frames, H, W) are appended to it.
+        temperature: the anatomy's sampling temperature (anatomy-first pipelines; None: their default).
 
     Returns:
         ``generate_batch(batch) -> (B × n_samples, frames, H, W)``.
     """
     generator = torch.Generator().manual_seed(seed)
+    settings = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                "scheduler": scheduler, "num_samples_per_ecg": n_samples, "progress": False}
+    if temperature is not None:
+        settings["temperature"] = temperature
 
     def generate_batch(batch: dict) -> np.ndarray:
-        extra = {"demographics_mask": batch["demographics_mask"]} if demographics else {}
-        out = pipe(ecg=batch["ecg"], lead_mask=batch.get("ecg_lead_mask"),
-                   demographics=batch["demographics"] if demographics else None,
-                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler,
-                   generator=generator, num_samples_per_ecg=n_samples, progress=False, **extra)
+        given = inputs(batch) if inputs is not None else {"ecg": batch["ecg"], "lead_mask": batch.get("ecg_lead_mask"),
+                                                         "demographics": None}
+        out = pipe(**given, generator=generator, **settings)
         if estimates is not None:
             estimates.append(pd.DataFrame({name: np.asarray(values, dtype=float)
                                            for name, values in out.index_estimates.items()},
                                           index=range(len(batch["ecg"]))))
+        if labels is not None and getattr(out, "labels", None) is not None:
+            labels.append(out.labels)
         return out.cines
 
     return generate_batch
@@ -346,86 +394,11 @@ def condition_following(generated: pd.DataFrame, condition: pd.DataFrame, true: 
             "condition_vs_true_cine": {c: v["r"] for c, v in agreement(condition, true, columns).items()}}
 
 
-class ReferenceCines:
-    """Real cines of a reference split (the training split), read by row from the memory map.
-
-    Args:
-        data: training set folder.
-        split: the reference split.
-        view: CMR view.
-    """
-
-    def __init__(self, data, split: str, view: str):
-        from cardiacnets.data.store import TrainingSet
-
-        self.dataset = TrainingSet(data, split=split, require=("ecg", view))
-        if len(self.dataset) == 0:
-            raise InputError(data, f"no subject of split {split!r} has an ECG and a {view} cine")
-        self.view = view
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def cines(self, rows) -> np.ndarray:
-        """(len(rows), slices, frames, H, W) float32 cines of the given reference rows."""
-        return np.stack([self.dataset[int(r)][f"cmr_{self.view}"] for r in rows])
-
-    def subject_ids(self, rows) -> list[str]:
-        return [str(self.dataset.manifest.iloc[int(r)]["subject_id"]) for r in rows]
-
-
 def nearest_neighbour_generator(alignment_run, reference: ReferenceCines, query_dataset, batch_size: int = 64,
                                 device: str = "cpu") -> tuple[GenerateFn, dict]:
-    """The retrieval baseline: each query's closest reference subject by aligned ECG embedding, and its real cine.
-
-    Args:
-        alignment_run: an alignment run (``RUN/model``) or saved `CardiacCLIP` folder.
-        reference: the reference subjects (training split) whose cines are returned.
-        query_dataset: the evaluated split as a `TrainingSet` (rows are batch ``index`` values).
-        batch_size: subjects per embedding pass.
-        device: torch device.
-
-    Returns:
-        ``(generate_batch, info)``: ``info`` holds ``model`` (folder), ``embed_seconds`` and
-        ``matches`` (filled as batches are generated: query row → reference subject id).
-    """
-    from cardiacnets.data.torch_data import CardiacTorchDataset
-    from cardiacnets.evaluate.embeddings import embed_split, load_alignment_model
-    from cardiacnets.evaluate.retrieval import _run_demographics, normalize_rows
-
-    model, model_dir = load_alignment_model(alignment_run)
-    normalizer = _run_demographics(alignment_run, model_dir, model)
-    started = time.perf_counter()
-    embedded = {}
-    for name, dataset in (("reference", reference.dataset), ("query", query_dataset)):
-        try:
-            embedded[name] = normalize_rows(embed_split(
-                model, CardiacTorchDataset(dataset, demographics=normalizer, views=[]), (), batch_size=batch_size,
-                device=device).ecg)
-        except ValueError as err:
-            raise InputError(dataset.root, f"does not fit the alignment model in {model_dir}: {err}") from err
-    info = {"model": str(model_dir), "embed_seconds": round(time.perf_counter() - started, 2),
-            "reference_split": reference.split, "n_reference": len(reference), "matches": {}}
-
-    def generate_batch(batch: dict) -> np.ndarray:
-        rows = batch["index"].cpu().numpy()
-        similarity = embedded["query"][rows] @ embedded["reference"].T  # (B, n_reference) cosine
-        nearest = similarity.argmax(axis=1)
-        info["matches"].update(zip(rows.tolist(), reference.subject_ids(nearest)))
-        return reference.cines(nearest)
-
-    return generate_batch, info
-
-
-def random_generator(reference: ReferenceCines, seed: int = 0) -> GenerateFn:
-    """Chance level: a uniformly drawn reference subject's real cine for each query (seeded)."""
-    rng = np.random.default_rng(seed)
-
-    def generate_batch(batch: dict) -> np.ndarray:
-        return reference.cines(rng.integers(len(reference), size=len(batch["index"])))
-
-    return generate_batch
+    """The nearest-neighbour retrieval baseline alone (`neighbour_generators`' first)."""
+    nearest, _, info = neighbour_generators(alignment_run, reference, query_dataset, 1, batch_size, device)
+    return nearest, info
 
 
 # --- the evaluation ----------------------------------------------------------------------------------------------
@@ -455,155 +428,265 @@ def _load_feature_encoder(folder, view: str) -> torch.nn.Module:
     return load_saved_encoder(str(folder), "cmr", view).eval()
 
 
-def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feature_encoder=None, alignment=None,
-                        generate_batch: GenerateFn | None = None, baselines: bool = True, limit: int | None = None,
-                        steps: int = 25, guidance: float = 3.0, seed: int = 0, scheduler: str = "dpm++",
-                        n_samples: int = 1, batch_size: int = 8, slice_spacing_mm: float = DEFAULT_SLICE_SPACING_MM,
-                        reference_split: str = "train", acdc_dir=None, out_dir=None, n_examples: int = 4,
-                        device: str = "cpu", bf16: bool = False, progress: bool = False) -> dict:
-    """Generate the split's cines from their ECGs and score them, with the baselines scored the same way.
+@dataclass
+class Method:
+    """One method under evaluation: its generate function and what it records while generating.
 
-    Steps: (1) check and load the inputs (pipeline, segmenter, feature encoder, alignment run,
-    split); (2) run each generator over the split in batches, timing it; (3) describe the true
-    cines once and score every generator with `score_cines`; (4) optionally the segmenter's
-    ACDC Dice; (5) with `out_dir`, write ``metrics.json``, ``per_subject.csv`` and comparison
-    PNG strips and GIFs of a few subjects.
+    Attributes:
+        name: key in the results (``generator``, ``direct``, ``anatomy``, ``nn_baseline``, ...).
+        generate: the `GenerateFn`.
+        per_ecg: cines it makes per ECG.
+        estimates: the read-out's estimates per batch (pipelines with a read-out).
+        labels: the anatomy it drew per batch (anatomy-first pipelines, the rendered read-out).
+        info: anything else reported with its scores.
+    """
+
+    name: str
+    generate: GenerateFn
+    per_ecg: int = 1
+    estimates: list | None = None
+    labels: list | None = None
+    info: dict | None = None
+
+
+def _pipeline_method(name: str, model_dir: Path, dataset, steps: int, guidance: float | None,
+                     temperature: float | None, seed: int, scheduler: str, n_samples: int, device: str) -> Method:
+    """A trained pipeline folder as a `Method` (raw demographics and measurements from the split's manifest)."""
+    from cardiacnets.generation.request import demographics_normaliser, generator_kind, load_pipeline, pipeline_inputs
+
+    if not Path(model_dir).is_dir():
+        raise InputError(model_dir, "no such pipeline folder")
+    pipe = load_pipeline(model_dir).to(device)
+    normaliser = demographics_normaliser(pipe)
+    measurements = []
+    if generator_kind(pipe) == "anatomy" and pipe.readout.config.measurements:
+        measurements = list(pipe.readout.config.measurements["columns"])
+    lookup = raw_condition_table(dataset.manifest, list(normaliser["columns"]) if normaliser else [], measurements)
+
+    def inputs(batch: dict) -> dict:
+        demographics, measured = lookup(batch["index"].cpu().numpy())
+        return pipeline_inputs(pipe, batch["ecg"], batch.get("ecg_lead_mask"), demographics, measured)
+
+    if generator_kind(pipe) == "direct":
+        guidance = 3.0 if guidance is None else guidance
+        if temperature is not None:
+            raise ConfigError("--temperature applies to anatomy-first pipelines only")
+    estimates, labels = [], []
+    generate = pipeline_generator(pipe, steps, guidance, seed, scheduler, n_samples, estimates, inputs, labels,
+                                  temperature)
+    settings = {"model": str(model_dir), "generator": generator_kind(pipe), "guidance": guidance,
+                "view": pipe.view}
+    if generator_kind(pipe) == "anatomy":
+        settings.update(guidance=pipe.config.default_guidance if guidance is None else guidance,
+                        temperature=pipe.config.default_temperature if temperature is None else temperature)
+    return Method(name, generate, n_samples, estimates, labels, settings)
+
+
+def _baseline_methods(data, reference_split: str, split: str, dataset, alignment, geometry, slice_spacing_mm: float,
+                      seed: int, knn: int, view: str, device: str) -> list[Method]:
+    """The nearest-neighbour, k-nearest mean, random and rendered read-out baselines (`generation_baselines`)."""
+    if reference_split == split:
+        raise ConfigError(f"the baselines' reference split must differ from the evaluated split ({split!r})")
+    reference = ReferenceCines(data, reference_split, view)
+    nearest, k_mean, nn_info = neighbour_generators(alignment, reference, dataset, k=knn, device=device)
+    methods = [Method("nn_baseline", nearest, info=nn_info),
+               Method(f"knn{knn}_baseline", k_mean, info={"k": knn, "model": nn_info["model"]}),
+               Method("random_baseline", random_generator(reference, seed))]
+    rendered = RenderedReadout(reference, geometry.spacing_mm, slice_spacing_mm)
+    drawn: list = []
+    methods.append(Method("rendered_readout", rendered.generator(dataset.manifest, drawn), labels=drawn,
+                          info=rendered.info))
+    return methods
+
+
+def _generate_all(methods: list[Method], torch_dataset, n: int, batch_size: int, n_slices: int, where,
+                  progress: bool) -> tuple[dict[str, list[np.ndarray]], dict[str, float]]:
+    """Run every method over the first `n` subjects in batches: ``({name: [sample 1, ...]}, timing)``."""
+    from cardiacnets.evaluate.embeddings import collate_samples
+
+    batches = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
+    outputs, timing = {}, {}
+    for method in methods:
+        tick = time.perf_counter()
+        chunks: list[list[np.ndarray]] = [[] for _ in range(method.per_ecg)]
+        iterator = batches
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(batches, desc=method.name, unit="batch")
+        for rows in iterator:
+            batch = collate_samples([torch_dataset[i] for i in rows])
+            out = np.asarray(method.generate(batch))
+            if len(out) != len(rows) * method.per_ecg:
+                raise InputError(where, f"{method.name} made {len(out)} cines for {len(rows)} ECGs "
+                                        f"({method.per_ecg} per ECG expected)")
+            for k in range(method.per_ecg):
+                chunks[k].append(as_cines(out[k::method.per_ecg], n_slices, f"{method.name} output"))
+        outputs[method.name] = [np.concatenate(c) for c in chunks]
+        timing[f"{method.name}_seconds"] = round(time.perf_counter() - tick, 2)
+        if method.name not in BASELINES and not method.name.startswith("knn"):
+            timing[f"{method.name}_seconds_per_cine"] = round(timing[f"{method.name}_seconds"] / (n * method.per_ecg), 3)
+    return outputs, timing
+
+
+def anatomy_agreement(anatomy: np.ndarray, described: Described, truth: Described, ground_truth: pd.DataFrame | None,
+                      spacing_mm: float, slice_spacing_mm: float) -> dict:
+    """How the anatomy a method drew relates to its cines and to the truth.
 
     Args:
-        model_dir: the pipeline folder (``ECGToCMRPipeline.from_pretrained``); ``None`` with
-            `generate_batch` given or with ``baselines`` only.
+        anatomy: (N, slices, frames, H, W) the label cines the method generated its images from.
+        described: the generated cines' description (the segmenter's labels and measurements).
+        truth: the true cines' description.
+        ground_truth: optional manifest indices (`GROUND_TRUTH` columns) of the same subjects.
+        spacing_mm, slice_spacing_mm: geometry of the measurements.
+
+    Returns:
+        ``dice_vs_segmented_cine`` (per class, mean over cines: does the image follow the anatomy?),
+        ``predicted_function`` (r and MAE of the anatomy's own indices against the true cine's, and r
+        against the ground truth: the generator's predicted function), ``cine_vs_anatomy`` (r of the
+        segmented cine's indices against the anatomy's: nothing lost between anatomy and image), and
+        ``validity`` of the anatomies.
+    """
+    from cardiacnets.cmr.indices import cavity_measurements
+    from cardiacnets.generation.shape_model import anatomy_validity, label_dice
+
+    measured = cavity_measurements(anatomy, spacing_mm, slice_spacing_mm)
+    dice = label_dice(described.labels, anatomy)
+    predicted = agreement(measured, truth.measurements)
+    out = {"dice_vs_segmented_cine": {k: float(np.nanmean(v)) for k, v in dice.items()},
+           "predicted_function": {f"{SUMMARISED[c][0]}_r": v["r"] for c, v in predicted.items() if c in SUMMARISED},
+           "cine_vs_anatomy": {f"{SUMMARISED[c][0]}_r": v["r"]
+                               for c, v in agreement(described.measurements, measured).items() if c in SUMMARISED},
+           "validity": anatomy_validity(anatomy)}
+    out["predicted_function"].update({f"{SUMMARISED[c][0]}_mae_{SUMMARISED[c][1]}": v["mae"]
+                                      for c, v in predicted.items() if c in SUMMARISED})
+    if ground_truth is not None:
+        truth_table = ground_truth.rename(columns={v: k for k, v in GROUND_TRUTH.items()}).reset_index(drop=True)
+        columns = [c for c in GROUND_TRUTH if c in truth_table.columns]
+        out["predicted_function"]["vs_ground_truth"] = {c: v["r"] for c, v in
+                                                        agreement(measured, truth_table, columns).items()}
+    return out
+
+
+def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feature_encoder=None, alignment=None,
+                        generate_batch: GenerateFn | None = None, baselines: bool = True, limit: int | None = None,
+                        steps: int = 25, guidance: float | None = None, seed: int = 0, scheduler: str = "dpm++",
+                        n_samples: int = 1, batch_size: int = 8, slice_spacing_mm: float = DEFAULT_SLICE_SPACING_MM,
+                        reference_split: str = "train", acdc_dir=None, out_dir=None, n_examples: int = 4,
+                        device: str = "cpu", bf16: bool = False, progress: bool = False,
+                        temperature: float | None = None, knn: int = 5) -> dict:
+    """Generate the split's cines from their ECGs with one or more generators, and score them with the baselines.
+
+    Steps: (1) check and load the inputs (pipelines, segmenter, feature encoder, alignment run,
+    split); (2) run each method over the split in batches, timing it; (3) describe the true cines
+    once and score every method with `score_cines` (and the anatomy a method drew with
+    `anatomy_agreement`); (4) optionally the segmenter's ACDC Dice; (5) with `out_dir`, write
+    ``metrics.json``, ``per_subject.csv`` and comparison PNG strips and GIFs of a few subjects.
+
+    Args:
+        model_dir: a pipeline folder (either generator), a list of them (scored side by side, named by
+            their generator: ``direct``, ``anatomy``), or ``None`` with `generate_batch` given or
+            with ``baselines`` only.
         data: training set folder.
         split: evaluated split (held out from generator training).
         segmenter: a ``segment`` run or saved `CineSegmenter` folder (or a loaded `Segmenter`).
         feature_encoder: saved CMR encoder folder for the Fréchet features (default: the one the
-            pipeline folder records as ``feature_encoder`` in ``provenance.json``, else an error).
-        alignment: alignment run of the nearest-neighbour baseline (default: the one the pipeline
-            folder records as ``alignment_run``); needed when ``baselines``.
+            first pipeline folder records as ``feature_encoder``).
+        alignment: alignment run of the neighbour baselines (default: the one the first pipeline
+            records as ``alignment_run``); needed when ``baselines``.
         generate_batch: evaluate this function instead of a pipeline (tests, other generators).
-        baselines: also score the nearest-neighbour and random baselines.
+        baselines: also score the nearest-neighbour, k-nearest mean, random and rendered read-out baselines.
         limit: evaluate the first N subjects of the split only.
-        steps, guidance, seed, scheduler: sampling settings of the pipeline.
-        n_samples: cines the generator makes per ECG. The top-level scores are always those of
-            the first sample (one cine per ECG, as the baselines); with more, ``samples`` adds
-            the r and MAE of the mean of each subject's samples' measurements (an ensemble over
-            the sampling noise), each sample's own r, and the spread between samples.
+        steps, guidance, seed, scheduler: sampling settings of the pipelines (guidance None: 3 for
+            the direct generator, the anatomy-first pipeline's validation-chosen value).
+        temperature: the anatomy-first pipelines' sampling temperature (None: their default).
+        n_samples: cines the generators make per ECG. The scores of each generator are those of its
+            first sample (one cine per ECG, as the baselines); with more, ``samples`` adds the r and MAE
+            of the mean of each subject's samples' measurements, each sample's own r, and the spread.
         batch_size: subjects per generation batch.
         slice_spacing_mm: slice spacing of the volume measurements (10 mm: UK Biobank).
-        reference_split: split the baselines draw real cines from.
+        reference_split: split the baselines draw real cines from and fit on.
         acdc_dir: ACDC HDF5 folder: also report the segmenter's Dice there.
         out_dir: write results and comparison images here.
         n_examples: subjects drawn in the comparison images.
         device: torch device.
         bf16: bf16 autocast for the segmenter and the feature encoder.
         progress: show progress bars.
+        knn: neighbours averaged by the k-nearest baseline.
 
     Returns:
-        The metrics dict: the generator's summary at the top level (``ssim``, ``psnr``, ``frechet``,
-        ``lvedv_r``, ``lvef_r``, ``lvedv_mae_ml``, ...), ``nn_baseline`` and ``random_baseline``
-        with the same keys, ``n``, ``settings``, ``timing``, ``segmenter`` (with ``acdc_dice``) and
-        ``notes``.
+        The metrics dict: the first generator's summary at the top level (``ssim``, ``psnr``,
+        ``frechet``, ``lvedv_r``, ``lvef_r``, ``lvedv_mae_ml``, ``temporal``, ...; with an anatomy,
+        ``anatomy``), ``generators`` (every generator's summary by name), ``nn_baseline``,
+        ``knn<k>_baseline``, ``random_baseline`` and ``rendered_readout`` with the same keys, ``n``,
+        ``settings``, ``timing``, ``segmenter`` (with ``acdc_dice``) and ``notes``.
 
     Raises:
         InputError: unusable folders, split or view; ConfigError: invalid numbers or a missing
-            option (no feature encoder, no alignment run for the baseline).
+            option (no feature encoder, no alignment run for the baselines).
     """
     from cardiacnets.data.store import TrainingSet
     from cardiacnets.data.torch_data import CardiacTorchDataset
-    from cardiacnets.evaluate.embeddings import collate_samples
 
     # 1. Inputs.
-    if batch_size < 1 or (limit is not None and limit < 1) or steps < 1 or n_samples < 1:
-        raise ConfigError("--batch-size, --limit, --steps and --n-samples must be at least 1")
-    if model_dir is None and generate_batch is None and not baselines:
+    if batch_size < 1 or (limit is not None and limit < 1) or steps < 1 or n_samples < 1 or knn < 1:
+        raise ConfigError("--batch-size, --limit, --steps, --n-samples and --knn must be at least 1")
+    model_dirs = [] if model_dir is None else [Path(m) for m in (model_dir if isinstance(model_dir, (list, tuple))
+                                                                  else [model_dir])]
+    if not model_dirs and generate_batch is None and not baselines:
         raise ConfigError("nothing to evaluate: give a pipeline folder (--model) or the baselines")
     started = time.perf_counter()
     notes: list[str] = []
-    view, normalizer = "sa", None
-    estimates: list[pd.DataFrame] = []  # the pipeline's read-out estimates, batch by batch (pipeline_generator)
-    if model_dir is not None and generate_batch is None:
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise InputError(model_dir, "no such pipeline folder")
-        from cardiacnets.generation import ECGToCMRPipeline
-
-        pipe = ECGToCMRPipeline.from_pretrained(model_dir).to(device)
-        view = pipe.view
-        recorded = getattr(pipe.config, "demographics", None)  # the diffusion run's normaliser, when conditioned
-        if recorded:
-            from cardiacnets.data.torch_data import DemographicsNormalizer
-
-            normalizer = DemographicsNormalizer(tuple(recorded["columns"]), tuple(recorded["mean"]),
-                                                tuple(recorded["std"]))
-        generate_batch = pipeline_generator(pipe, steps, guidance, seed, scheduler, demographics=bool(recorded),
-                                            n_samples=n_samples, estimates=estimates)
-    seg = segmenter if isinstance(segmenter, Segmenter) else load_segmenter(segmenter)
-    if feature_encoder is None and model_dir is not None:
-        feature_encoder = _recorded_path(Path(model_dir), ("feature_encoder",))
-    if feature_encoder is None:
-        raise ConfigError("no feature encoder for the Fréchet distance: pass --feature-encoder DIR "
-                          "(an aligned CMR encoder, e.g. ALIGN_RUN/cmr_sa_encoder)")
-    encoder = _load_feature_encoder(feature_encoder, view)
-    if baselines and alignment is None and model_dir is not None:
-        alignment = _recorded_path(Path(model_dir), ("alignment_run",))
-    if baselines and alignment is None:
-        raise ConfigError("the nearest-neighbour baseline needs the alignment run: pass --alignment RUN")
     geometry = CineGeometry.from_dataset(data)
     everyone = TrainingSet(data)
     splits = sorted(everyone.manifest["split"].dropna().astype(str).unique())
     if split not in splits:
         raise InputError(Path(data) / "manifest.csv", f"no split {split!r}; splits present: {', '.join(splits)}")
-    if baselines and reference_split == split:
-        raise ConfigError(f"the baselines' reference split must differ from the evaluated split ({split!r})")
     targets = tuple(c for c in GROUND_TRUTH.values() if c in everyone.manifest.columns)
+    methods: list[Method] = []
+    view = "sa"
+    if generate_batch is not None:
+        methods.append(Method("generator", generate_batch, n_samples))
+    dataset = None
+    for i, folder in enumerate(model_dirs):
+        if dataset is None:
+            dataset = TrainingSet(data, split=split, require=("ecg", view), targets=targets)
+        method = _pipeline_method("", folder, dataset, steps, guidance, temperature, seed, scheduler, n_samples, device)
+        method.name = method.info["generator"] if len(model_dirs) > 1 else "generator"
+        if method.name in {m.name for m in methods}:
+            method.name = f"{method.name}_{i}"
+        view = method.info["view"]
+        methods.append(method)
+    seg = segmenter if isinstance(segmenter, Segmenter) else load_segmenter(segmenter)
+    if feature_encoder is None and model_dirs:
+        feature_encoder = _recorded_path(model_dirs[0], ("feature_encoder",))
+    if feature_encoder is None:
+        raise ConfigError("no feature encoder for the Fréchet distance: pass --feature-encoder DIR "
+                          "(an aligned CMR encoder, e.g. ALIGN_RUN/cmr_sa_encoder)")
+    encoder = _load_feature_encoder(feature_encoder, view)
+    if baselines and alignment is None and model_dirs:
+        alignment = _recorded_path(model_dirs[0], ("alignment_run",))
+    if baselines and alignment is None:
+        raise ConfigError("the nearest-neighbour baseline needs the alignment run: pass --alignment RUN")
     dataset = TrainingSet(data, split=split, require=("ecg", view), targets=targets)
     if len(dataset) == 0:
         raise InputError(data, f"split {split!r} has no subject with both an ECG and a {view} cine")
     n = len(dataset) if limit is None else min(limit, len(dataset))
     tools = ScoringTools(seg, encoder, geometry.spacing_mm, slice_spacing_mm, device, bf16)
-
-    methods: dict[str, GenerateFn] = {}
-    if generate_batch is not None:
-        methods["generator"] = generate_batch
-    nn_info = None
     if baselines:
-        reference = ReferenceCines(data, reference_split, view)
-        methods["nn_baseline"], nn_info = nearest_neighbour_generator(alignment, reference, dataset, device=device)
-        methods["random_baseline"] = random_generator(reference, seed)
+        methods += _baseline_methods(data, reference_split, split, dataset, alignment, geometry, slice_spacing_mm,
+                                     seed, knn, view, device)
 
     # 2. Generate.
-    torch_dataset = CardiacTorchDataset(dataset, demographics=normalizer, views=[view])
-    batches = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
+    torch_dataset = CardiacTorchDataset(dataset, views=[view])
     true_cines = np.stack([dataset[i][f"cmr_{view}"] for i in range(n)])
-    generated: dict[str, np.ndarray] = {}
-    more_samples: list[np.ndarray] = []  # the generator's samples 2..M, each (n, slices, frames, H, W)
-    timing: dict[str, float] = {}
-    for name, method in methods.items():
-        tick = time.perf_counter()
-        per_ecg = n_samples if name == "generator" else 1
-        chunks: list[list[np.ndarray]] = [[] for _ in range(per_ecg)]
-        iterator = batches
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(batches, desc=name, unit="batch")
-        for rows in iterator:
-            batch = collate_samples([torch_dataset[i] for i in rows])
-            out = np.asarray(method(batch))
-            if len(out) != len(rows) * per_ecg:
-                raise InputError(model_dir or data, f"{name} made {len(out)} cines for {len(rows)} ECGs "
-                                                    f"({per_ecg} per ECG expected)")
-            for k in range(per_ecg):
-                chunks[k].append(as_cines(out[k::per_ecg], true_cines.shape[1], f"{name} output"))
-        samples = [np.concatenate(c) for c in chunks]
-        generated[name] = samples[0]
-        if name == "generator":
-            more_samples = samples[1:]
-        if generated[name].shape != true_cines.shape:
-            raise InputError(model_dir or data, f"{name} made cines of shape {generated[name].shape[1:]}, "
-                                                f"the true cines are {true_cines.shape[1:]}")
-        timing[f"{name}_seconds"] = round(time.perf_counter() - tick, 2)
-    if "generator" in methods:
-        timing["generator_seconds_per_cine"] = round(timing["generator_seconds"] / (n * n_samples), 3)
+    outputs, timing = _generate_all(methods, torch_dataset, n, batch_size, true_cines.shape[1],
+                                    model_dirs[0] if model_dirs else data, progress)
+    for method in methods:
+        if outputs[method.name][0].shape != true_cines.shape:
+            raise InputError(model_dirs[0] if model_dirs else data,
+                             f"{method.name} made cines of shape {outputs[method.name][0].shape[1:]}, the true cines "
+                             f"are {true_cines.shape[1:]}")
 
     # 3. Score.
     tick = time.perf_counter()
@@ -611,30 +694,39 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
     ground_truth = dataset.manifest.loc[:n - 1, list(targets)]
     results: dict[str, dict] = {}
     per_subject = []
-    for name, cines in generated.items():
-        described = describe_cines(cines, tools)
+    for method in methods:
+        samples = outputs[method.name]
+        described = describe_cines(samples[0], tools)
         summary, per_cine = score_cines(described, truth, tools, ground_truth)
-        condition = pd.concat(estimates, ignore_index=True) if name == "generator" and estimates else None
+        condition = pd.concat(method.estimates, ignore_index=True) if method.estimates else None
         if condition is not None and len(condition.columns):
             summary["condition"] = condition_following(described.measurements, condition, truth.measurements)
             for column in condition.columns:
                 per_cine[f"condition_{column}"] = condition[column].to_numpy()
-        if name == "generator" and more_samples:
-            summary["samples"], means = score_samples([described, *(describe_cines(c, tools) for c in more_samples)],
+        if method.labels:
+            anatomy = as_cines(np.concatenate(method.labels)[::method.per_ecg], true_cines.shape[1], "anatomy")
+            summary["anatomy"] = anatomy_agreement(anatomy, described, truth, ground_truth, geometry.spacing_mm,
+                                                   slice_spacing_mm)
+        if len(samples) > 1:
+            summary["samples"], means = score_samples([described, *(describe_cines(c, tools) for c in samples[1:])],
                                                       truth, ground_truth)
             for column in MEASUREMENTS:
                 per_cine[f"samples_mean_{column}"] = means[column].to_numpy()
             if condition is not None and len(condition.columns):
                 summary["samples"]["mean_of_samples"]["generated_vs_condition"] = condition_following(
                     means, condition, truth.measurements)["generated_vs_condition"]
-        results[name] = summary
-        per_cine.insert(0, "method", name)
+        if method.info:
+            summary["method"] = {k: v for k, v in method.info.items() if k != "matches"}
+        results[method.name] = summary
+        per_cine.insert(0, "method", method.name)
         per_cine.insert(0, "subject_id", dataset.manifest["subject_id"].iloc[:n].astype(str).to_numpy())
-        if name == "nn_baseline":
-            per_cine["nn_subject_id"] = [nn_info["matches"][i] for i in range(n)]
+        if method.name == "nn_baseline":
+            per_cine["nn_subject_id"] = [method.info["matches"][i] for i in range(n)]
+            timing["nn_embed_seconds"] = method.info["embed_seconds"]
+            summary["alignment_model"] = method.info["model"]
         per_subject.append(per_cine)
         if summary["n_unmeasured"]:
-            notes.append(f"{name}: the segmenter found no LV cavity in {summary['n_unmeasured']} of {n} cines "
+            notes.append(f"{method.name}: the segmenter found no LV cavity in {summary['n_unmeasured']} of {n} cines "
                          "(left out of r and MAE)")
     if n <= truth.features.shape[1]:
         notes.append(f"frechet: {n} subjects for {truth.features.shape[1]}-dimensional features, so the covariances "
@@ -658,23 +750,22 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
                      "segmentation')")
     timing["total_seconds"] = round(time.perf_counter() - started, 2)
 
-    result: dict = dict(results.get("generator", {}))
-    for name in ("nn_baseline", "random_baseline"):
-        if name in results:
-            result[name] = results[name]
-    if nn_info is not None:
-        result["nn_baseline"]["alignment_model"] = nn_info["model"]
-        timing["nn_embed_seconds"] = nn_info["embed_seconds"]
+    generators = [m.name for m in methods if m.name not in BASELINES and not m.name.startswith("knn")]
+    result: dict = dict(results[generators[0]]) if generators else {}
+    if len(generators) > 1:
+        result["generators"] = {name: results[name] for name in generators}
+    for method in methods:
+        if method.name not in generators:
+            result[method.name] = results[method.name]
     result.update({
-        "n": n,
-        "split": split,
-        "data": str(data),
-        "view": view,
-        "model": None if model_dir is None else str(model_dir),
-        "settings": {"steps": steps, "guidance": guidance, "seed": seed, "scheduler": scheduler, "n_samples": n_samples,
-                     "batch_size": batch_size, "limit": limit, "slice_spacing_mm": slice_spacing_mm,
-                     "spacing_mm": geometry.spacing_mm, "reference_split": reference_split,
-                     "feature_encoder": str(feature_encoder), "bf16": bf16, "device": device},
+        "n": n, "split": split, "data": str(data), "view": view,
+        "model": None if not model_dirs else (str(model_dirs[0]) if len(model_dirs) == 1
+                                              else [str(m) for m in model_dirs]),
+        "settings": {"steps": steps, "guidance": guidance, "temperature": temperature, "seed": seed,
+                     "scheduler": scheduler, "n_samples": n_samples, "batch_size": batch_size, "limit": limit,
+                     "slice_spacing_mm": slice_spacing_mm, "spacing_mm": geometry.spacing_mm,
+                     "reference_split": reference_split, "knn": knn, "feature_encoder": str(feature_encoder),
+                     "bf16": bf16, "device": device},
         "segmenter": segmenter_info,
         "timing": timing,
         "measurement_note": ("one mid-ventricular slice: lvedv/lvesv are the LV cavity area at ED/ES x slice "
@@ -688,11 +779,23 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         pd.concat(per_subject, ignore_index=True).to_csv(out_dir / "per_subject.csv", index=False)
-        written = write_comparisons(out_dir, true_cines, generated, dataset.manifest["subject_id"].iloc[:n].tolist(),
+        shown = {m.name: outputs[m.name][0] for m in methods
+                 if m.name in generators or m.name in ("nn_baseline", "rendered_readout")}
+        written = write_comparisons(out_dir, true_cines, shown, dataset.manifest["subject_id"].iloc[:n].tolist(),
                                     n_examples)
         result["outputs"] = [str(p) for p in [out_dir / "metrics.json", out_dir / "per_subject.csv", *written]]
-        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     return result
+
+
+#: Method names of the baselines (plus ``knn<k>_baseline``).
+BASELINES = ("nn_baseline", "random_baseline", "rendered_readout")
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # --- comparison images -------------------------------------------------------------------------------------------
