@@ -73,13 +73,8 @@ class FakeCinePipeline:
         noise = torch.rand(ecg.shape[0], self.frames, self.size, self.size, generator=generator).numpy()
         return SimpleNamespace(cines=(cine[None] + 0.05 * noise).astype(np.float32))
 
-    def standardize_file(self, path):
-        from cardiacnets.ecg.config import ECGConfig
-        from cardiacnets.ecg.standardize import standardize_ecg
-        from cardiacnets.io.ecg import read_ecg
-
-        std = standardize_ecg(read_ecg(path), ECGConfig(sampling_rate_hz=250.0))
-        return {"ecg": std.signal[None], "lead_mask": std.lead_mask[None]}
+    #: The ECG standardisation the app's request path reads uploads with (the demo's: 10 s at 250 Hz).
+    ecg_config = {"sampling_rate_hz": 250.0, "duration_s": 10.0}
 
 
 def fake_predict(ecg_path: Path) -> dict:

@@ -24,6 +24,7 @@ from PIL import Image
 from review_support import FakeCinePipeline, fake_predict, free_socket, review_client
 
 from cardiacnets.cli import main
+from cardiacnets.data.store import TrainingSet
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.review.app import ReviewSettings, _prediction_rows, create_app, reference_ranges, subject_key
 from cardiacnets.review.jobs import JobRunner, ReviewModels, folder_key
@@ -128,7 +129,7 @@ def test_generation_runs_in_the_background_and_is_cached(review_dataset, tmp_pat
         from cardiacnets.review import render
 
         cached = sorted((tmp_path / "app" / "cache" / "generated").rglob("*.npy"))
-        assert len(cached) == 1 and cached[0].name == f"{key}_sa_seed0_steps25_cfg3.npy"
+        assert len(cached) == 1 and cached[0].name == f"{key}_sa_seed0_steps25_cfgdefault.npy"
         plain = render.cine_sprite_png(np.load(cached[0]).astype(np.float32), scale=3)
         assert generated.content != plain
         job = _wait_job(client, client.post(f"/api/cases/{key}/predict").json())
@@ -145,6 +146,55 @@ def test_generation_runs_in_the_background_and_is_cached(review_dataset, tmp_pat
         page = client.get("/cases/1000004").text
         assert "LV mass" in page and "data-start-url" not in page
     assert pipeline.calls == 1
+
+
+class RecordingPipeline:
+    """A real pipeline whose calls are recorded (what the app passed), answering like the pipeline itself."""
+
+    def __init__(self, pipe):
+        self.pipe, self.calls, self.steps_seen = pipe, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        callback = kwargs["callback_on_step_end"]
+
+        def record(pipe, step, timestep, callback_kwargs):
+            self.steps_seen.append((step, callback_kwargs.get("stage")))
+            return callback(pipe, step, timestep, callback_kwargs)
+
+        return self.pipe(**{**kwargs, "callback_on_step_end": record})
+
+
+def test_generation_with_a_real_pipeline_passes_demographics_and_reports_steps(review_dataset, tmp_path):
+    """The review app generates through the same request path as the command line: the stored ECG with the
+    manifest's demographics, and step progress from the real pipeline's callback_on_step_end."""
+    from cardiacnets.generation.zoo import untrained_pipeline
+
+    pipe = untrained_pipeline(denoiser_overrides={"n_demographics": 2, "block_out_channels": [16, 32],
+                                                  "norm_num_groups": 8, "cross_attention_dim": 16,
+                                                  "condition_dim": 16},
+                              vae_overrides={"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4})
+    pipe.register_to_config(demographics={"columns": ["age_years", "sex_male"], "mean": [60.0, 0.5],
+                                          "std": [8.0, 0.5]}, precision="fp32")
+    recording = RecordingPipeline(pipe)
+    settings = ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app")
+    settings.generation.num_inference_steps = 3
+    models = ReviewModels(generators={"sa": recording}, key="real")
+    key = subject_key("1000004")
+    with review_client(create_app(settings, models)) as client:
+        job = _wait_job(client, client.post(f"/api/cases/{key}/generate/sa").json(), timeout_s=120)
+        assert job["state"] == "done", job
+        assert client.get(f"/media/{key}/generated/sa.png").headers["x-frames"] == "25"
+    call = recording.calls[0]
+    manifest = TrainingSet(review_dataset).manifest.set_index("subject_id")
+    age, sex = float(manifest.loc["1000004", "age_years"]), float(manifest.loc["1000004", "sex_male"])
+    assert call["demographics_mask"].tolist() == [[True, True]]
+    np.testing.assert_allclose(call["demographics"].numpy(), [[(age - 60.0) / 8.0, (sex - 0.5) / 0.5]], rtol=1e-5)
+    assert call["ecg"].shape == (1, 12, 2500) and "guidance_scale" not in call  # the pipeline's own default
+    assert recording.steps_seen == [(0, None), (1, None), (2, None)]  # every denoising step reported
 
 
 def test_failed_generation_is_reported(review_dataset, tmp_path):

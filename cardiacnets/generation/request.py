@@ -62,8 +62,17 @@ def load_pipeline(folder: str | os.PathLike):
 
 
 def generator_kind(pipe) -> str:
-    """``direct`` or ``anatomy``."""
-    return GENERATORS[type(pipe).__name__]
+    """``anatomy`` for a pipeline with an ECG read-out of demographics and measurements, else ``direct``."""
+    return GENERATORS.get(type(pipe).__name__, "anatomy" if hasattr(pipe, "readout") else "direct")
+
+
+def request_columns(pipe) -> tuple[list[str], list[str]]:
+    """The raw inputs a pipeline reads besides the ECG: (demographic columns, device measurement names)."""
+    normaliser = demographics_normaliser(pipe)
+    measurements = []
+    if generator_kind(pipe) == "anatomy" and pipe.readout.config.measurements:
+        measurements = list(pipe.readout.config.measurements["columns"])
+    return (list(normaliser["columns"]) if normaliser else []), measurements
 
 
 @dataclass
@@ -126,7 +135,7 @@ def demographics_normaliser(pipe) -> dict | None:
     """The pipeline's demographics normaliser (``columns``, ``mean``, ``std``), or None."""
     if generator_kind(pipe) == "anatomy":
         return pipe.readout.config.demographics
-    return pipe.config.demographics
+    return getattr(getattr(pipe, "config", None), "demographics", None)
 
 
 def _plausible(values: dict, normaliser: dict | None, max_abs_z: float, given: set[str]
@@ -211,7 +220,7 @@ def pipeline_inputs(pipe, ecg: torch.Tensor, lead_mask: torch.Tensor | None, dem
     inputs = {"ecg": ecg, "lead_mask": lead_mask}
     if generator_kind(pipe) == "anatomy":
         return {**inputs, "demographics": demographics, "measurements": measurements}
-    normaliser = pipe.config.demographics
+    normaliser = demographics_normaliser(pipe)
     if normaliser:
         batch = ecg.shape[0]
         z = torch.zeros(batch, len(normaliser["columns"]))

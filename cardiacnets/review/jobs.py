@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import itertools
 import json
 import os
@@ -59,12 +58,13 @@ class GenerationSettings:
 
     Attributes:
         num_inference_steps: denoising steps.
-        guidance_scale: classifier-free guidance weight.
+        guidance_scale: classifier-free guidance weight (None: the pipeline's own default, 3 for the
+            direct generator and the validation-chosen value of the anatomy-first one).
         seed: seed of the ``torch.Generator``; part of the cache key.
     """
 
     num_inference_steps: int = 25
-    guidance_scale: float = 3.0
+    guidance_scale: float | None = None
     seed: int = 0
 
 
@@ -133,12 +133,12 @@ class ReviewModels:
             return self._keys[what]
 
     def generator(self, view: str):
-        """The pipeline of one view, loaded on first use (`ECGToCMRPipeline.from_pretrained`)."""
+        """The pipeline of one view (either generator), loaded on first use (`generation.request.load_pipeline`)."""
         with self._lock:
             if view not in self._generators:
-                from cardiacnets.generation import ECGToCMRPipeline
+                from cardiacnets.generation.request import load_pipeline
 
-                self._generators[view] = ECGToCMRPipeline.from_pretrained(self.generator_dirs[view])
+                self._generators[view] = load_pipeline(self.generator_dirs[view])
             return self._generators[view]
 
     def predict(self, ecg_path: Path) -> dict:
@@ -150,44 +150,46 @@ class ReviewModels:
         return predict_record(self.heads_dir, ecg_path)
 
 
-def generate_cine(pipe, ecg, lead_mask, settings: GenerationSettings,
-                  progress: Callable[[float, str], None]) -> np.ndarray:
-    """One generated cine from a standard ECG.
+def generate_cine(pipe, inputs: dict, settings: GenerationSettings,
+                  progress: Callable[[float, str], None]) -> tuple[np.ndarray, np.ndarray | None]:
+    """One generated cine (and the anatomy it was drawn from, for the anatomy-first generator).
 
     Args:
-        pipe: an `ECGToCMRPipeline` (or anything with its call signature).
-        ecg: (1, 12, T) model input (tensor or array).
-        lead_mask: (1, 12) bool or None.
+        pipe: a generation pipeline (or anything with their call signature).
+        inputs: the pipeline's keyword inputs for one ECG (`cardiacnets.generation.request.pipeline_inputs`:
+            the standard ECG, its lead mask, demographics and device measurements).
         settings: steps, guidance and seed.
-        progress: called with (fraction done, message).
+        progress: called with (fraction done, message) after every denoising step of every stage.
 
     Returns:
-        (frames, H, W) float32 in the training-set intensity scale.
+        ``(cine, labels)``: (frames, H, W) float32 in the training-set intensity scale, and the
+        (frames, H, W) uint8 anatomy or None.
 
     Raises:
         ValueError: when the pipeline returns cines of another shape.
     """
     import torch
 
-    ecg = ecg.float() if torch.is_tensor(ecg) else torch.tensor(np.asarray(ecg), dtype=torch.float32)
-    if lead_mask is not None:
-        lead_mask = lead_mask.bool() if torch.is_tensor(lead_mask) else torch.tensor(np.asarray(lead_mask), dtype=torch.bool)
     steps = settings.num_inference_steps
-    kwargs = dict(ecg=ecg, lead_mask=lead_mask, num_inference_steps=steps, guidance_scale=settings.guidance_scale,
-                  generator=torch.Generator().manual_seed(settings.seed), num_samples_per_ecg=1)
-    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
-        def on_step_end(_pipe, step, _timestep, callback_kwargs):
-            progress((step + 1) / steps, f"denoising step {step + 1} of {steps}")
-            return callback_kwargs
+    total = pipe.num_steps(steps) if hasattr(pipe, "num_steps") else steps
 
-        kwargs["callback_on_step_end"] = on_step_end
-    progress(0.0, f"generating ({steps} steps)")
+    def on_step_end(_pipe, step, _timestep, callback_kwargs):
+        stage = callback_kwargs.get("stage")
+        progress((step + 1) / total, f"{stage + ' ' if stage else ''}denoising step {step + 1} of {total}")
+        return callback_kwargs
+
+    kwargs = dict(num_inference_steps=steps, generator=torch.Generator().manual_seed(settings.seed),
+                  num_samples_per_ecg=1, callback_on_step_end=on_step_end)
+    if settings.guidance_scale is not None:
+        kwargs["guidance_scale"] = settings.guidance_scale
+    progress(0.0, f"generating ({total} steps)")
     with torch.inference_mode():
-        out = pipe(**kwargs)
+        out = pipe(**inputs, **kwargs)
     cines = np.asarray(out.cines, dtype=np.float32)
     if cines.ndim != 4 or cines.shape[0] != 1:
         raise ValueError(f"the generator returned cines of shape {cines.shape}, expected (1, frames, H, W)")
-    return cines[0]
+    labels = getattr(out, "labels", None)
+    return cines[0], (None if labels is None else np.asarray(labels, dtype=np.uint8)[0])
 
 
 # --------------------------------------------------------------------------- jobs

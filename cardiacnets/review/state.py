@@ -370,7 +370,8 @@ class ReviewState:
         """Cache file of a generated cine: model key / case, view, seed and sampler settings."""
         key = self.models.key(f"generator_{view}")
         g = self.settings.generation
-        name = f"{case.key}_{view}_seed{g.seed}_steps{g.num_inference_steps}_cfg{g.guidance_scale:g}.npy"
+        guidance = "default" if g.guidance_scale is None else f"{g.guidance_scale:g}"
+        name = f"{case.key}_{view}_seed{g.seed}_steps{g.num_inference_steps}_cfg{guidance}.npy"
         return self.app_dir / "cache" / "generated" / key / name
 
     def generated_cine(self, case: Case, view: str) -> np.ndarray | None:
@@ -392,15 +393,41 @@ class ReviewState:
             progress(None, "loading the generator")
             pipe = self.models.generator(view)
             progress(None, "preparing the ECG")
-            if case.row is not None:
-                ecg = self.ecg_view(case)
-                model_input = {"ecg": ecg.signal_mV[None], "lead_mask": ecg.lead_mask[None]}
-            else:
-                model_input = pipe.standardize_file(case.upload.ecg_path)
-            cine = generate_cine(pipe, model_input["ecg"], model_input.get("lead_mask"), settings, progress)
+            cine, labels = generate_cine(pipe, self.generation_inputs(case, pipe), settings, progress)
             save_cine(path, cine)
+            if labels is not None:
+                save_cine(path.with_name(path.stem + "_anatomy.npy"), labels)
 
         return self.runner.submit(f"generate|{path}", "generate", run, priority, retry_failed)
+
+    def generation_inputs(self, case: Case, pipe) -> dict:
+        """A case's pipeline inputs through the one generation request path (`cardiacnets.generation.request`).
+
+        A data-set case gives its stored standard ECG with the manifest's demographics and device
+        measurements; an upload is read and standardised from its file (`build_request`).
+        """
+        import torch
+
+        from cardiacnets.generation.request import build_request, pipeline_inputs, request_columns
+
+        if case.row is None:
+            request = build_request(pipe, case.upload.ecg_path)
+            return pipeline_inputs(pipe, request.ecg, request.lead_mask,
+                                   {k: np.array([v]) for k, v in request.demographics.items()} or None,
+                                   {k: np.array([v]) for k, v in request.measurements.items()} or None)
+        ecg = self.ecg_view(case)
+        demographic_columns, measurement_names = request_columns(pipe)
+
+        def raw(column):
+            try:
+                return np.array([float(case.row.get(column))])
+            except (TypeError, ValueError):
+                return np.array([np.nan])
+
+        return pipeline_inputs(pipe, torch.as_tensor(np.asarray(ecg.signal_mV[None], dtype=np.float32)),
+                               torch.as_tensor(np.asarray(ecg.lead_mask[None], dtype=bool)),
+                               {c: raw(c) for c in demographic_columns} or None,
+                               {m: raw(f"ecg_{m}") for m in measurement_names} or None)
 
     def predictions_path(self, case: Case) -> Path:
         return self.app_dir / "cache" / "predictions" / self.models.key("heads") / f"{case.key}.json"
