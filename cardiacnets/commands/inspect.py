@@ -1,9 +1,18 @@
-"""``cardiacnets inspect FILE``: say what an ECG or CMR file is."""
+"""``cardiacnets inspect FILE``: say what an ECG or CMR file is.
+
+Files may come from strangers, so a bad one gives exit status 2 and one line
+naming the file and the problem (never a traceback), including running out of
+memory; warnings the readers raise are collected into the description instead
+of being printed. ``--json`` prints strict JSON: NaN and infinite numbers
+become ``null``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,16 +101,52 @@ def detect_modality(path: Path) -> str:
     raise InputError(path, "not a supported ECG (UKB XML, WFDB .hea/.dat/.mat, .npy) or CMR (NIfTI, DICOM, .zip, ACDC .h5) file")
 
 
+def strict_json_value(value):
+    """`value` with NaN and infinite floats replaced by None, numpy scalars and arrays made plain.
+
+    Args:
+        value: a description (dicts, lists, tuples, numbers, strings, numpy values).
+
+    Returns:
+        A structure ``json.dumps(..., allow_nan=False)`` accepts (other objects
+        become their ``str``).
+    """
+    if isinstance(value, dict):
+        return {str(key): strict_json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_value(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return strict_json_value(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
 def run(args: argparse.Namespace) -> int:
     path = args.path
-    modality = detect_modality(path)
-    if modality == "ecg":
-        leads = args.leads.split(",") if args.leads else None
-        desc = describe_ecg(path, args.sampling_rate, leads, args.units)
-    else:
-        desc = describe_cmr(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            modality = detect_modality(path)
+            if modality == "ecg":
+                leads = args.leads.split(",") if args.leads else None
+                desc = describe_ecg(path, args.sampling_rate, leads, args.units)
+            else:
+                desc = describe_cmr(path)
+        except MemoryError:
+            raise InputError(path, "out of memory while reading; the file declares more data than can be held") from None
+        except InputError as err:
+            # One line on the terminal whatever a library put in the message.
+            raise InputError(err.path, " ".join(err.problem.split())) from None
+    reader_warnings = sorted({" ".join(str(w.message).split())[:300] for w in caught})
+    if reader_warnings:
+        desc["reader_warnings"] = reader_warnings
     if args.json:
-        print(json.dumps(desc, indent=2, default=str))
+        print(json.dumps(strict_json_value(desc), indent=2, allow_nan=False))
         return 0
     _print_human(desc)
     return 0
@@ -136,3 +181,5 @@ def _print_human(desc: dict) -> None:
         print(f"  orientation  {desc['orientation']}")
         if "labels" in desc:
             print("  labels       " + ", ".join(f"{k}: {v} voxels" for k, v in desc["labels"].items()))
+    for warning in desc.get("reader_warnings", []):
+        print(f"  warning      {warning}")

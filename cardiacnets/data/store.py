@@ -14,11 +14,13 @@ A training set folder holds:
 
 Arrays are ``.npy`` files opened with ``mmap_mode``: reading a sample touches
 only its pages, so RAM stays flat however many subjects the set holds, and
-writers fill rows in place from several processes.
+writers fill rows in place from several processes (`RowWriter`: positioned
+writes, no memory map, so a writer's memory does not grow with the set).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,62 @@ def create_arrays(root: Path, n_rows: int, specs: list[ArraySpec]) -> None:
 def open_arrays(root: Path, specs: list[ArraySpec], mode: str = "r") -> dict[str, np.memmap]:
     """Open existing arrays as memory maps (``mode`` "r" or "r+")."""
     return {spec.name: np.load(spec.path(root), mmap_mode=mode) for spec in specs}
+
+
+class RowWriter:
+    """Writes whole rows of existing ``.npy`` arrays in place, with positioned writes.
+
+    Unlike a writable memory map, this keeps nothing of the array mapped, so a
+    worker's address space and resident memory stay small however large the
+    training set is (which lets a worker run under a memory limit).
+
+    Args:
+        root: the training set folder.
+        specs: the arrays to write; each file must exist with its spec's dtype
+            and row shape (C order).
+    """
+
+    def __init__(self, root: Path, specs: list[ArraySpec]):
+        self._files: dict[str, tuple[int, int, int, np.dtype, tuple[int, ...]]] = {}
+        try:
+            for spec in specs:
+                path = spec.path(root)
+                fd = os.open(path, os.O_RDWR)
+                with open(path, "rb") as stream:
+                    version = np.lib.format.read_magic(stream)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, fortran_order, dtype = read_header(stream)
+                    offset = stream.tell()
+                if fortran_order or dtype != np.dtype(spec.dtype) or tuple(shape[1:]) != tuple(spec.row_shape):
+                    os.close(fd)
+                    raise InputError(path, f"array does not match its spec {spec}; the training set is damaged")
+                row_bytes = int(np.prod(spec.row_shape)) * dtype.itemsize
+                self._files[spec.name] = (fd, offset, row_bytes, dtype, tuple(spec.row_shape))
+        except BaseException:
+            self.close()
+            raise
+
+    def write(self, name: str, row: int, values: np.ndarray) -> None:
+        """Store `values` (cast to the array's dtype, shape = the row shape) as row `row` of array `name`."""
+        fd, offset, row_bytes, dtype, row_shape = self._files[name]
+        block = np.ascontiguousarray(values, dtype=dtype)
+        if block.shape != row_shape:
+            raise ValueError(f"{name}: row of shape {block.shape}, the array's rows are {row_shape}")
+        data = block.tobytes()
+        position = offset + row * row_bytes
+        while data:  # pwrite may write less than asked
+            written = os.pwrite(fd, data, position)
+            data, position = data[written:], position + written
+
+    def sync(self) -> None:
+        """Make the rows written so far durable (fdatasync each file)."""
+        for fd, *_ in self._files.values():
+            (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(fd)
+
+    def close(self) -> None:
+        for fd, *_ in self._files.values():
+            os.close(fd)
+        self._files = {}
 
 
 def specs_from_yaml(info: dict) -> list[ArraySpec]:

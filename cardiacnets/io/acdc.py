@@ -9,10 +9,15 @@ slices x H x W at the native matrix) and ``label`` (uint8; 0 background, 1 RV
 cavity, 2 LV myocardium, 3 LV cavity). Voxel spacing is not stored, so the
 images get a unit affine and ``metadata["spacing_known"] = False``; labels are
 remapped to the UK Biobank convention of `cardiacnets.cmr.image`.
+
+Safety: each dataset's shape and dtype are checked before it is read (3-D,
+real numbers, at most `MAX_VOXELS` voxels), so a compressed dataset declaring a
+huge shape is refused before h5py decompresses anything.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -35,6 +40,8 @@ ACDC_GROUPS = (
 _FILE_NAME = re.compile(r"patient(\d{3})_frame(\d{2})\.h5$", re.IGNORECASE)
 # In this sample frame01 is end-diastole and frame02 end-systole.
 _PHASES = {1: "ED", 2: "ES"}
+# Ceiling checked on the dataset shapes before reading (an ACDC volume is about 10 x 256 x 216).
+MAX_VOXELS = 1 << 26
 
 
 def acdc_diagnosis(patient_number: int) -> str:
@@ -68,7 +75,8 @@ def read_acdc_h5(path: str | os.PathLike) -> tuple[CMRImage, CMRImage]:
 
     Raises:
         InputError: missing, empty, truncated or non-HDF5 file; missing
-            ``image``/``label`` dataset; shapes not 3-D or not equal; non-finite
+            ``image``/``label`` dataset, or one that is not a real-valued 3-D
+            array of at most `MAX_VOXELS` voxels; shapes not equal; non-finite
             intensities; labels outside {0, 1, 2, 3}.
     """
     path = Path(path)
@@ -81,12 +89,15 @@ def read_acdc_h5(path: str | os.PathLike) -> tuple[CMRImage, CMRImage]:
             missing = [name for name in ("image", "label") if name not in h5]
             if missing:
                 raise InputError(path, f"missing HDF5 dataset(s) {missing}; found {sorted(h5.keys())}")
+            for name in ("image", "label"):
+                _check_dataset(path, name, h5[name])
             image = np.asarray(h5["image"][()], dtype=np.float32)
             label = np.asarray(h5["label"][()])
     except InputError:
         raise
-    except (OSError, KeyError, ValueError) as err:
-        raise InputError(path, f"not a readable HDF5 file; truncated or corrupt? ({err})") from err
+    except Exception as err:  # h5py raises OSError, KeyError, ValueError, RuntimeError... for damaged files
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(path, f"not a readable HDF5 file; truncated or corrupt? ({detail})") from None
 
     if image.ndim != 3 or 0 in image.shape:
         raise InputError(path, f"image must be a non-empty (slices, H, W) array, got shape {image.shape}")
@@ -123,3 +134,17 @@ def read_acdc_h5(path: str | os.PathLike) -> tuple[CMRImage, CMRImage]:
         )
 
     return as_cmr(image, False), as_cmr(ukb_label, True)
+
+
+def _check_dataset(path: Path, name: str, dataset) -> None:
+    """Shape and dtype of an ``image``/``label`` dataset, checked before it is read."""
+    if not isinstance(dataset, h5py.Dataset):
+        raise InputError(path, f"HDF5 entry {name!r} is a {type(dataset).__name__}, expected a dataset")
+    shape = tuple(int(n) for n in dataset.shape or ())
+    if len(shape) != 3 or 0 in shape:
+        raise InputError(path, f"dataset {name!r} must be a non-empty (slices, H, W) array, got shape {shape}")
+    if math.prod(shape) > MAX_VOXELS:
+        raise InputError(path, f"dataset {name!r} declares shape {shape}, {math.prod(shape)} voxels; the limit is {MAX_VOXELS}")
+    dtype = dataset.dtype
+    if dtype.kind not in "iuf" or dtype.itemsize > 8:
+        raise InputError(path, f"dataset {name!r} has dtype {dtype}; expected real integers or floats (not complex)")

@@ -17,7 +17,7 @@ from pathlib import Path
 from cardiacnets.cmr.image import CMRImage
 from cardiacnets.errors import InputError
 from cardiacnets.io.acdc import read_acdc_h5
-from cardiacnets.io.dicom import read_dicom_series
+from cardiacnets.io.dicom import check_zip_archive, read_dicom_series
 from cardiacnets.io.nifti import read_nifti
 
 _DICM_OFFSET = 128  # DICOM Part 10 files carry "DICM" after a 128-byte preamble
@@ -71,7 +71,9 @@ def is_cmr_path(path: str | os.PathLike) -> bool:
 
     Returns:
         True for existing ``.nii``/``.nii.gz``/``.dcm``/``.h5`` files, ``.zip``
-        files that contain ``.dcm`` members, and folders holding DICOM files.
+        files that contain ``.dcm`` members or whose directory cannot be listed
+        safely (so that `read_cmr` reports the problem), and folders holding
+        DICOM files.
     """
     path = Path(path)
     if not path.exists():
@@ -79,10 +81,11 @@ def is_cmr_path(path: str | os.PathLike) -> bool:
     kind = _kind(path)
     if kind == "zip":
         try:
+            check_zip_archive(path)  # the member count, before zipfile lists them
             with zipfile.ZipFile(path) as archive:
                 return any(n.lower().endswith(".dcm") for n in archive.namelist())
-        except (zipfile.BadZipFile, OSError):
-            return False
+        except Exception:  # InputError, BadZipFile, OSError...: damaged, let the reader say how
+            return True
     return kind is not None
 
 

@@ -16,15 +16,28 @@ geometry tags and converted from DICOM's LPS to nibabel's RAS.
 open and that reads back to the same data and affine; synthetic images are
 marked as such (DERIVED\\SECONDARY, "SYNTHETIC" in the series description, no
 patient identity, and the word SYNTHETIC burned into every frame).
+
+Safety: sizes are checked before anything is read or decompressed. A zip's
+member count comes from its end record (`MAX_FILES`); a member must be neither
+encrypted nor stored with an unknown compression method, and is read through a
+stream that stops at `MAX_FILE_BYTES`; all files together stop at
+`MAX_SERIES_BYTES`. A deflated DICOM dataset is inflated once with the same
+limit before pydicom inflates it. Rows and Columns (`MAX_MATRIX`), the number of
+voxels (`MAX_VOXELS`), and every geometry value (orientation, position,
+PixelSpacing, slice thickness, rescale, trigger time) must be finite and
+plausible; a failure names the file (or zip member) and the tag.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import io
+import math
 import os
 import re
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +67,22 @@ _POSITION_TOLERANCE_MM = 0.01
 _SPACING_TOLERANCE = 0.01  # relative deviation of a slice gap from the mean gap
 _UKB_SLICE_NUMBER = re.compile(r"_b(\d+)$", re.IGNORECASE)
 _STORED_LEVELS = 4095  # 12-bit range used when intensities need a rescale slope
+
+# Ceilings, checked before reading. A UK Biobank short-axis zip holds about
+# 1,500 files of 90 kB (InlineVF series included), about 130 MB in all.
+MAX_FILES = 20_000
+MAX_FILE_BYTES = 64 << 20  # one single-frame image file (or zip member)
+MAX_SERIES_BYTES = 512 << 20  # all files of a folder or zip together
+MAX_MATRIX = 4096  # Rows and Columns
+MAX_VOXELS = 1 << 26  # x * y * slices * frames of the volume built
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-3, 1e4
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                zipfile.ZIP_LZMA: "lzma"}
+_MAX_ZIP_DIRECTORY_BYTES = MAX_FILES * 1024
+_READ_CHUNK = 1 << 20
+_DEFLATED_TS = "1.2.840.10008.1.2.1.99"
+# Explicit-VR element headers with a 4-byte length (DICOM PS3.5 7.1.2).
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 # A 5 x 7 bitmap font with the letters needed for the SYNTHETIC label.
 _GLYPHS_5X7 = {
@@ -106,21 +135,138 @@ class _Source:
         return InputError(name, problem)
 
 
+def _shown(name: str) -> str:
+    """A file or member name fit for a one-line message."""
+    if name.isprintable() and len(name) <= 200:
+        return name
+    return repr(name[:197] + "..." if len(name) > 200 else name)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300] or type(err).__name__
+
+
+def check_zip_archive(path: str | os.PathLike) -> None:
+    """Check a zip's end record before `zipfile` reads its directory.
+
+    Args:
+        path: the ``.zip`` file.
+
+    Raises:
+        InputError: no end-of-central-directory record (not a zip, or
+            truncated), more than `MAX_FILES` members, or a central directory
+            larger than such a zip needs.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as stream:
+            tail = min(size, 22 + 65535)  # the end record, then a comment of at most 64 kB
+            stream.seek(size - tail)
+            data = stream.read(tail)
+            position = data.rfind(b"PK\x05\x06")
+            if position < 0 or len(data) - position < 22:
+                raise InputError(path, "zip archive cannot be read: no end-of-central-directory record (truncated?)")
+            n_members, directory_bytes = struct.unpack("<HI", data[position + 10 : position + 16])
+            locator = position - 20
+            if (n_members == 0xFFFF or directory_bytes == 0xFFFFFFFF) and locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":
+                # Zip64: the counts are in the zip64 end record the locator points to.
+                (record_offset,) = struct.unpack("<Q", data[locator + 8 : locator + 16])
+                stream.seek(record_offset)
+                record = stream.read(56)
+                if len(record) == 56 and record[:4] == b"PK\x06\x06":
+                    n_members, directory_bytes = struct.unpack("<QQ", record[32:48])
+    except OSError as err:
+        raise InputError(path, f"zip archive cannot be read: {err.strerror or err}") from None
+    if n_members > MAX_FILES:
+        raise InputError(path, f"zip end record declares {n_members} members; the limit is {MAX_FILES}")
+    if directory_bytes > _MAX_ZIP_DIRECTORY_BYTES:
+        raise InputError(
+            path, f"zip end record declares a {directory_bytes}-byte directory; the limit is {_MAX_ZIP_DIRECTORY_BYTES}"
+        )
+
+
+def _read_limited(source: _Source, name: str, stream, limit: int) -> bytes:
+    """Read at most `limit` bytes; a stream with more is refused (a lying size field, a decompression bomb)."""
+    chunks, total = [], 0
+    while True:
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise source.error(name, f"file holds more than {limit} bytes (MAX_FILE_BYTES); refused")
+
+
+def _meta_end_and_syntax(blob: bytes) -> tuple[int, str] | None:
+    """(end of the file meta group, TransferSyntaxUID) of a Part 10 file, or None without a meta group."""
+    if blob[128:132] != b"DICM":
+        return None
+    position, syntax = 132, ""
+    while position + 8 <= len(blob):
+        group, element = struct.unpack("<HH", blob[position : position + 4])
+        if group != 0x0002:
+            break
+        vr = blob[position + 4 : position + 6]
+        if vr in _LONG_VRS:
+            if position + 12 > len(blob):
+                break
+            (length,) = struct.unpack("<I", blob[position + 8 : position + 12])
+            start = position + 12
+        else:
+            (length,) = struct.unpack("<H", blob[position + 6 : position + 8])
+            start = position + 8
+        if element == 0x0010:
+            syntax = blob[start : start + length].rstrip(b"\0 ").decode("ascii", "replace")
+        position = start + length
+    return position, syntax
+
+
+def _check_deflated(source: _Source, name: str, blob: bytes) -> None:
+    """A deflated dataset is inflated here with a size limit before pydicom inflates it whole."""
+    meta = _meta_end_and_syntax(blob)
+    if meta is None or meta[1] != _DEFLATED_TS:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = blob[meta[0] :], 0
+    try:
+        while pending:
+            total += len(inflater.decompress(pending, _READ_CHUNK))
+            pending = inflater.unconsumed_tail
+            if total > MAX_FILE_BYTES:
+                raise source.error(
+                    name, f"deflated DICOM dataset inflates to more than {MAX_FILE_BYTES} bytes (MAX_FILE_BYTES); refused"
+                )
+    except zlib.error as err:
+        raise source.error(name, f"deflated DICOM dataset is corrupt ({_one_line(err)})") from None
+
+
 def _read_members(source: _Source) -> tuple[list[tuple[str, Dataset]], list[str]]:
     """All DICOM datasets with pixel data under `source`, and the names skipped."""
     datasets: list[tuple[str, Dataset]] = []
     skipped: list[str] = []
+    total_bytes = 0
 
-    def parse(name: str, stream) -> None:
+    def count(name: str, n_bytes: int) -> None:
+        nonlocal total_bytes
+        if n_bytes > MAX_FILE_BYTES:
+            raise source.error(name, f"file is {n_bytes} bytes; the limit for one image file is {MAX_FILE_BYTES}")
+        total_bytes += n_bytes
+        if total_bytes > MAX_SERIES_BYTES:
+            raise InputError(source.path, f"the DICOM files hold more than {MAX_SERIES_BYTES} bytes (MAX_SERIES_BYTES); refused")
+
+    def parse(name: str, blob: bytes) -> None:
+        _check_deflated(source, name, blob)
         try:
-            ds = pydicom.dcmread(stream)
+            ds = pydicom.dcmread(io.BytesIO(blob))
         except InvalidDicomError as err:
             if name.lower().endswith(".dcm"):
-                raise source.error(name, f"not a valid DICOM file ({err})") from err
+                raise source.error(name, f"not a valid DICOM file ({_one_line(err)})") from None
             skipped.append(name)  # manifest.csv and the like
             return
-        except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
-            raise source.error(name, f"DICOM file cannot be parsed; truncated or corrupt? ({err})") from err
+        except Exception as err:  # pydicom raises many types for damaged files
+            raise source.error(name, f"DICOM file cannot be parsed; truncated or corrupt? ({_one_line(err)})") from None
         if "PixelData" not in ds:
             skipped.append(name)  # DICOMDIR, structured reports, presentation states
             return
@@ -128,53 +274,122 @@ def _read_members(source: _Source) -> tuple[list[tuple[str, Dataset]], list[str]
 
     path = source.path
     if source.is_zip:
+        check_zip_archive(path)
         try:
             with zipfile.ZipFile(path) as archive:
-                for info in sorted(archive.infolist(), key=lambda i: i.filename):
-                    if info.is_dir():
-                        continue
-                    parse(info.filename, io.BytesIO(archive.read(info)))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
-            raise InputError(path, f"zip archive cannot be read; truncated or corrupt? ({err})") from err
+                members = [info for info in archive.infolist() if not info.is_dir()]
+                if len(members) > MAX_FILES:
+                    raise InputError(path, f"zip holds {len(members)} members; the limit is {MAX_FILES}")
+                for info in sorted(members, key=lambda i: i.filename):
+                    name = _shown(info.filename)
+                    if info.flag_bits & 0x1:
+                        raise source.error(name, "zip member is encrypted; cannot read it")
+                    if info.compress_type not in _ZIP_METHODS:
+                        raise source.error(
+                            name, f"zip member uses compression method {info.compress_type}, which is not supported "
+                            f"(expected one of {', '.join(_ZIP_METHODS.values())})"
+                        )
+                    count(name, info.file_size)
+                    with archive.open(info) as member:
+                        blob = _read_limited(source, name, member, MAX_FILE_BYTES)
+                    parse(name, blob)
+        except InputError:
+            raise
+        except Exception as err:  # BadZipFile, zlib/bz2/lzma errors, OSError, EOFError, NotImplementedError...
+            raise InputError(path, f"zip archive cannot be read; truncated or corrupt? ({_one_line(err)})") from None
     elif path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            if file.stat().st_size == 0:
+        files = []
+        for file in path.rglob("*"):
+            if file.is_file() and not file.name.startswith("."):
+                files.append(file)
+                if len(files) > MAX_FILES:
+                    raise InputError(path, f"folder holds more than {MAX_FILES} files; the limit is {MAX_FILES}")
+        for file in sorted(files):
+            size = file.stat().st_size
+            if size == 0:
                 if file.suffix.lower() == ".dcm":
                     raise InputError(file, "DICOM file is empty (0 bytes)")
                 skipped.append(str(file))
                 continue
-            with open(file, "rb") as stream:
-                parse(str(file), stream)
+            count(str(file), size)
+            parse(str(file), _read_file(source, file))
     else:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             raise InputError(path, "DICOM file is empty (0 bytes)")
-        with open(path, "rb") as stream:
-            parse(str(path), stream)
+        count(str(path), size)
+        parse(str(path), _read_file(source, path))
     return datasets, skipped
+
+
+def _read_file(source: _Source, file: Path) -> bytes:
+    try:
+        with open(file, "rb") as stream:
+            return _read_limited(source, str(file), stream, MAX_FILE_BYTES)
+    except OSError as err:
+        raise InputError(file, f"cannot read file: {err.strerror or err}") from None
+
+
+def _numbers(source: _Source, name: str, ds: Dataset, tag: str, count: int | None = None) -> list[float]:
+    """A numeric tag's values as finite floats (one value or a multi-value), else InputError naming the tag."""
+    try:
+        value = ds.get(tag)
+    except Exception as err:  # pydicom converts values lazily and raises on malformed ones
+        raise source.error(name, f"DICOM tag {tag} cannot be read ({_one_line(err)})") from None
+    if value is None or value == "":
+        raise source.error(name, f"missing DICOM tag {tag}")
+    try:
+        values = [float(v) for v in value] if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [float(value)]
+    except (TypeError, ValueError):
+        raise source.error(name, f"DICOM tag {tag} is not numeric: {_shown(str(value))}") from None
+    if count is not None and len(values) != count:
+        raise source.error(name, f"DICOM tag {tag} needs {count} values, has {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise source.error(name, f"DICOM tag {tag} is not finite: {values}")
+    return values
 
 
 def _parse_frame(source: _Source, name: str, ds: Dataset) -> _Frame:
     """Check the tags the geometry needs and parse them."""
-    missing = [tag for tag in REQUIRED_TAGS if tag not in ds or ds[tag].value in (None, "", b"")]
+    try:
+        missing = [tag for tag in REQUIRED_TAGS if tag not in ds or ds[tag].value in (None, "", b"")]
+    except Exception as err:  # a tag whose value pydicom cannot convert
+        raise source.error(name, f"unreadable DICOM tag ({_one_line(err)})") from None
     if missing:
         raise source.error(name, f"missing DICOM tag(s) {', '.join(missing)}")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise source.error(name, "multi-frame (enhanced) DICOM is not supported; expected one image per file")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric != "MONOCHROME2" or int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise source.error(name, f"expected a MONOCHROME2 grey-scale image, got {photometric}")
     try:
-        orientation = np.array([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
-        position = np.array([float(v) for v in ds.ImagePositionPatient], dtype=np.float64)
-        spacing = tuple(float(v) for v in ds.PixelSpacing)
-    except (TypeError, ValueError) as err:
-        raise source.error(name, f"unreadable geometry tags ({err})") from err
-    if orientation.shape != (6,) or position.shape != (3,) or len(spacing) != 2:
-        raise source.error(name, "ImageOrientationPatient needs 6 values, ImagePositionPatient 3, PixelSpacing 2")
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+        samples_per_pixel = int(ds.get("SamplesPerPixel", 1))
+        rows, columns = int(ds.Rows), int(ds.Columns)
+    except Exception as err:
+        raise source.error(name, f"unreadable NumberOfFrames, SamplesPerPixel, Rows or Columns ({_one_line(err)})") from None
+    if n_frames > 1:
+        raise source.error(name, "multi-frame (enhanced) DICOM is not supported; expected one image per file")
+    if photometric != "MONOCHROME2" or samples_per_pixel != 1:
+        raise source.error(name, f"expected a MONOCHROME2 grey-scale image, got {_shown(photometric)}")
+    if not (1 <= rows <= MAX_MATRIX and 1 <= columns <= MAX_MATRIX):
+        raise source.error(name, f"DICOM tags Rows x Columns are {rows} x {columns}; each must be 1 to {MAX_MATRIX}")
+    orientation = np.array(_numbers(source, name, ds, "ImageOrientationPatient", 6))
+    position = np.array(_numbers(source, name, ds, "ImagePositionPatient", 3))
+    spacing = tuple(_numbers(source, name, ds, "PixelSpacing", 2))
+    if not all(MIN_SPACING_MM <= v <= MAX_SPACING_MM for v in spacing):
+        raise source.error(
+            name, f"DICOM tag PixelSpacing is {list(spacing)}; each must be from {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm"
+        )
+    for tag in ("RescaleSlope", "RescaleIntercept", "TriggerTime", "InstanceNumber", "SeriesNumber"):
+        try:
+            present = tag in ds and ds[tag].value not in (None, "")
+        except Exception:  # malformed: _numbers says how
+            present = True
+        if present:
+            _numbers(source, name, ds, tag, 1)  # used for scaling and ordering: finite numbers or absent
     row_cosine, col_cosine = orientation[:3], orientation[3:]
     norms = np.array([np.linalg.norm(row_cosine), np.linalg.norm(col_cosine)])
-    if np.any(norms < 1e-6) or min(spacing) <= 0:
-        raise source.error(name, "degenerate ImageOrientationPatient or PixelSpacing")
+    if np.any(norms < 1e-6) or np.linalg.norm(np.cross(row_cosine / norms[0], col_cosine / norms[1])) < 1e-3:
+        raise source.error(
+            name, "degenerate DICOM tag ImageOrientationPatient: the row and column directions must be non-zero and not parallel"
+        )
     return _Frame(
         name=name,
         ds=ds,
@@ -182,7 +397,7 @@ def _parse_frame(source: _Source, name: str, ds: Dataset) -> _Frame:
         col_cosine=col_cosine / norms[1],
         position_lps=position,
         pixel_spacing=(spacing[0], spacing[1]),
-        shape=(int(ds.Rows), int(ds.Columns)),
+        shape=(rows, columns),
     )
 
 
@@ -327,9 +542,12 @@ def read_dicom_series(path: str | os.PathLike, *, series: str | None = None, vie
         positions.
 
     Raises:
-        InputError: no DICOM images, missing geometry or ordering tags, mixed
-            image sizes or plane orientations, unequal frame counts per slice,
-            uneven slice spacing, undecodable pixel data.
+        InputError: no DICOM images, missing, non-finite or implausible
+            geometry, rescale or ordering tags, mixed image sizes or plane
+            orientations, unequal frame counts per slice, uneven slice spacing,
+            undecodable pixel data, or a size over the ceilings (`MAX_FILES`,
+            `MAX_FILE_BYTES`, `MAX_SERIES_BYTES`, `MAX_MATRIX`, `MAX_VOXELS`),
+            an encrypted zip member or one with an unknown compression method.
     """
     path = Path(path)
     if view is not None and view not in (*VIEWS, "unknown"):
@@ -385,10 +603,15 @@ def read_dicom_series(path: str | os.PathLike, *, series: str | None = None, vie
             raise InputError(path, f"slice positions are not evenly spaced (gaps {gaps_mm} mm); a slice missing?")
         slice_step = (groups[-1][0].position_lps - first_position) / (len(groups) - 1)
     else:
-        thickness = reference.ds.get("SliceThickness") or reference.ds.get("SpacingBetweenSlices")
-        if thickness in (None, ""):
+        tag = "SliceThickness" if reference.ds.get("SliceThickness") not in (None, "") else "SpacingBetweenSlices"
+        if reference.ds.get(tag) in (None, ""):
             raise source.error(reference.name, "missing DICOM tag(s) SliceThickness and SpacingBetweenSlices")
-        slice_step = normal * float(thickness)
+        (thickness,) = _numbers(source, reference.name, reference.ds, tag, 1)
+        if not MIN_SPACING_MM <= thickness <= MAX_SPACING_MM:
+            raise source.error(
+                reference.name, f"DICOM tag {tag} is {thickness:g}; it must be from {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm"
+            )
+        slice_step = normal * thickness
 
     row_spacing, col_spacing = reference.pixel_spacing
     affine_lps = np.eye(4)
@@ -397,7 +620,15 @@ def read_dicom_series(path: str | os.PathLike, *, series: str | None = None, vie
     affine_lps[:3, 2] = slice_step
     affine_lps[:3, 3] = first_position
 
+    n_voxels = len(groups) * counts[0] * reference.shape[0] * reference.shape[1]
+    if n_voxels > MAX_VOXELS:
+        raise InputError(
+            path, f"the series makes {len(groups)} slices x {counts[0]} frames x {reference.shape[0]} x "
+            f"{reference.shape[1]} = {n_voxels} voxels; the limit is {MAX_VOXELS}"
+        )
     stack = np.stack([np.stack([_pixels(source, f) for f in group]) for group in groups])
+    if not np.all(np.isfinite(stack)):
+        raise InputError(path, "pixel values are not finite after RescaleSlope/RescaleIntercept (overflow?)")
     data = rearrange(stack, "slices frames rows cols -> cols rows slices frames")
 
     trigger_ms = [float(f.ds.TriggerTime) for f in groups[0] if f.ds.get("TriggerTime") not in (None, "")]
@@ -405,7 +636,13 @@ def read_dicom_series(path: str | os.PathLike, *, series: str | None = None, vie
     if len(trigger_ms) == len(groups[0]) and len(trigger_ms) > 1:
         frame_interval_ms = float(np.median(np.diff(trigger_ms)))
     elif reference.ds.get("NominalInterval") and reference.ds.get("CardiacNumberOfImages"):
-        frame_interval_ms = float(reference.ds.NominalInterval) / float(reference.ds.CardiacNumberOfImages)
+        try:
+            interval = float(reference.ds.NominalInterval) / float(reference.ds.CardiacNumberOfImages)
+        except (TypeError, ValueError, ZeroDivisionError):
+            interval = math.nan
+        frame_interval_ms = interval if math.isfinite(interval) and interval > 0 else None  # unusable: unknown
+    if frame_interval_ms is not None and not (math.isfinite(frame_interval_ms) and frame_interval_ms > 0):
+        frame_interval_ms = None  # repeated trigger times
 
     descriptions = sorted({f.description for g in groups for f in g})
     image_type = [str(v) for v in reference.ds.get("ImageType", [])]

@@ -6,6 +6,9 @@ beside it -> WFDB reader, ``.npy`` -> numpy reader (which needs the sampling
 rate and lead names). `is_ecg_path` says whether a path is one of these, and
 `find_ecg_records` lists the records under folders once each (a WFDB record by
 its ``.hea``, not also by its ``.dat``).
+
+Text formats are read whole, so a file larger than its format's ceiling
+(`MAX_XML_BYTES`, `MAX_HEADER_BYTES`) is refused before it is read or parsed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ SUPPORTED_FORMATS = (
     "numpy array (.npy, with sampling_rate_hz and lead_names)",
 )
 _WFDB_SUFFIXES = (".hea", ".dat", ".mat")
+# Size ceilings of the files read whole. A UK Biobank ECG XML is about 1 MB
+# (FullDisclosure included); a WFDB header is a few hundred bytes to a few kB.
+MAX_XML_BYTES = 64 << 20
+MAX_HEADER_BYTES = 1 << 20
 
 
 def read_ecg(
@@ -46,17 +53,21 @@ def read_ecg(
 
     Raises:
         InputError: unknown format (the message lists the supported ones), a
-            missing file, or any problem the format's reader finds.
+            missing file, an XML file over `MAX_XML_BYTES` or a WFDB header over
+            `MAX_HEADER_BYTES`, or any problem the format's reader finds.
     """
     path = Path(path)
     kind = _kind(path)
     if kind == "xml":
         from cardiacnets.io.ukb_xml import read_ukb_xml
 
+        _check_size(path, MAX_XML_BYTES, "UK Biobank ECG XML files are about 1 MB")
         return read_ukb_xml(path)
     if kind == "wfdb":
         from cardiacnets.io.wfdb_io import read_wfdb
 
+        base = path.with_suffix("") if path.suffix.lower() in _WFDB_SUFFIXES else path
+        _check_size(base.parent / f"{base.name}.hea", MAX_HEADER_BYTES, "a WFDB header is a few kB of text")
         return read_wfdb(path)
     if kind == "npy":
         from cardiacnets.io.npy_io import read_npy
@@ -69,6 +80,16 @@ def read_ecg(
 
         return read_wfdb(path)  # raises: names the missing header
     raise InputError(path, "unsupported ECG format; supported: " + "; ".join(SUPPORTED_FORMATS))
+
+
+def _check_size(path: Path, limit: int, typical: str) -> None:
+    """Refuse a file larger than `limit` bytes before it is read (a sparse file costs nothing to make)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # the reader reports a missing or unreadable file
+    if size > limit:
+        raise InputError(path, f"file is {size} bytes, over the limit of {limit} for this format ({typical})")
 
 
 def is_ecg_path(path: str | os.PathLike) -> bool:
