@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from marking_support import assert_gif_marked, assert_nifti_marked, assert_png_marked
 from test_segmenter import write_disc_set
 
 from cardiacnets.cli import main
@@ -134,4 +135,10 @@ def test_generate_cli_writes_the_anatomy_beside_the_cine(runs, ukb_xml_path, tmp
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
         assert b"SYNTHETIC" in bytes(seg.header["descrip"]).upper()
         assert b"SYNTHETIC" in bytes(cine.header["descrip"]).upper()
+        assert_nifti_marked(out / sample / "anatomy_seg.nii.gz")
+        assert_nifti_marked(out / sample / "cine.nii.gz")
+        assert len(assert_gif_marked(out / sample / "cine.gif")) == 8
+        assert_png_marked(out / sample / "frames.png", frame_width=3 * 64)
+    assert_nifti_marked(out / "std.nii.gz")
+    assert_png_marked(out / "std.png")
     assert provenance["anatomy_indices"][0]["lvedv_ml"] > 0

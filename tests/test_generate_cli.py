@@ -19,6 +19,7 @@ import pydicom
 import pytest
 import torch
 import yaml
+from marking_support import assert_gif_marked, assert_nifti_marked, assert_png_marked
 from PIL import Image
 from test_retrieval import save_tiny_clip, write_training_set
 
@@ -351,7 +352,13 @@ def test_generate_cli_writes_every_output(trained, ukb_xml_path, tmp_path, capsy
         np.testing.assert_allclose(image.header.get_zooms(), (2.2, 2.2, 8.0, 200.0), rtol=1e-5)
         assert Image.open(out / f"sample_{k}" / "cine.gif").n_frames == 4
         assert (out / f"sample_{k}" / "frames.png").is_file()
+        # Every picture is marked synthetic in its pixels and its metadata, read back from disk.
+        assert len(assert_gif_marked(out / f"sample_{k}" / "cine.gif")) == 4
+        assert assert_png_marked(out / f"sample_{k}" / "frames.png", frame_width=3 * 64).shape == (3 * 64, 4 * 3 * 64)
+        assert_nifti_marked(out / f"sample_{k}" / "cine.nii.gz")
     assert (out / "std.png").is_file() and nib.load(out / "std.nii.gz").shape == (64, 64, 1, 4)
+    assert_png_marked(out / "std.png")
+    assert_nifti_marked(out / "std.nii.gz")
     dicoms = sorted((out / "sample_0" / "dicom").glob("*.dcm"))
     assert len(dicoms) == 4
     ds = pydicom.dcmread(dicoms[0])

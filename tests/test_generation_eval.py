@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from marking_support import assert_gif_metadata, assert_not_marked, assert_png_metadata, has_stamp
 from test_segmenter import LABEL_INTENSITY, TINY_UNET, write_disc_set
 
 from cardiacnets.cli import main
@@ -24,7 +25,7 @@ from cardiacnets.data.store import TrainingSet
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.evaluate.generation import (
     ScoringTools, as_cines, describe_cines, evaluate_generation, frechet_distance, image_similarity,
-    nearest_neighbour_generator, pipeline_generator, ReferenceCines, score_cines,
+    nearest_neighbour_generator, pipeline_generator, ReferenceCines, score_cines, write_comparisons,
 )
 from cardiacnets.evaluate.segmentation import Segmenter, cavity_measurements
 from cardiacnets.generation import ECGToCMRPipeline
@@ -225,6 +226,37 @@ def test_evaluate_generation_with_a_noisy_oracle_and_baselines(disc_set, models,
     # true, generator, nearest neighbour, rendered read-out side by side, scale 2
     assert gif.n_frames == FRAMES and gif.size == (2 * SIZE * 4, 2 * SIZE)
     assert Image.open(next(out.glob("compare_*.png"))).size == (2 * SIZE * FRAMES, 2 * SIZE * 4)
+    # The generated panels (generator, rendered read-out) are stamped, the true and retrieved cines not.
+    assert _stamped_panels(out, 2 * SIZE, n_rows=4) == [False, True, False, True]
+
+
+def _stamped_panels(out: Path, panel: int, n_rows: int) -> list[bool]:
+    """Which rows (PNG) / panels (GIF) of every comparison carry the SYNTHETIC label, read back from disk."""
+    seen = set()
+    for path in out.glob("compare_*.gif"):
+        for frame in assert_gif_metadata(path):
+            seen.add(tuple(has_stamp(frame[:, m * panel:(m + 1) * panel]) for m in range(n_rows)))
+    for path in out.glob("compare_*.png"):
+        strip = assert_png_metadata(path)
+        for k in range(strip.shape[1] // panel):
+            seen.add(tuple(has_stamp(strip[m * panel:(m + 1) * panel, k * panel:(k + 1) * panel])
+                           for m in range(n_rows)))
+    assert len(seen) == 1, seen  # every frame of every file alike
+    return list(seen.pop())
+
+
+def test_comparison_pictures_mark_the_generated_panels(tmp_path):
+    true = np.random.default_rng(0).random((2, 1, 3, 32, 32)).astype(np.float32)  # (N, slices, frames, H, W)
+    written = write_comparisons(tmp_path, true, {"generator": true * 0.9, "nn_baseline": true[::-1]}, ["a", "b"],
+                                n_strip_frames=3)
+    assert sorted(p.name for p in written) == ["compare_a.gif", "compare_a.png", "compare_b.gif", "compare_b.png",
+                                               "compare_legend.txt"]
+    assert _stamped_panels(tmp_path, 64, n_rows=3) == [False, True, False]
+    assert "SYNTHETIC" in (tmp_path / "compare_legend.txt").read_text()
+    real_only = tmp_path / "real"
+    real_only.mkdir()
+    for path in write_comparisons(real_only, true, {"nn_baseline": true[::-1]}, ["a", "b"])[:-1]:
+        assert_not_marked(path)
 
 
 @pytest.mark.slow

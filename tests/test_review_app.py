@@ -9,17 +9,20 @@ import base64
 import io
 import os
 import re
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from marking_support import assert_gif_marked, assert_not_marked, assert_png_marked
 from PIL import Image
 from review_support import FakeCinePipeline, fake_predict, free_socket, review_client
 
@@ -95,6 +98,8 @@ def test_case_page_without_a_model_shows_ecg_and_real_cines(plain_app):
         sheet = np.asarray(Image.open(io.BytesIO(real.content)))
         assert sheet.shape == (192, 25 * 192)
         assert client.get(f"/media/{key}/real/la_4ch.gif").headers["content-type"] == "image/gif"
+        assert_not_marked(real.content)  # a real cine: no SYNTHETIC label, no synthetic metadata
+        assert_not_marked(client.get(f"/media/{key}/real/sa.gif").content)
         assert client.get(f"/media/{key}/generated/sa.png").status_code == 404
         assert client.get("/cases/9999999").status_code == 404
         assert client.get("/media/dffff/real/sa.png").status_code == 404
@@ -132,6 +137,11 @@ def test_generation_runs_in_the_background_and_is_cached(review_dataset, tmp_pat
         assert len(cached) == 1 and cached[0].name == f"{key}_sa_seed0_steps25_cfgdefault.npy"
         plain = render.cine_sprite_png(np.load(cached[0]).astype(np.float32), scale=3)
         assert generated.content != plain
+        # Read back: the label in every frame, and the metadata, of the PNG and the GIF.
+        sheet = assert_png_marked(generated.content, frame_width=192)
+        assert sheet.shape == (192, 25 * 192)
+        assert len(assert_gif_marked(client.get(f"/media/{key}/generated/sa.gif").content)) == 25
+        assert_not_marked(client.get(f"/media/{key}/real/sa.png").content)
         job = _wait_job(client, client.post(f"/api/cases/{key}/predict").json())
         fragment = client.get(f"/fragments/{key}/predictions").text
         assert "LV ejection fraction" in fragment and "38.5 %" in fragment and "51–74 %" in fragment
@@ -329,6 +339,92 @@ def test_upload_header_cannot_reach_files_outside_the_zip(review_dataset, tmp_pa
                                follow_redirects=False)
         assert response.status_code == 303
         assert "WFDB record" in client.get(response.headers["location"]).text
+
+
+def _patch_zip_member(data: bytes, name: str, *, flag_bits: int = 0, method: int | None = None) -> bytes:
+    """Set general-purpose flag bits and/or the compression method of one member, in its local and central headers."""
+    buffer = bytearray(data)
+    # (signature, offset of the flags, offset of the name length, offset of the name); the method follows the flags.
+    for signature, flags_at, length_at, name_at in ((b"PK\x03\x04", 6, 26, 30), (b"PK\x01\x02", 8, 28, 46)):
+        position = buffer.find(signature)
+        while position >= 0:
+            (length,) = struct.unpack_from("<H", buffer, position + length_at)
+            if bytes(buffer[position + name_at:position + name_at + length]) == name.encode():
+                (flags,) = struct.unpack_from("<H", buffer, position + flags_at)
+                struct.pack_into("<H", buffer, position + flags_at, flags | flag_bits)
+                if method is not None:
+                    struct.pack_into("<H", buffer, position + flags_at + 2, method)
+            position = buffer.find(signature, position + 4)
+    return bytes(buffer)
+
+
+def _mat_bomb(n_signals: int, n_samples: int) -> bytes:
+    """A MATLAB v5 file whose one (n_signals, n_samples) float64 matrix of zeros is zlib-compressed about 250:1."""
+    data_bytes = 8 * n_signals * n_samples
+    body = (struct.pack("<IIII", 6, 8, 6, 0)  # array flags: double
+            + struct.pack("<IIii", 5, 8, n_signals, n_samples)  # dimensions
+            + struct.pack("<II", 1, 3) + b"val\0\0\0\0\0"  # name, padded to 8 bytes
+            + struct.pack("<II", 9, data_bytes))  # the real part: float64
+    packer = zlib.compressobj(1)
+    chunks = [packer.compress(struct.pack("<II", 14, len(body) + data_bytes) + body)]
+    zeros = bytes(1 << 22)
+    chunks += [packer.compress(zeros) for _ in range(data_bytes >> 22)]
+    chunks += [packer.compress(bytes(data_bytes & ((1 << 22) - 1))), packer.flush()]
+    packed = b"".join(chunks)
+    header = b"MATLAB 5.0 MAT-file".ljust(116, b" ") + bytes(8) + struct.pack("<H", 0x0100) + b"IM"
+    return header + struct.pack("<II", 15, len(packed)) + packed
+
+
+def test_upload_zip_members_that_cannot_be_read_and_parsing_limits(review_dataset, tmp_path, ptbxl_dir,
+                                                                   ukb_xml_path):
+    # Issue 17: an encrypted member (RuntimeError in zipfile) or an unknown compression method
+    # (NotImplementedError) answered 500; a decompression bomb inside a .mat could exhaust the server's memory.
+    record = ptbxl_dir / "records500" / "00000" / "00001_hr"
+    hea, dat = record.with_suffix(".hea").read_bytes(), record.with_suffix(".dat").read_bytes()
+    settings = ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app",
+                              upload_parse_memory_bytes=512 * 2**20)
+    with review_client(create_app(settings)) as client:
+
+        def refused(name, data):
+            response = client.post("/upload", files={"ecg": (name, data)}, follow_redirects=False)
+            assert 400 <= response.status_code < 500 and "Traceback" not in response.text, response.text
+            message = re.search(r'<p class="error" role="alert">(.*?)</p>', response.text, re.S).group(1)
+            assert "\n" not in message and str(tmp_path) not in message
+            return message
+
+        deflated = io.BytesIO()
+        with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("00001_hr.hea", hea)
+            archive.writestr("00001_hr.dat", dat)
+        plain = deflated.getvalue()
+        assert refused("locked.zip", _patch_zip_member(plain, "00001_hr.dat", flag_bits=0x1)) == (
+            "locked.zip: zip member &#39;00001_hr.dat&#39; is encrypted; upload a zip without a password")
+        assert refused("odd.zip", _patch_zip_member(plain, "00001_hr.dat", method=99)) == (
+            "odd.zip: zip member &#39;00001_hr.dat&#39; uses compression method 99, which cannot be read; "
+            "use deflate or no compression")
+        start = plain.index(b"PK\x03\x04", 4) + 30 + len("00001_hr.dat")  # the .dat member's compressed bytes
+        damaged = plain[:start] + bytes(64) + plain[start + 64:]
+        assert refused("damaged.zip", damaged).startswith("damaged.zip: zip member &#39;00001_hr.dat&#39; cannot be "
+                                                          "read: ")
+
+        # 12 x 5,000,000 float64 samples: 480 MB once inflated, from 2 MB; the parser may use 512 MB.
+        leads = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+        bomb_hea = "bomb 12 500 5000000\n" + "".join(f"bomb.mat 16+24 1000/mV 16 0 0 0 0 {lead}\n" for lead in leads)
+        message = refused("bomb.zip", _zip({"bomb.hea": bomb_hea.encode(), "bomb.mat": _mat_bomb(12, 5_000_000)}))
+        assert message == "bomb.zip: reading the ECG needs more than 512 MB of memory; refused", message
+        # The server is still up and still parses uploads.
+        assert client.get("/cases").status_code == 200
+        response = client.post("/upload", files={"ecg": ("ok.zip", _zip({"00001_hr.hea": hea, "00001_hr.dat": dat}))},
+                               follow_redirects=False)
+        assert response.status_code == 303
+    assert not any(p.name.startswith("bomb") for p in (tmp_path / "app" / "uploads").rglob("*"))
+
+    settings = ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app2", upload_parse_timeout_s=1e-4)
+    with review_client(create_app(settings)) as client:
+        response = client.post("/upload", files={"ecg": ("slow.xml", ukb_xml_path.read_bytes())})
+        assert response.status_code == 400
+        assert "slow.xml: reading the ECG took longer than 0.0001 s; refused" in response.text
+        assert client.get("/cases").status_code == 200
 
 
 def test_upload_size_limit(review_dataset, tmp_path):

@@ -13,12 +13,18 @@ A generated cine is written the ways a user looks at cardiac MR:
   "SYNTHETIC" in the series description, the word SYNTHETIC burned into every
   frame, no patient name or ID;
 - ``cine.gif`` (looping, one frame per frame interval) and ``frames.png`` (all
-  frames side by side), both stamped SYNTHETIC (`cardiacnets.review.render`);
+  frames side by side), written by `cardiacnets.io.previews`;
 - with several samples per ECG, ``std.nii.gz`` (per-pixel standard deviation
   across samples, per frame) and ``std.png`` (its mean over frames, with a
   colour bar): where the model is unsure;
 - ``provenance.json``: model folder, sampler settings, seed, the input file's
   SHA-256, timings.
+
+Every picture (GIF, PNG, DICOM frame) carries the same burned-in SYNTHETIC
+label (`cardiacnets.io.stamp`); the PNGs also carry text chunks (``Synthetic``
+= ``true``, ``Description``, ``Software``) and the GIF a comment extension
+saying the image was generated from an ECG, not acquired from a patient, and
+is not for clinical use.
 
 Array convention: a cine is (frames, H, W) as in the training set; H is the
 image x axis and W the y axis (the training set's reoriented in-plane axes).
@@ -90,7 +96,10 @@ def cine_image(cine: np.ndarray, *, view: str, spacing_mm: float | None, slice_t
 
 
 def std_map_png(std_map: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
-    """Write a per-pixel standard-deviation map as a PNG with a colour bar, labelled SYNTHETIC.
+    """Write a per-pixel standard-deviation map as a PNG with a colour bar, marked synthetic.
+
+    The SYNTHETIC label is burned into the top-left corner (in a band kept free
+    for it) and the PNG carries the synthetic text chunks (`cardiacnets.io.previews`).
 
     Args:
         std_map: (H, W) standard deviations (intensity units).
@@ -100,20 +109,34 @@ def std_map_png(std_map: np.ndarray, path: str | os.PathLike, title: str = "") -
     Returns:
         The path written.
     """
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from PIL import Image
 
-    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=100)
+    from cardiacnets.io.previews import png_bytes
+    from cardiacnets.io.stamp import stamp_synthetic, synthetic_label_box
+
+    width_px, height_px = 420, 360
+    label_rows, _ = synthetic_label_box(height_px, width_px)
+    fig, ax = plt.subplots(figsize=(width_px / 100, height_px / 100), dpi=100)
     shown = ax.imshow(np.asarray(std_map, dtype=np.float32), cmap="magma", interpolation="nearest", vmin=0.0)
     fig.colorbar(shown, ax=ax, label="SD across samples")
-    ax.set_title(f"SYNTHETIC\n{title}" if title else "SYNTHETIC", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=8)
     ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - (label_rows.stop + 2) / height_px))  # the top band holds the label
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)  # width_px x height_px whatever the rc settings
     plt.close(fig)
-    return Path(path)
+    buffer.seek(0)
+    pixels = np.asarray(Image.open(buffer).convert("RGB"))  # (height_px, width_px, 3)
+    path = Path(path)
+    path.write_bytes(png_bytes(stamp_synthetic(pixels, value=255, background=0), synthetic=True))
+    return path
 
 
 def write_generation_outputs(cines: np.ndarray, out_dir: str | os.PathLike, *, view: str,
@@ -137,9 +160,10 @@ def write_generation_outputs(cines: np.ndarray, out_dir: str | os.PathLike, *, v
         Paths written, by kind (``nifti``, ``dicom``, ``gif``, ``png``, ``anatomy_nifti``, ``std_nifti``, ``std_png``),
         relative to `out_dir`.
     """
-    from cardiacnets.io.dicom import synthetic_label_box, write_dicom_series
+    from cardiacnets.io.dicom import write_dicom_series
     from cardiacnets.io.nifti import write_nifti
-    from cardiacnets.review.render import cine_gif, cine_sprite_png
+    from cardiacnets.io.previews import cine_gif, cine_sprite_png
+    from cardiacnets.io.stamp import synthetic_label_box
 
     out_dir = Path(out_dir)
     cines = np.asarray(cines, dtype=np.float32)

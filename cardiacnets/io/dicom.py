@@ -15,7 +15,8 @@ geometry tags and converted from DICOM's LPS to nibabel's RAS.
 `write_dicom_series` writes an MR Image Storage series that standard viewers
 open and that reads back to the same data and affine; synthetic images are
 marked as such (DERIVED\\SECONDARY, "SYNTHETIC" in the series description, no
-patient identity, and the word SYNTHETIC burned into every frame).
+patient identity, and the SYNTHETIC label of `cardiacnets.io.stamp`, the one
+every writer of generated images uses, burned into every frame).
 
 Safety: sizes are checked before anything is read or decompressed. A zip's
 member count comes from its end record (`MAX_FILES`); a member must be neither
@@ -53,6 +54,14 @@ from pydicom.valuerep import DSfloat
 import cardiacnets
 from cardiacnets.cmr.image import VIEWS, CMRImage
 from cardiacnets.errors import InputError
+from cardiacnets.io.stamp import (  # noqa: F401  (the label's names stay importable from here)
+    SYNTHETIC_STATEMENT,
+    SYNTHETIC_TEXT,
+    burn_in_text,
+    stamp_synthetic,
+    synthetic_label_box,
+    text_bitmap,
+)
 
 # DICOM patient coordinates are LPS (x to the patient's left, y posterior);
 # nibabel's are RAS. Negating x and y converts either way.
@@ -62,7 +71,6 @@ VIEW_SERIES_PATTERNS = {"sa": r"sax", "la_2ch": r"2ch", "la_3ch": r"3ch", "la_4c
 # Siemens inline-volumetry series repeat the cine slices; skipped unless asked for.
 DUPLICATE_SERIES_PATTERN = re.compile(r"inlinevf", re.IGNORECASE)
 REQUIRED_TAGS = ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns", "PixelData")
-SYNTHETIC_TEXT = "SYNTHETIC"
 _POSITION_TOLERANCE_MM = 0.01
 _SPACING_TOLERANCE = 0.01  # relative deviation of a slice gap from the mean gap
 _UKB_SLICE_NUMBER = re.compile(r"_b(\d+)$", re.IGNORECASE)
@@ -83,19 +91,6 @@ _READ_CHUNK = 1 << 20
 _DEFLATED_TS = "1.2.840.10008.1.2.1.99"
 # Explicit-VR element headers with a 4-byte length (DICOM PS3.5 7.1.2).
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-
-# A 5 x 7 bitmap font with the letters needed for the SYNTHETIC label.
-_GLYPHS_5X7 = {
-    "S": (".####", "#....", "#....", ".###.", "....#", "....#", "####."),
-    "Y": ("#...#", "#...#", ".#.#.", "..#..", "..#..", "..#..", "..#.."),
-    "N": ("#...#", "#...#", "##..#", "#.#.#", "#..##", "#...#", "#...#"),
-    "T": ("#####", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."),
-    "H": ("#...#", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
-    "E": ("#####", "#....", "#....", "####.", "#....", "#....", "#####"),
-    "I": (".###.", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."),
-    "C": (".###.", "#...#", "#....", "#....", "#....", "#...#", ".###."),
-}
-GLYPH_HEIGHT, GLYPH_WIDTH, GLYPH_GAP = 7, 5, 1
 
 
 # --------------------------------------------------------------------------- reading
@@ -672,79 +667,6 @@ def read_dicom_series(path: str | os.PathLike, *, series: str | None = None, vie
 # --------------------------------------------------------------------------- writing
 
 
-def text_bitmap(text: str, scale: int = 1) -> np.ndarray:
-    """Render `text` in the built-in 5 x 7 font.
-
-    Args:
-        text: characters from the font (the letters of ``SYNTHETIC``).
-        scale: integer magnification (each font pixel becomes scale x scale).
-
-    Returns:
-        Boolean (rows, columns) array, ``7 * scale`` rows high and
-        ``(6 * len(text) - 1) * scale`` columns wide, True on the strokes.
-    """
-    unknown = sorted(set(text) - set(_GLYPHS_5X7))
-    if unknown:
-        raise ValueError(f"characters {unknown} are not in the font; available: {''.join(sorted(_GLYPHS_5X7))}")
-    if scale < 1:
-        raise ValueError(f"scale must be >= 1, got {scale}")
-    step = GLYPH_WIDTH + GLYPH_GAP
-    bitmap = np.zeros((GLYPH_HEIGHT, step * len(text) - GLYPH_GAP), dtype=bool)
-    for i, char in enumerate(text):
-        glyph = np.array([[c == "#" for c in row] for row in _GLYPHS_5X7[char]])
-        bitmap[:, i * step : i * step + GLYPH_WIDTH] = glyph
-    return np.kron(bitmap, np.ones((scale, scale), dtype=bool))
-
-
-def burn_in_text(
-    pixels: np.ndarray, text: str, *, value: float, background: float, scale: int = 1, origin: tuple[int, int] = (2, 2)
-) -> np.ndarray:
-    """Draw `text` on a copy of a 2-D image, on a one-pixel-margin background box.
-
-    Args:
-        pixels: (rows, columns) image as displayed (row 0 at the top).
-        text: what to write (see `text_bitmap`).
-        value: pixel value of the strokes.
-        background: pixel value of the box behind them.
-        scale: font magnification.
-        origin: (row, column) of the text's top-left corner.
-
-    Returns:
-        A new array with the label drawn; `pixels` is not modified.
-    """
-    bitmap = text_bitmap(text, scale)
-    row0, col0 = origin
-    rows, cols = bitmap.shape
-    if row0 < 1 or col0 < 1 or row0 + rows + 1 > pixels.shape[0] or col0 + cols + 1 > pixels.shape[1]:
-        raise ValueError(
-            f"a {rows} x {cols} label at {origin} does not fit in a {pixels.shape[0]} x {pixels.shape[1]} image"
-        )
-    out = pixels.copy()
-    out[row0 - 1 : row0 + rows + 1, col0 - 1 : col0 + cols + 1] = background
-    out[row0 : row0 + rows, col0 : col0 + cols][bitmap] = value
-    return out
-
-
-def synthetic_label_box(rows: int, columns: int) -> tuple[slice, slice]:
-    """Where `write_dicom_series` burns the SYNTHETIC label into a rows x columns frame.
-
-    Args:
-        rows: image height (DICOM Rows).
-        columns: image width (DICOM Columns).
-
-    Returns:
-        (row slice, column slice) of the label's background box in display orientation.
-    """
-    scale = _label_scale(rows, columns)
-    height, width = text_bitmap(SYNTHETIC_TEXT, scale).shape
-    return slice(1, 2 + height + 1), slice(1, 2 + width + 1)
-
-
-def _label_scale(rows: int, columns: int) -> int:
-    """Font magnification: about a sixth of the image width for the label, at least 1."""
-    return max(1, min(columns // 128, rows // 32))
-
-
 def _ds(value: float) -> DSfloat:
     """A decimal string that fits DICOM's 16 characters."""
     return DSfloat(float(value), auto_format=True)
@@ -846,7 +768,6 @@ def write_dicom_series(
         info = np.iinfo(stored.dtype)
         dark = int(stored.min())
         bright = int(stored.max()) if stored.max() > dark else min(dark + 1, info.max)
-        scale = _label_scale(n_y, n_x)
 
     study_uid = study_instance_uid or _uid(uid_seed, "study")
     series_uid = _uid(uid_seed, "series", series_number)
@@ -897,7 +818,7 @@ def write_dicom_series(
             ds.InstanceNumber = instance
             ds.ImageType = ["DERIVED", "SECONDARY"] if synthetic else ["DERIVED", "PRIMARY"]
             if synthetic:
-                ds.DerivationDescription = "Synthetic image generated by cardiacnets; not acquired from a patient"
+                ds.DerivationDescription = f"Synthetic image {SYNTHETIC_STATEMENT}"
             ds.BurnedInAnnotation = "YES" if synthetic else "NO"
             ds.ScanningSequence = "RM" if synthetic else "GR"  # RM: research mode
             ds.SequenceVariant = "NONE"
@@ -921,7 +842,7 @@ def write_dicom_series(
             # Image pixel
             pixels = stored[s, t]
             if synthetic:
-                pixels = burn_in_text(pixels, SYNTHETIC_TEXT, value=bright, background=dark, scale=scale)
+                pixels = stamp_synthetic(pixels, value=bright, background=dark)
             ds.SamplesPerPixel = 1
             ds.PhotometricInterpretation = "MONOCHROME2"
             ds.Rows, ds.Columns = n_y, n_x

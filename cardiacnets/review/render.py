@@ -11,21 +11,23 @@ is testable (`ecg_layout`).
 Cines ((frames, H, W) in the training-set intensity scale, [0, 1]) become a PNG
 sprite sheet (frames side by side) that a small JavaScript player in the page
 steps through, and an animated GIF for download or pages without JavaScript
-(`cine_sprite_png`, `cine_gif`). Generated cines are stamped with a
-``SYNTHETIC`` label in the pixels themselves, so the mark travels with any
-saved or screenshotted copy.
+(`cine_sprite_png`, `cine_gif`, `cine_frames_uint8`: the package's preview
+writers of `cardiacnets.io.previews`, named here for the routes). Generated
+cines are stamped with the ``SYNTHETIC`` label in the pixels themselves, so the
+mark travels with any saved or screenshotted copy, and marked in the file's
+metadata (PNG text chunks, GIF comment); real cines carry neither.
+`display_slice` picks the slice shown of a stored cine.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from einops import rearrange
 
 from cardiacnets.ecg.leads import STANDARD_LEADS
+from cardiacnets.io.previews import cine_frames_uint8, cine_gif, cine_sprite_png  # noqa: F401  (the routes' renderers)
 
 PAPER_SPEED_MM_PER_S = 25.0
 GAIN_MM_PER_MV = 10.0
@@ -43,7 +45,6 @@ CLINICAL_ROWS: tuple[tuple[str, ...], ...] = (
 RHYTHM_LEAD = "II"
 GRID_MINOR = "#f7c9c9"
 GRID_MAJOR = "#e38f8f"
-SYNTHETIC_LABEL = "SYNTHETIC"
 
 
 @dataclass(frozen=True)
@@ -206,91 +207,6 @@ def ecg_svg(
 
 
 # --------------------------------------------------------------------------- cines
-
-def _label_font(size_px: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size_px)  # scalable font bundled with Pillow >= 10.1 (FreeType)
-    except TypeError:  # pragma: no cover - Pillow built without FreeType
-        return ImageFont.load_default()
-
-
-def cine_frames_uint8(cine: np.ndarray, *, scale: int = 3, synthetic: bool = False) -> np.ndarray:
-    """Display frames of a cine: 8-bit, upscaled, stamped when generated.
-
-    Args:
-        cine: (frames, H, W) intensities, training-set scale ([0, 1]); values
-            outside are clipped.
-        scale: integer upscaling factor (bicubic), so the small model crops are
-            legible and the stamp fits.
-        synthetic: stamp ``SYNTHETIC`` in the top-left corner of every frame.
-
-    Returns:
-        (frames, H * scale, W * scale) uint8.
-
-    Raises:
-        ValueError: when ``cine`` is not 3-D or has no frames.
-    """
-    from PIL import Image, ImageDraw
-
-    cine = np.asarray(cine, dtype=np.float32)
-    if cine.ndim != 3 or cine.shape[0] == 0:
-        raise ValueError(f"cine must be (frames, H, W) with at least one frame, got {cine.shape}")
-    cine = np.nan_to_num(cine, nan=0.0)
-    frames_u8 = np.round(np.clip(cine, 0.0, 1.0) * 255.0).astype(np.uint8)
-    height, width = cine.shape[1] * scale, cine.shape[2] * scale
-    font = _label_font(max(10, height // 14)) if synthetic else None
-    out = np.empty((cine.shape[0], height, width), np.uint8)
-    for f, frame in enumerate(frames_u8):
-        image = Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC)
-        if synthetic:
-            draw = ImageDraw.Draw(image)
-            draw.text((4, 3), SYNTHETIC_LABEL, fill=255, font=font, stroke_width=2, stroke_fill=0)
-        out[f] = np.asarray(image)
-    return out
-
-
-def cine_sprite_png(cine: np.ndarray, *, scale: int = 3, synthetic: bool = False) -> bytes:
-    """A cine as one PNG with its frames side by side (the page's player steps through it).
-
-    Args:
-        cine: (frames, H, W) intensities in [0, 1].
-        scale: upscaling factor of each frame.
-        synthetic: stamp every frame ``SYNTHETIC``.
-
-    Returns:
-        PNG bytes of a (H * scale, frames * W * scale) grey image.
-    """
-    from PIL import Image
-
-    frames = cine_frames_uint8(cine, scale=scale, synthetic=synthetic)
-    sheet = rearrange(frames, "f h w -> h (f w)")
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(sheet)).save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
-
-
-def cine_gif(cine: np.ndarray, *, frame_ms: float = 40.0, scale: int = 3, synthetic: bool = False) -> bytes:
-    """A cine as a looping animated GIF.
-
-    Args:
-        cine: (frames, H, W) intensities in [0, 1].
-        frame_ms: display time of each frame (GIF stores centiseconds).
-        scale: upscaling factor of each frame.
-        synthetic: stamp every frame ``SYNTHETIC``.
-
-    Returns:
-        GIF bytes.
-    """
-    from PIL import Image
-
-    frames = [Image.fromarray(f) for f in cine_frames_uint8(cine, scale=scale, synthetic=synthetic)]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], loop=0,
-                   duration=max(20, int(round(frame_ms))), disposal=1)
-    return buffer.getvalue()
-
 
 def display_slice(cine: np.ndarray) -> np.ndarray:
     """The slice shown of a stored cine: the middle of (slices, frames, H, W), or a (frames, H, W) cine as is."""

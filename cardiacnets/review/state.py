@@ -38,7 +38,7 @@ from cardiacnets.review.display import MEASUREMENT_FIELDS, number, reference_ran
 from cardiacnets.review.jobs import GenerationSettings, JobRunner, ReviewModels, generate_cine, load_cine, save_cine, save_json
 from cardiacnets.review.security import LoginLimiter, allowed_hosts
 from cardiacnets.review.study import StudyConfig, StudyStore, load_study, resolve_cases, study_db_path
-from cardiacnets.review.uploads import StoredUpload, is_upload_id, read_upload
+from cardiacnets.review.uploads import PARSE_MEMORY_BYTES, PARSE_TIMEOUT_S, StoredUpload, is_upload_id, read_upload
 
 DEFAULT_CYCLE_MS = 1000.0
 TOKEN_SOURCE = "--token / CARDIACNETS_REVIEW_TOKEN"
@@ -63,6 +63,8 @@ class ReviewSettings:
             besides 127.0.0.1, localhost and ``host``.
         studies: study YAML files to serve.
         max_upload_bytes: the largest accepted upload.
+        upload_parse_memory_bytes: address space of the worker process that parses an upload.
+        upload_parse_timeout_s: that worker is stopped (and the upload refused) after this long.
         max_body_bytes: the largest JSON or form body (uploads excepted).
         login_attempts_per_minute: wrong tokens a client may send to one sign-in
             form per minute (all clients together: ten times as many) before 429.
@@ -78,6 +80,8 @@ class ReviewSettings:
     allowed_hosts: list[str] = field(default_factory=list)
     studies: list[Path] = field(default_factory=list)
     max_upload_bytes: int = 20 * 1024 * 1024
+    upload_parse_memory_bytes: int = PARSE_MEMORY_BYTES
+    upload_parse_timeout_s: float = PARSE_TIMEOUT_S
     max_body_bytes: int = 1024 * 1024
     login_attempts_per_minute: int = 5
     generation: GenerationSettings = field(default_factory=GenerationSettings)
@@ -97,6 +101,10 @@ class ReviewSettings:
         allowed_hosts(self.host, self.allowed_hosts)
         if self.max_upload_bytes < 1024:
             raise ConfigError("the upload limit must be at least 1 kB")
+        if self.upload_parse_memory_bytes < 256 * 2**20:
+            raise ConfigError("the upload parser's memory limit must be at least 256 MB")
+        if not self.upload_parse_timeout_s > 0:
+            raise ConfigError("the upload parser's time limit must be positive")
         if self.max_body_bytes < 16 * 1024:
             raise ConfigError("the request body limit must be at least 16 kB")
         if self.login_attempts_per_minute < 1:
@@ -337,7 +345,8 @@ class ReviewState:
     def _upload_ecg(self, upload: StoredUpload) -> ECGView:
         from cardiacnets.ecg.standardize import standardize_ecg
 
-        record = read_upload(upload)
+        record = read_upload(upload, memory_bytes=self.settings.upload_parse_memory_bytes,
+                             timeout_s=self.settings.upload_parse_timeout_s)
         try:
             std = standardize_ecg(record, self.ecg_config)
         except InputError as err:

@@ -11,17 +11,27 @@ header is then checked by the WFDB reader's rules (plain signal file names,
 plausible values) and every signal file it names must be a member of the same
 zip, before the record is read. XML
 with a document type declaration is refused (UK Biobank files have none, and
-entity expansion is a classic attack). Files are only ever parsed by
-`cardiacnets.io.ecg.read_ecg` (never unpickled).
+entity expansion is a classic attack). An encrypted member, or one stored with
+a compression method the zip module cannot read, is refused with a one-line
+message. Files are only ever parsed by `cardiacnets.io.ecg.read_ecg` (never
+unpickled), and `read_upload` runs it in a separate worker process (started
+from a clean fork server or spawned, never forked from the web server's
+threads) whose address space is capped (``RLIMIT_AS``, default
+`PARSE_MEMORY_BYTES`) and which is stopped after `PARSE_TIMEOUT_S`: a
+decompression bomb inside a MATLAB ``.mat`` file or an XML that takes forever
+fails that worker with a clear error, not the server.
 """
 
 from __future__ import annotations
 
+import lzma
+import multiprocessing
 import re
 import secrets
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +41,13 @@ UPLOAD_KINDS = {".xml": "UK Biobank ECG XML", ".zip": "WFDB record in a .zip (.h
 WFDB_MEMBER_SUFFIXES = (".hea", ".dat", ".mat")
 MAX_ZIP_MEMBERS = 16
 MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
+PARSE_MEMORY_BYTES = 2 << 30  # address space of the parsing worker (2 GiB)
+PARSE_TIMEOUT_S = 30.0
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+_ZIP_ENCRYPTED = 0x1  # general purpose flag bit 0
+# What zipfile and the decompressors raise on a member they cannot read.
+_ZIP_READ_ERRORS = (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError,
+                    OSError)
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{24}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -142,6 +159,11 @@ def _extract_wfdb_zip(shown: str, data: bytes, folder: Path) -> Path:
                                         f"({', '.join(WFDB_MEMBER_SUFFIXES)}) with plain names are accepted")
             if base in names:
                 raise InputError(shown, f"zip holds two files named {base!r}")
+            if member.flag_bits & _ZIP_ENCRYPTED:
+                raise InputError(shown, f"zip member {name!r} is encrypted; upload a zip without a password")
+            if member.compress_type not in _ZIP_METHODS:
+                raise InputError(shown, f"zip member {name!r} uses compression method {member.compress_type}, which "
+                                        "cannot be read; use deflate or no compression")
             total += member.file_size
             if total > MAX_UNCOMPRESSED_BYTES:
                 raise InputError(shown, f"zip expands to more than {MAX_UNCOMPRESSED_BYTES // 2**20} MB")
@@ -151,14 +173,30 @@ def _extract_wfdb_zip(shown: str, data: bytes, folder: Path) -> Path:
             raise InputError(shown, f"zip must hold exactly one WFDB header (.hea), found {len(headers)}")
         for base, member in names.items():
             written = 0
-            with archive.open(member) as source, open(folder / base, "wb") as target:
-                while chunk := source.read(1 << 20):
+            try:
+                source = archive.open(member)
+            except _ZIP_READ_ERRORS as err:
+                raise _unreadable_member(shown, base, err) from None
+            with source, open(folder / base, "wb") as target:
+                while True:
+                    try:
+                        chunk = source.read(1 << 20)
+                    except _ZIP_READ_ERRORS as err:
+                        raise _unreadable_member(shown, base, err) from None
+                    if not chunk:
+                        break
                     written += len(chunk)
                     if written > member.file_size or written > MAX_UNCOMPRESSED_BYTES:
                         raise InputError(shown, f"zip member {base!r} is larger than its header says")
                     target.write(chunk)
     _check_header_files_in_zip(shown, folder / headers[0], set(names))
     return folder / headers[0]
+
+
+def _unreadable_member(shown: str, base: str, err: BaseException) -> InputError:
+    """A one-line error for a zip member that cannot be decompressed (encrypted, unknown method, damaged)."""
+    reason = " ".join(str(err).split())[:200] or type(err).__name__
+    return InputError(shown, f"zip member {base!r} cannot be read: {reason}")
 
 
 def _check_header_files_in_zip(shown: str, header_path: Path, members: set[str]) -> None:
@@ -178,18 +216,83 @@ def _check_header_files_in_zip(shown: str, header_path: Path, members: set[str])
         )
 
 
-def read_upload(upload: StoredUpload):
-    """Parse a stored upload with the package's ECG readers.
+def read_upload(upload: StoredUpload, *, memory_bytes: int = PARSE_MEMORY_BYTES,
+                timeout_s: float = PARSE_TIMEOUT_S):
+    """Parse a stored upload with the package's ECG readers, in a memory- and time-limited worker process.
+
+    Args:
+        upload: the stored upload.
+        memory_bytes: the worker's address-space limit (``RLIMIT_AS``).
+        timeout_s: the worker is stopped after this many seconds.
 
     Returns:
         The `ECGRecord`.
 
     Raises:
-        InputError: naming the client's file (not the internal path) and the problem.
+        InputError: naming the client's file (not the internal path) and the problem,
+            including a reader that needs more than `memory_bytes`, takes longer than
+            `timeout_s` or stops unexpectedly.
     """
-    from cardiacnets.io.ecg import read_ecg
-
+    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
+                                          else "spawn")
+    if context.get_start_method() == "forkserver":
+        # Imported once in the fork server, not again in every worker.
+        context.set_forkserver_preload(["cardiacnets.review.uploads", "cardiacnets.io.ecg", "cardiacnets.io.wfdb_io",
+                                        "cardiacnets.io.ukb_xml"])
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(target=_parse_in_worker, args=(sender, str(upload.ecg_path), int(memory_bytes),
+                                                            float(timeout_s)), daemon=True)
+    worker.start()
+    sender.close()
     try:
-        return read_ecg(upload.ecg_path)
-    except InputError as err:
-        raise InputError(upload.original_name, err.problem) from None
+        if not receiver.poll(timeout_s):
+            raise InputError(upload.original_name, f"reading the ECG took longer than {timeout_s:g} s; refused")
+        outcome, value = receiver.recv()
+    except EOFError:  # the worker ended without answering: killed (memory) or crashed
+        worker.join(5.0)
+        raise InputError(upload.original_name, f"the ECG reader stopped unexpectedly (exit code {worker.exitcode}); "
+                                               "the file may need more memory than allowed") from None
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        worker.join(5.0)
+        receiver.close()
+    if outcome == "ok":
+        return value
+    if outcome == "memory":
+        raise InputError(upload.original_name, f"reading the ECG needs more than {memory_bytes / 2**20:.0f} MB of "
+                                               "memory; refused")
+    raise InputError(upload.original_name, value)
+
+
+def _parse_in_worker(sender, ecg_path: str, memory_bytes: int, timeout_s: float) -> None:
+    """The worker process: cap memory and CPU time, read the ECG, send ``(outcome, value)`` back."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows: no rlimits, the server's timeout still applies
+        resource = None
+    if resource is not None:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes if hard == resource.RLIM_INFINITY
+                                                else min(memory_bytes, hard), hard))
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        cpu_s = int(timeout_s) + 5  # a backstop should the server not stop the worker
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s if hard == resource.RLIM_INFINITY else min(cpu_s, hard), hard))
+    try:
+        from cardiacnets.io.ecg import read_ecg
+
+        try:
+            outcome = ("ok", read_ecg(ecg_path))
+        except InputError as err:  # a reader's MemoryError may come wrapped in its "cannot read" error
+            outcome = ("memory", None) if isinstance(err.__context__, MemoryError) else ("error", err.problem)
+        except MemoryError:
+            outcome = ("memory", None)
+        except Exception as err:  # a reader bug or an unforeseen file: one line, not a traceback or a server path
+            reason = " ".join(str(err).replace(str(Path(ecg_path).parent), "<upload>").split())[:200]
+            outcome = ("error", f"cannot be read ({type(err).__name__}: {reason})")
+        try:
+            sender.send(outcome)
+        except MemoryError:  # the record itself is too large to send back
+            sender.send(("memory", None))
+    finally:
+        sender.close()

@@ -1,4 +1,7 @@
-"""Media routes of cases: the 12-lead ECG drawing and real or generated cines (PNG sprite sheet or GIF)."""
+"""Media routes of cases: the 12-lead ECG drawing and real or generated cines (PNG sprite sheet or GIF).
+
+Generated cines are stamped SYNTHETIC in their pixels and marked synthetic in the file's metadata; real ones are not.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ def cine_response(state: ReviewState, key: tuple, cine: np.ndarray, ext: str, sy
                   frame_ms: float) -> Response:
     """A cine as a PNG sprite sheet (frames side by side, count and timing in ``X-Frames``/``X-Frame-Ms``) or a GIF.
 
-    ``synthetic`` stamps SYNTHETIC into the pixels of every frame.
+    ``synthetic`` stamps SYNTHETIC into the pixels of every frame and marks the file's metadata (PNG text
+    chunks, GIF comment; `cardiacnets.io.previews`); a real cine is sent with neither.
     """
     if ext == "png":
         data = state.media(key, lambda: render.cine_sprite_png(cine, scale=CINE_SCALE, synthetic=synthetic))
