@@ -355,3 +355,23 @@ def test_render_shares_the_noise_across_frames(fitted):
     cines = pipe.render(labels, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert cines.shape == (1, 1, FRAMES, SIZE, SIZE)
     np.testing.assert_allclose(cines[0, 0, 1:], np.broadcast_to(cines[0, 0, :1], cines[0, 0, 1:].shape), atol=1e-5)
+
+
+def test_paper_configs_of_the_anatomy_generator_instantiate_on_the_meta_device():
+    from cardiacnets.config import load_config
+    from cardiacnets.train import TrainConfig
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    image = load_config(TrainConfig, repo / "configs/paper/anatomy_image.yaml")
+    prior = load_config(TrainConfig, repo / "configs/paper/anatomy.yaml")
+    assert (image.task, prior.task) == ("anatomy_image", "anatomy")
+    with torch.device("meta"):
+        denoiser = create_model(image.model.name, **image.model.overrides)
+        anatomy = create_model(prior.model.name, condition_dim=14, **prior.model.overrides)
+        shape = ShapeModel(n_slices=10, n_frames=50, image_size=256, grid_size=prior.options["grid_size"],
+                           n_components=prior.options["n_components"])
+    counts = {name: sum(p.numel() for p in m.parameters()) for name, m in
+              (("image_denoiser", denoiser), ("anatomy_denoiser", anatomy))}
+    assert denoiser.config.latent_size == 32 and denoiser.image_size == 256
+    assert counts["image_denoiser"] > 50e6 and counts["anatomy_denoiser"] > 10e6
+    assert shape.components.shape == (64, 3 * 10 * 50 * 64 * 64) and shape.components.device.type == "meta"
