@@ -197,6 +197,8 @@ class Trainer:
         from accelerate import Accelerator
 
         config.validate()
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         self.config = config
         self.run_dir = Path(run_dir)
         self.resume_from = self._checkpoint_to_resume(resume)
