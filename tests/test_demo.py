@@ -41,9 +41,11 @@ def test_demo_end_to_end_on_a_tiny_cohort(tmp_path, capsys):
     retrieval = metrics["retrieval"]
     assert retrieval["chance"]["top1"] == pytest.approx(1 / retrieval["n_candidates"])
     assert set(metrics["timings_s"]) >= {"simulate", "preprocess", "train_align", "evaluate", "total"}
-    assert set(metrics["training"]) == {"align", "heads", "segment", "vae", "diffusion"}
-    for key in ("ssim", "psnr", "lvedv_r"):
+    assert set(metrics["training"]) == {"align", "heads", "segment", "frame_vae", "anatomy_image", "anatomy"}
+    for key in ("ssim", "psnr", "lvedv_r", "temporal"):
         assert key in metrics["generation"] and key in metrics["generation"]["nn_baseline"]
+        assert key in metrics["generation"]["rendered_readout"]
+    assert "dice_vs_segmented_cine" in metrics["generation"]["anatomy"]
     assert "r2" in metrics["heads"]["regression"]["lvedv_ml"]
     html = (out / "report.html").read_text()
     assert "ECG ↔ CMR retrieval" in html and "data:image/png;base64," in html and "data:image/gif;base64," in html
@@ -51,6 +53,7 @@ def test_demo_end_to_end_on_a_tiny_cohort(tmp_path, capsys):
     assert f"{metrics['generation']['ssim']:.3f}" in html and "SYNTHETIC" in html
     assert metrics["review_command"] == f"cardiacnets review --data {out / 'dataset'} --model {out / 'model'}"
     assert (out / "model" / "generator" / "model_index.json").is_file() and (out / "model" / "heads").is_dir()
+    assert "AnatomyFirstPipeline" in (out / "model" / "generator" / "model_index.json").read_text()
 
     # A second run reuses the cohort and the trained stage.
     assert main(argv) == 0

@@ -405,3 +405,8 @@ def test_bench_generate_reports_baseline_and_tuned(capsys):
     assert all(r["seconds_per_cine"] > 0 and r["cines_per_s"] > 0 for r in result["tuned"])
     assert result["cine"] == {"frames": 25, "height": 64, "width": 64, "latent": [4, 25, 8, 8]}
     assert result["speedup_best"] > 0
+    # Both generators in the same run: the anatomy-first one over 4 x 16 x 16 frame latents.
+    anatomy = result["generators"]["anatomy"]
+    assert set(result["generators"]) == {"direct", "anatomy"}
+    assert anatomy["cine"] == {"frames": 25, "height": 64, "width": 64, "latent": [4, 25, 16, 16]}
+    assert anatomy["baseline"]["precision"] == "fp32" and anatomy["tuned"][0]["seconds_per_cine"] > 0

@@ -1,17 +1,20 @@
 """Cine generation speed: seconds per cine and cines/s, baseline and tuned, in the same run.
 
 Each measurement generates demo-size cines (25 frames of 64 × 64 from a 12 ×
-2500 ECG) with ``--steps`` DPM-Solver++ steps and classifier-free guidance
-(conditional and null branch batched together), end to end through
-`ECGToCMRPipeline.__call__`: ECG encoding, the denoising loop and decoding
-every frame. Without ``--model`` the pipeline holds freshly initialised demo
-models (the cost does not depend on the weights); with it, the trained
-pipeline folder.
+2500 ECG) with ``--steps`` DPM-Solver++ steps, end to end through the
+pipeline's ``__call__``, for each generator in the same run: the direct
+`ECGToCMRPipeline` (ECG encoding, the guided denoising loop over the cine's
+latents, decoding every frame) and the anatomy-first `AnatomyFirstPipeline`
+(ECG encoding and read-out, the anatomy prior's loop, decoding the anatomy,
+the image denoiser's loop over every frame, decoding). Without ``--model`` the
+pipelines hold freshly initialised demo models (the cost barely depends on the
+weights); with it, trained pipeline folders.
 
-- baseline: fp32, diffusers' default attention (PyTorch's fused
-  ``scaled_dot_product_attention``), one cine per call;
-- tuned: bf16 autocast and matmul-softmax attention, ``--batch-sizes`` cines per
-  call (the sampler steps are shared, so per-step overhead is amortised).
+- baseline: fp32, one cine per call (and, for the direct generator,
+  diffusers' default attention, PyTorch's fused ``scaled_dot_product_attention``);
+- tuned: bf16 autocast (matmul-softmax attention in the direct generator),
+  ``--batch-sizes`` cines per call (the sampler steps are shared, so per-step
+  overhead is amortised).
 
 Times are medians of ``--repeat`` calls after a warm-up call. On a shared
 machine wall-clock times depend on other load, so the process CPU time per
@@ -32,22 +35,27 @@ TARGET_SECONDS_PER_CINE = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, default=None,
-                        help="pipeline folder to time (default: untrained demo models of the same size)")
-    parser.add_argument("--steps", type=int, default=25, help="DPM-Solver++ steps (default 25)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3)")
+    parser.add_argument("--model", type=Path, action="append", default=None,
+                        help="pipeline folder to time, of either generator; repeat it to time several in the same "
+                             "run (default: untrained demo models of both generators, the same sizes)")
+    parser.add_argument("--steps", type=int, default=25, help="DPM-Solver++ steps of each stage (default 25)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale (default: 3 for the direct generator, the pipeline's own for the "
+                             "anatomy-first one)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8],
                         help="cines per call in the tuned setting (default 1 4 8)")
     parser.add_argument("--repeat", type=int, default=2, help="timed calls per setting (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
-def _time_calls(pipe, batch_size: int, steps: int, guidance: float, precision: str, repeat: int) -> dict:
+def _time_calls(pipe, batch_size: int, steps: int, guidance: float | None, precision: str, repeat: int) -> dict:
     import torch
 
     n_samples = pipe.condition_encoder.n_samples
     ecg = 0.3 * torch.randn(batch_size, 12, n_samples, generator=torch.Generator().manual_seed(0))
-    kwargs = dict(num_inference_steps=steps, guidance_scale=guidance, scheduler="dpm++", precision=precision)
+    kwargs = dict(num_inference_steps=steps, scheduler="dpm++", precision=precision)
+    if guidance is not None:
+        kwargs["guidance_scale"] = guidance
     pipe(ecg, generator=torch.Generator().manual_seed(0), **kwargs)  # warm-up (allocator, kernels)
     walls, cpus = [], []
     for i in range(repeat):
@@ -62,6 +70,67 @@ def _time_calls(pipe, batch_size: int, steps: int, guidance: float, precision: s
             "cpu_seconds_per_cine": round(statistics.median(cpus) / batch_size, 3)}
 
 
+def _pipelines(models: list[Path] | None) -> list[tuple[str, object, str]]:
+    """(generator name, pipeline, source) of each pipeline to time."""
+    from cardiacnets.generation.request import generator_kind, load_pipeline
+
+    if models:
+        named = []
+        for folder in models:
+            pipe = load_pipeline(folder)
+            name = generator_kind(pipe)
+            named.append((name if name not in {n for n, _, _ in named} else f"{name}_{len(named)}", pipe, str(folder)))
+        return named
+    from cardiacnets.generation.zoo import untrained_anatomy_pipeline, untrained_pipeline
+
+    return [("direct", untrained_pipeline(),
+             "untrained demo models (ecg_resnet1d of configs/demo/align.yaml, cmr_vae_demo, cine_unet3d_demo)"),
+            ("anatomy", untrained_anatomy_pipeline(),
+             "untrained demo models (ecg_resnet1d, anatomy_prior_demo, a 32-component shape model, "
+             "anatomy_image_unet_demo, cmr_vae_demo with levels 32/64/64)")]
+
+
+def _bench_pipeline(name: str, pipe, source: str, args: argparse.Namespace) -> dict:
+    """Baseline (fp32, one cine per call) and tuned (bf16, batched) timings of one pipeline."""
+    direct = name.startswith("direct")
+    guidance = (3.0 if args.guidance is None else args.guidance) if direct else args.guidance
+    if direct:
+        pipe.denoiser.set_attention("sdpa")
+    baseline = _time_calls(pipe, 1, args.steps, guidance, "fp32", args.repeat)
+    if direct:
+        baseline["attention"] = "sdpa"
+        pipe.denoiser.set_attention("math")
+    tuned = []
+    for batch_size in args.batch_sizes:
+        result = _time_calls(pipe, batch_size, args.steps, guidance, "bf16", args.repeat)
+        if direct:
+            result["attention"] = "math"
+        tuned.append(result)
+    if direct:
+        pipe.denoiser.set_attention(pipe.denoiser.config.attention)
+    best = min(tuned, key=lambda r: r["seconds_per_cine"])
+    single = next((r for r in tuned if r["batch_size"] == 1), None)
+    if direct:
+        c = pipe.denoiser.config
+        latent = [c.latent_channels, c.num_frames, c.latent_size, c.latent_size]
+    else:
+        c = pipe.image_denoiser.config
+        latent = [c.latent_channels, pipe.num_frames, c.latent_size, c.latent_size]
+    return {
+        "model": source,
+        "cine": {"frames": pipe.num_frames, "height": pipe.image_size, "width": pipe.image_size, "latent": latent},
+        "steps": args.steps if direct else {"anatomy": args.steps, "image": args.steps},
+        "guidance": guidance if direct else (pipe.config.default_guidance if guidance is None else guidance),
+        "baseline": baseline,
+        "tuned": tuned,
+        "speedup_single_cine": round(baseline["seconds_per_cine"] / single["seconds_per_cine"], 3) if single else None,
+        "speedup_best": round(baseline["seconds_per_cine"] / best["seconds_per_cine"], 3),
+        "best_seconds_per_cine": best["seconds_per_cine"],
+        "target_seconds_per_cine": TARGET_SECONDS_PER_CINE,
+        "meets_target_single_cine": bool(single and single["seconds_per_cine"] <= TARGET_SECONDS_PER_CINE),
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -71,44 +140,14 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError("--steps, --repeat and --batch-sizes must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.model is not None:
-        from cardiacnets.generation import ECGToCMRPipeline
-
-        pipe = ECGToCMRPipeline.from_pretrained(args.model)
-        source = str(args.model)
-    else:
-        from cardiacnets.generation.zoo import untrained_pipeline
-
-        pipe = untrained_pipeline()
-        source = "untrained demo models (ecg_resnet1d of configs/demo/align.yaml, cmr_vae_demo, cine_unet3d_demo)"
-    c = pipe.denoiser.config
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-    pipe.denoiser.set_attention("sdpa")
-    baseline = _time_calls(pipe, 1, args.steps, args.guidance, "fp32", args.repeat)
-    baseline["attention"] = "sdpa"
-    pipe.denoiser.set_attention("math")
-    tuned = []
-    for batch_size in args.batch_sizes:
-        result = _time_calls(pipe, batch_size, args.steps, args.guidance, "bf16", args.repeat)
-        result["attention"] = "math"
-        tuned.append(result)
-    pipe.denoiser.set_attention(c.attention)
-    best = min(tuned, key=lambda r: r["seconds_per_cine"])
-    single = next((r for r in tuned if r["batch_size"] == 1), None)
+    generators = {name: _bench_pipeline(name, pipe, source, args) for name, pipe, source in _pipelines(args.model)}
+    first = next(iter(generators.values()))
     return {
-        "model": source,
-        "cine": {"frames": c.num_frames, "height": pipe.image_size, "width": pipe.image_size,
-                 "latent": [c.latent_channels, c.num_frames, c.latent_size, c.latent_size]},
-        "steps": args.steps, "scheduler": "dpm++", "guidance": args.guidance,
+        **first,  # the first generator's figures at the top level
+        "generators": generators,
+        "scheduler": "dpm++",
         "threads": torch.get_num_threads(),
-        "baseline": baseline,
-        "tuned": tuned,
-        "speedup_single_cine": round(baseline["seconds_per_cine"] / single["seconds_per_cine"], 3) if single else None,
-        "speedup_best": round(baseline["seconds_per_cine"] / best["seconds_per_cine"], 3),
-        "best_seconds_per_cine": best["seconds_per_cine"],
-        "target_seconds_per_cine": TARGET_SECONDS_PER_CINE,
-        "meets_target_single_cine": bool(single and single["seconds_per_cine"] <= TARGET_SECONDS_PER_CINE),
         "load_average_1min": {"before": round(load_before, 2) if load_before is not None else None,
                               "after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None},
     }

@@ -45,7 +45,8 @@ class EvaluationConfig:
         retrieval_candidates: candidates per query in the retrieval evaluation.
         generation_subjects: held-out subjects whose cines are generated and scored (0: all).
         generation_steps: sampler steps per cine.
-        guidance: classifier-free guidance scale.
+        guidance: classifier-free guidance scale (null: each generator's own default, 3 for the direct
+            one and the validation-chosen value of the anatomy-first one).
         bootstrap: bootstrap resamples for the confidence intervals.
         report_cines: generated-vs-true cine pairs shown in the report.
     """
@@ -54,7 +55,7 @@ class EvaluationConfig:
     retrieval_candidates: int = 100
     generation_subjects: int = 48
     generation_steps: int = 25
-    guidance: float = 3.0
+    guidance: float | None = None
     bootstrap: int = 1000
     report_cines: int = 4
 

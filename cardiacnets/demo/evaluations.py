@@ -45,21 +45,34 @@ def heads(demo, config, out_dir: Path, progress: bool):
     return result, figures
 
 
+#: Generation stages and the generator each one exports (``RUN/pipeline``), in the order they are scored.
+GENERATOR_STAGES = ("anatomy", "diffusion")
+
+
 def generation(demo, config, out_dir: Path, progress: bool):
-    """Generated cines scored against the true ones and against the nearest-neighbour baseline."""
+    """Generated cines of every enabled generator, scored against the true ones and against the baselines."""
     from cardiacnets.evaluate.generation import evaluate_generation
 
     align = demo.run_dir("align")
-    result = evaluate_generation(demo.run_dir("diffusion") / "pipeline", demo.folders["dataset"], split=config.split,
-                                 segmenter=demo.run_dir("segment"), feature_encoder=align / "cmr_sa_encoder",
-                                 alignment=align, limit=config.generation_subjects or None,
-                                 steps=config.generation_steps, guidance=config.guidance, acdc_dir=_acdc_dir(),
-                                 out_dir=out_dir, n_examples=config.report_cines, bf16=True, progress=progress)
+    pipelines = [demo.run_dir(stage) / "pipeline" for stage in GENERATOR_STAGES if demo.stage_enabled(stage)]
+    result = evaluate_generation(pipelines[0] if len(pipelines) == 1 else pipelines, demo.folders["dataset"],
+                                 split=config.split, segmenter=demo.run_dir("segment"),
+                                 feature_encoder=align / "cmr_sa_encoder", alignment=align,
+                                 limit=config.generation_subjects or None, steps=config.generation_steps,
+                                 guidance=config.guidance, acdc_dir=_acdc_dir(), out_dir=out_dir,
+                                 n_examples=config.report_cines, bf16=True, progress=progress)
     figures = {p.name: p for p in sorted(out_dir.rglob("*")) if p.suffix in (".png", ".gif")}
     return result, figures
 
 
 #: Evaluation name → function, in report order.
 EVALUATIONS = {"retrieval": retrieval, "heads": heads, "generation": generation}
-#: Stages each evaluation needs.
-NEEDS = {"retrieval": ["align"], "heads": ["align", "heads"], "generation": ["align", "segment", "vae", "diffusion"]}
+
+
+def needs(demo, name: str) -> list[str]:
+    """The stages an evaluation needs that are not enabled (empty: it can run)."""
+    required = {"retrieval": ["align"], "heads": ["align", "heads"], "generation": ["align", "segment"]}[name]
+    missing = [stage for stage in required if not demo.stage_enabled(stage)]
+    if name == "generation" and not any(demo.stage_enabled(stage) for stage in GENERATOR_STAGES):
+        missing.append(" or ".join(GENERATOR_STAGES))
+    return missing

@@ -193,17 +193,41 @@ def _generation_section(demo) -> str:
     r = demo.metrics.get("generation", {})
     if "skipped" in r or not r:
         return f"<h2>Generation</h2><p class='note'>not evaluated: {_esc(r.get('skipped', 'no result'))}</p>"
-    keys = [("ssim", "SSIM"), ("psnr", "PSNR (dB)"), ("frechet", "Fréchet distance (own CMR encoder)"),
-            ("lvedv_r", "LVEDV r (generated vs true cine)"), ("lvedv_mae_ml", "LVEDV MAE (ml)"),
-            ("lvef_r", "LVEF r"), ("lvef_mae_pct", "LVEF MAE (points)")]
-    columns = [("generated", r)] + [(name.replace("_", " "), r[name]) for name in ("nn_baseline", "random_baseline")
-                                     if isinstance(r.get(name), dict)]
-    rows = [[label] + [block.get(key) for _, block in columns] for key, label in keys]
+    keys = [("lvedv_r", "LVEDV r (generated vs true cine)"), ("lvedv_mae_ml", "LVEDV MAE (ml)"),
+            ("lvef_r", "LVEF r"), ("lvef_mae_pct", "LVEF MAE (points)"), ("lvm_r", "LV mass r"),
+            ("rvedv_r", "RVEDV r"), ("ssim", "SSIM"), ("psnr", "PSNR (dB)"),
+            ("frechet", "Fréchet distance (own CMR encoder)"),
+            ("temporal.one_cycle", "cines with one contraction per cycle"),
+            ("temporal.lv_curve_r", "LV area curve r (vs true cine)")]
+    generators = r.get("generators") or {"generated": r}
+    baselines = [(name, r[name]) for name in r if isinstance(r.get(name), dict)
+                 and (name.endswith("_baseline") or name == "rendered_readout")]
+    columns = [(f"{name} generator" if name in ("anatomy", "direct") else name, block)
+               for name, block in generators.items()] + [(name.replace("_", " "), block) for name, block in baselines]
+
+    def value(block, key):
+        for part in key.split("."):
+            block = block.get(part, {}) if isinstance(block, dict) else {}
+        return block if isinstance(block, (int, float)) else None
+
+    rows = [[label] + [value(block, key) for _, block in columns] for key, label in keys]
     settings = r.get("settings", {})
     out = (f"<h2>ECG → CMR generation <span class='synthetic'>(generated images are SYNTHETIC)</span></h2>"
-           f"<p>{_fmt(r.get('n'))} held-out subjects; {_esc(settings)}. The nearest-neighbour baseline shows the real "
-           f"cine of the training subject whose aligned ECG embedding is closest.</p>")
+           f"<p>{_fmt(r.get('n'))} held-out subjects; {_esc(settings)}. Baselines: the nearest neighbour (the real "
+           f"cine of the training subject whose aligned ECG embedding is closest), the mean of the k nearest, a "
+           f"random real cine, and the rendered read-out (a ridge of the ECG's device measurements and demographics "
+           f"drawn as a plain anatomy of that size). A generator that does not beat them adds nothing.</p>")
     out += _table(["metric"] + [name for name, _ in columns], rows)
+    for name, block in generators.items():
+        anatomy = block.get("anatomy")
+        if anatomy:
+            dice = anatomy.get("dice_vs_segmented_cine", {})
+            predicted = anatomy.get("predicted_function", {})
+            out += (f"<p>{_esc(name)}: the generated anatomy vs the segmented generated cine, Dice "
+                    + ", ".join(f"{_esc(k)} {_fmt(v)}" for k, v in dice.items())
+                    + "; the anatomy's own indices vs the true cine (predicted function), r "
+                    + ", ".join(f"{_esc(k[:-2])} {_fmt(v)}" for k, v in predicted.items() if k.endswith("_r"))
+                    + "</p>")
     segmenter = r.get("segmenter", {})
     if segmenter.get("acdc_dice"):
         dice = segmenter["acdc_dice"]

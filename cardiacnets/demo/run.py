@@ -187,8 +187,9 @@ def _evaluate(demo: DemoRun, progress: bool) -> None:
 
     e = demo.config.evaluate
     for name, fn in evaluations.EVALUATIONS.items():
-        if not all(demo.stage_enabled(stage) for stage in evaluations.NEEDS[name]):
-            demo.metrics[name] = {"skipped": f"needs stage(s) {', '.join(evaluations.NEEDS[name])}"}
+        missing = evaluations.needs(demo, name)
+        if missing:
+            demo.metrics[name] = {"skipped": f"needs stage(s) {', '.join(missing)}"}
             continue
         t0 = time.perf_counter()
         out_dir = demo.folders["evaluation"] / name
@@ -205,7 +206,11 @@ def _review_folder(demo: DemoRun) -> None:
     import shutil
 
     model = demo.out / "model"
-    exports = {"generator": demo.run_dir("diffusion") / "pipeline" if demo.stage_enabled("diffusion") else None,
+    from cardiacnets.demo.evaluations import GENERATOR_STAGES
+
+    generator = next((demo.run_dir(stage) / "pipeline" for stage in GENERATOR_STAGES if demo.stage_enabled(stage)),
+                     None)
+    exports = {"generator": generator,
                "heads": demo.run_dir("heads") / "model" if demo.stage_enabled("heads") else None}
     present = {name: folder for name, folder in exports.items() if folder is not None and folder.is_dir()}
     if not present:
