@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
-from cardiacnets.ecg.leads import STANDARD_LEADS
+from cardiacnets.io.ecg_leads import STANDARD_LEADS
 from cardiacnets.errors import InputError
 from cardiacnets.simulate.ecg_model import (
     BASELINE_WANDER_MAX_MV,
@@ -27,10 +27,11 @@ from cardiacnets.simulate.ecg_model import (
     synthesize_ecg,
     vcg_to_leads,
 )
-from cardiacnets.simulate.physiology import Physiology
+from cardiacnets.simulate.physiology import RHYTHMS, Physiology, RhythmPrevalence
 from cardiacnets.simulate.ukb_xml_writer import MEASUREMENT_KEYS, write_ukb_xml
 
 LEAD = {name: i for i, name in enumerate(STANDARD_LEADS)}
+SINUS_ONLY = RhythmPrevalence(**{name: 0.0 for name in RHYTHMS})
 FS_MEDIAN = 500.0
 
 # A normal adult's ECG, set by hand (no beat-to-beat variability: RR exactly 1 s).
@@ -65,12 +66,14 @@ def pr_baseline(median_mV: np.ndarray) -> np.ndarray:
     return median_mV[:, q_on - 5:q_on - 2].mean(axis=1)
 
 
-def frontal_axis_deg(median_mV: np.ndarray, qrs_ms: float) -> float:
-    """Axis from net QRS areas of I and aVF, as a device computes it (hexaxial)."""
-    q_on = median_index(MEDIAN_QRS_ONSET_MS)
-    window = slice(q_on, q_on + median_index(qrs_ms) + 1)
-    area_i = median_mV[LEAD["I"], window].sum()
-    area_avf = median_mV[LEAD["aVF"], window].sum()
+def frontal_axis_deg(ecg) -> float:
+    """Axis from net QRS areas of I and aVF over the device's QRS, as a device computes it (hexaxial)."""
+    median_mV = ecg.median_mV
+    q_on = median_index(ecg.measurements["q_onset_ms"])
+    window = slice(q_on, median_index(ecg.measurements["q_offset_ms"]) + 1)
+    base = median_mV[:, q_on - 3:q_on + 1].mean(axis=1)  # PR level just before the QRS
+    area_i = (median_mV[LEAD["I"], window] - base[LEAD["I"]]).sum()
+    area_avf = (median_mV[LEAD["aVF"], window] - base[LEAD["aVF"]]).sum()
     return math.degrees(math.atan2(area_avf * 2.0 / math.sqrt(3.0), area_i))
 
 
@@ -150,8 +153,9 @@ def test_shapes_dtypes_and_measurement_keys():
     m = ecg.measurements
     bazett_ms = m["qt_interval_ms"] / math.sqrt(m["rr_interval_ms"] / 1000.0)
     assert abs(m["qtc_interval_ms"] - bazett_ms) <= 1.0  # rounding of QT and RR only
-    assert m["q_onset_ms"] == MEDIAN_QRS_ONSET_MS
-    assert m["q_offset_ms"] - m["q_onset_ms"] == pytest.approx(NORMAL.qrs_duration_ms, abs=1)
+    # The device's median beat puts the QRS near 400 ms; the delineator measures about the latent width.
+    assert abs(m["q_onset_ms"] - MEDIAN_QRS_ONSET_MS) <= 20
+    assert m["q_offset_ms"] - m["q_onset_ms"] == pytest.approx(NORMAL.qrs_duration_ms, abs=8)
     assert ecg.interpretation[0] == "Normal sinus rhythm" and ecg.interpretation[-1] == "Normal ECG"
     record = ecg.as_record("sim.xml")
     assert record.lead("V1").shape == (5000,) and record.median_lead_names == list(STANDARD_LEADS)
@@ -237,22 +241,22 @@ def test_qrs_widens_for_dilated_cardiomyopathy():
 
 
 def test_frontal_axis_quadrant_normal_vs_pulmonary_hypertension():
-    assert 0.0 < frontal_axis_deg(clean(NORMAL).median_mV, NORMAL.qrs_duration_ms) < 90.0
+    assert 0.0 < frontal_axis_deg(clean(NORMAL)) < 90.0
     # A large late RV vector with an anterior QRS (pressure-loaded RV) turns the axis right.
     rv_loaded = dataclasses.replace(NORMAL, rv_amplitude_mV=1.4, qrs_elevation_deg=0.0)
     ecg = clean(rv_loaded)
-    axis = frontal_axis_deg(ecg.median_mV, rv_loaded.qrs_duration_ms)
+    axis = frontal_axis_deg(ecg)
     assert 90.0 < axis < 180.0
-    assert ecg.measurements["r_axis_deg"] == pytest.approx(axis, abs=1)
+    assert ecg.measurements["r_axis_deg"] == pytest.approx(axis, abs=3)
     assert "Right axis deviation" in ecg.interpretation
-    # From physiology, over seeds.
+    # From physiology, over seeds (no fascicular block or pacing, which set their own axis).
     normal_axes, ph_axes = [], []
     for seed in range(12):
         rng = np.random.default_rng(seed)
-        params = ecg_parameters(make_phys(), rng)
-        normal_axes.append(frontal_axis_deg(clean(params, seed).median_mV, params.qrs_duration_ms))
-        params = ecg_parameters(make_phys(ph=True, rvedv_ml=290.0, rvesv_ml=200.0), rng)
-        ph_axes.append(frontal_axis_deg(clean(params, seed).median_mV, params.qrs_duration_ms))
+        params = ecg_parameters(make_phys(), rng, SINUS_ONLY)
+        normal_axes.append(frontal_axis_deg(clean(params, seed)))
+        params = ecg_parameters(make_phys(ph=True, rvedv_ml=290.0, rvesv_ml=200.0), rng, SINUS_ONLY)
+        ph_axes.append(frontal_axis_deg(clean(params, seed)))
     assert sum(0.0 <= a <= 90.0 for a in normal_axes) >= 10
     assert sum(90.0 < a <= 180.0 for a in ph_axes) >= 10
 
@@ -365,7 +369,8 @@ def test_noise_components_within_stated_bounds(mains_hz):
     for seed in range(4):
         noisy = synthesize_ecg(params, np.random.default_rng(seed), mains_hz=mains_hz, noise=True)
         quiet = synthesize_ecg(params, np.random.default_rng(seed), mains_hz=mains_hz, noise=False)
-        np.testing.assert_array_equal(noisy.median_mV, quiet.median_mV)
+        # The device's median beat is formed from the recorded (noisy) strip: close, not equal.
+        np.testing.assert_allclose(noisy.median_mV, quiet.median_mV, atol=0.05)
         noise = (noisy.signal_mV - quiet.signal_mV).astype(np.float64)[[LEAD[n] for n in
                                                                          ("I", "II", "V1", "V2", "V3", "V4", "V5",
                                                                           "V6")]]
@@ -485,7 +490,7 @@ def test_xml_fields_and_text(tmp_path, simulated):
     assert rm.find("VentricularRate").get("units") == "BPM"
     assert rm.find("PQInterval").text is None  # empty, as the device leaves unknowns
     assert rm.find("QRSDuration").text == str(int(ecg.measurements["qrs_duration_ms"]))
-    assert rm.find("QOnset").text == "400"
+    assert rm.find("QOnset").text == str(int(ecg.measurements["q_onset_ms"]))
     assert [el.text for el in root.findall("Interpretation/Diagnosis/DiagnosisText")] == statements
     assert [el.text for el in root.findall("Interpretation/Conclusion/ConclusionText")] == statements
     info = root.find("PatientInfo")

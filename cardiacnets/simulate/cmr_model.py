@@ -41,7 +41,7 @@ import numpy as np
 from einops import rearrange
 from scipy.optimize import brentq
 
-from cardiacnets.cmr.image import CMRImage
+from cardiacnets.io.cmr_image import CMRImage
 
 N_THETA = 240
 THETA = ((np.arange(N_THETA) + 0.5) * (2.0 * np.pi / N_THETA)).astype(np.float64)

@@ -104,6 +104,28 @@ def subject_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.
     return physiology_rng, ecg_rng, cmr_rng
 
 
+def simulate_ecg(index: int, seed: int, config: SynthConfig):
+    """Simulate one subject's physiology and ECG only (what `simulate_subject` draws for them).
+
+    Args:
+        index: subject index (eid ``EID_START + index``).
+        seed: cohort seed.
+        config: simulator settings.
+
+    Returns:
+        ``(phys, ecg_params, ecg)``: the same `Physiology`, `ECGParams` and
+        `SimulatedECG` that `simulate_subject` returns for this subject.
+    """
+    from cardiacnets.simulate.ecg_model import ecg_parameters, synthesize_ecg
+
+    physiology_rng, ecg_rng, _ = subject_rngs(seed, index)
+    phys = sample_physiology(EID_START + index, physiology_rng, config)
+    params = ecg_parameters(phys, ecg_rng, config.rhythm)
+    ecg = synthesize_ecg(params, ecg_rng, sampling_rate_hz=config.ecg_sampling_rate_hz,
+                         duration_s=config.ecg_duration_s, mains_hz=config.mains_hz, noise=config.ecg_noise)
+    return phys, params, ecg
+
+
 def simulate_subject(index: int, seed: int, config: SynthConfig):
     """Simulate one subject in memory (no files).
 
@@ -127,7 +149,7 @@ def simulate_subject(index: int, seed: int, config: SynthConfig):
     t0 = time.perf_counter()
     phys = sample_physiology(EID_START + index, physiology_rng, config)
     t1 = time.perf_counter()
-    params = ecg_parameters(phys, ecg_rng)
+    params = ecg_parameters(phys, ecg_rng, config.rhythm)
     ecg = synthesize_ecg(params, ecg_rng, sampling_rate_hz=config.ecg_sampling_rate_hz,
                          duration_s=config.ecg_duration_s, mains_hz=config.mains_hz, noise=config.ecg_noise)
     t2 = time.perf_counter()

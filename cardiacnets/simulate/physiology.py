@@ -182,6 +182,45 @@ class DiseasePrevalence:
             raise ConfigError("prevalence: dcm + hcm + myocarditis (mutually exclusive) must not exceed 1")
 
 
+RHYTHMS: tuple[str, ...] = ("atrial_fibrillation", "pvc", "pac", "rbbb", "lbbb", "lafb", "paced")
+
+
+@dataclass
+class RhythmPrevalence:
+    """Probability per simulated subject of each rhythm or conduction pattern of the ECG.
+
+    Defaults are near the rates of a middle-aged and older population (PTB-XL's
+    first 500 records hold 13 AF, 16 PVC, 8 RBBB, 29 LAFB and 6 paced ECGs;
+    UK Biobank's imaging visit is healthier). They are drawn on top of the
+    disease states: a DCM or heart failure still brings its own LBBB.
+
+    Attributes:
+        atrial_fibrillation: no P waves, fibrillatory baseline, irregular RR; rises with age.
+        pvc: subjects with premature ventricular complexes (1-8 per minute).
+        pac: subjects with premature atrial complexes (1-8 per minute).
+        rbbb: complete right bundle branch block.
+        lbbb: left bundle branch block besides the one DCM and heart failure bring.
+        lafb: left anterior fascicular block (left axis, qR in aVL).
+        paced: ventricular pacing (from the RV apex; atrial too unless in AF).
+    """
+
+    atrial_fibrillation: float = 0.03
+    pvc: float = 0.04
+    pac: float = 0.04
+    rbbb: float = 0.02
+    lbbb: float = 0.01
+    lafb: float = 0.05
+    paced: float = 0.01
+
+    def validate(self) -> None:
+        for name in RHYTHMS:
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"rhythm.{name}: {p} is not a probability in [0, 1]")
+        if self.rbbb + self.lbbb > 1.0:
+            raise ConfigError("rhythm: rbbb + lbbb (mutually exclusive) must not exceed 1")
+
+
 # Rough rates in a middle-aged population cohort like UK Biobank's imaging visit
 # (order of magnitude, for reweighting enriched cohorts; not used for sampling).
 POPULATION_PREVALENCE = DiseasePrevalence(
@@ -195,6 +234,7 @@ class SynthConfig:
 
     Attributes:
         prevalence: disease probabilities per subject (enriched by default).
+        rhythm: probabilities of the ECG's rhythm and conduction patterns.
         age_range_years: uniform-ish age range of the imaging visit.
         male_fraction: probability of a male subject.
         image_size: short-axis in-plane matrix (square), pixels.
@@ -213,6 +253,7 @@ class SynthConfig:
     """
 
     prevalence: DiseasePrevalence = field(default_factory=DiseasePrevalence)
+    rhythm: RhythmPrevalence = field(default_factory=RhythmPrevalence)
     age_range_years: tuple[float, float] = (45.0, 80.0)
     male_fraction: float = 0.48
     image_size: int = 80
@@ -237,6 +278,7 @@ class SynthConfig:
 
     def validate(self) -> None:
         self.prevalence.validate()
+        self.rhythm.validate()
         lo, hi = self.age_range_years
         if not 18 <= lo < hi <= 100:
             raise ConfigError(f"age_range_years: need 18 <= low < high <= 100, got {self.age_range_years}")

@@ -31,7 +31,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from cardiacnets.ecg.leads import STANDARD_LEADS
+from cardiacnets.io.ecg_leads import STANDARD_LEADS
 from cardiacnets.errors import InputError
 
 _NEWLINE = "\r\n"
