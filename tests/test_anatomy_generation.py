@@ -375,3 +375,24 @@ def test_paper_configs_of_the_anatomy_generator_instantiate_on_the_meta_device()
     assert denoiser.config.latent_size == 32 and denoiser.image_size == 256
     assert counts["image_denoiser"] > 50e6 and counts["anatomy_denoiser"] > 10e6
     assert shape.components.shape == (64, 3 * 10 * 50 * 64 * 64) and shape.components.device.type == "meta"
+
+
+def test_readout_residual_scatter_is_measured_and_drawn_per_fit():
+    readout = tiny_readout()
+    rng = torch.Generator().manual_seed(0)
+    mixing = torch.tensor([[0.5, 0.0], [0.3, 0.2]])
+    residuals = torch.randn(4000, 2, generator=rng) @ mixing.T
+    readout.set_residual("full", residuals)
+    readout.set_residual("waveform", 2.0 * residuals)
+    expected = mixing @ mixing.T
+    torch.testing.assert_close(readout.full_residual @ readout.full_residual.T, expected, atol=0.02, rtol=0.05)
+    estimates = torch.tensor([[0.2, -0.1]]).repeat(20000, 1)
+    full = torch.arange(20000) % 2 == 0
+    assert torch.equal(readout.perturb(estimates, full, 0.0), estimates)  # temperature 0: the estimates
+    drawn = readout.perturb(estimates, full, 1.0, torch.Generator().manual_seed(1)) - estimates
+    torch.testing.assert_close(torch.cov(drawn[full].T), expected, atol=0.02, rtol=0.05)
+    torch.testing.assert_close(torch.cov(drawn[~full].T), 4 * expected, atol=0.05, rtol=0.05)
+    half = readout.perturb(estimates, full, 0.5, torch.Generator().manual_seed(1)) - estimates
+    torch.testing.assert_close(half, 0.5 * drawn)
+    with pytest.raises(ValueError, match="at least 2"):
+        readout.set_residual("full", torch.full((3, 2), float("nan")))

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from marking_support import assert_gif_marked, assert_nifti_marked, assert_png_marked
-from test_segmenter import write_disc_set
 
 from cardiacnets.cli import main
 from cardiacnets.generation.anatomy_pipeline import AnatomyFirstPipeline
+from support.datasets import write_disc_set
+from support.marking import assert_gif_marked, assert_nifti_marked, assert_png_marked
 
 REPO = Path(__file__).resolve().parents[1]
 ECG_CONFIG = {"sampling_rate_hz": 50.0, "duration_s": 10.0, "crop": "start", "bandpass_hz": [0.5, 20.0],
@@ -142,3 +142,13 @@ def test_generate_cli_writes_the_anatomy_beside_the_cine(runs, ukb_xml_path, tmp
     assert_nifti_marked(out / "std.nii.gz")
     assert_png_marked(out / "std.png")
     assert provenance["anatomy_indices"][0]["lvedv_ml"] > 0
+
+
+def test_anatomy_run_names_too_many_shape_components(runs, disc_data, tmp_path, capsys):
+    status = main(["train", str(REPO / "configs/demo/anatomy.yaml"), "--out", str(tmp_path / "run"),
+                   f"data.path={disc_data}", f"options.ecg_encoder={runs / 'align'}",
+                   f"options.image_model={runs / 'image'}", "data.demographics=[age_years, sex_male]",
+                   "options.measurements=[qrs_duration_ms]", "options.n_components=20", *QUICK])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "options.n_components=20" in err and "has 8" in err

@@ -20,6 +20,8 @@ def tiny_demo_config(path):
     config = yaml.safe_load((REPO / "configs" / "demo" / "demo.yaml").read_text())
     for name, stage in config["stages"].items():
         extra = ["precise_bn_batches=1"] if name in ("align", "segment") else []
+        if name == "anatomy":  # 30 subjects: fewer training cines than the demo's 32 shape components
+            extra = ["options.n_components=8", "options.readout_folds=2", "options.selection_steps=2"]
         stage["overrides"] = stage.get("overrides", []) + SHORT + extra
     config["evaluate"].update(generation_subjects=3, generation_steps=2, bootstrap=50, report_cines=1)
     path.write_text(yaml.safe_dump(config, sort_keys=False))

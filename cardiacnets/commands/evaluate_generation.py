@@ -130,7 +130,8 @@ def run_generation(args: argparse.Namespace) -> int:
     for name, block in result.items():
         if isinstance(block, dict) and (name.endswith("_baseline") or name == "rendered_readout"):
             print(_row(name.replace("_", " "), block, keys))
-    for name, block in generators.items():
+    drawn = {"rendered readout": result["rendered_readout"]} if "rendered_readout" in result else {}
+    for name, block in {**generators, **drawn}.items():
         if "anatomy" in block:
             a = block["anatomy"]
             print(f"  {name} anatomy: Dice vs segmented cine " +

@@ -15,8 +15,9 @@ image scores:
   Sokolow index) and the demographics — a ridge regression fitted on the
   training split onto the indices measured on its segmentations — drawn as a
   plain anatomy of that size (concentric LV blood pool and myocardium and an RV
-  disc beside them, following the training set's mean cavity-area curve over
-  the cycle), painted with the training cines' mean intensity of each tissue,
+  crescent around the septum, following the training set's mean cavity-area
+  curves over the cycle), painted with the training cines' mean intensity of
+  each tissue, a thin RV free wall and noise of the training cines' level,
   and then measured the same way as every generated cine. A generator that does
   not beat it adds nothing over a linear model of the device's measurements.
 """
@@ -171,7 +172,8 @@ def mean_area_curve(labels: np.ndarray, label: int = 1) -> np.ndarray:
 
 def draw_anatomy(lv_area_px: np.ndarray, myocardium_area_px: float, rv_area_px: np.ndarray, size: int,
                  rv_angle_rad: float) -> np.ndarray:
-    """A plain biventricular label cine: an LV blood-pool disc, a myocardial ring of constant area, an RV disc.
+    """A plain biventricular label cine: an LV blood-pool disc, a myocardial ring of constant area, and an RV
+    crescent wrapped around the septum.
 
     Args:
         lv_area_px: (frames,) LV blood-pool area per frame, pixels.
@@ -181,22 +183,68 @@ def draw_anatomy(lv_area_px: np.ndarray, myocardium_area_px: float, rv_area_px: 
         rv_angle_rad: direction of the RV's centre from the LV's (image axes: rows, columns).
 
     Returns:
-        (frames, size, size) uint8 labels (1 LV blood pool, 2 myocardium, 3 RV), centred on the LV.
+        (frames, size, size) uint8 labels (1 LV blood pool, 2 myocardium, 3 RV), centred on the LV. The RV
+        is a disc overlapping the epicardium, minus the LV: its radius is found by bisection so that the
+        crescent has the wanted area (to a pixel).
     """
     y, x = np.mgrid[:size, :size] - (size - 1) / 2.0
     radius = np.hypot(y, x)
+    direction = np.array([np.sin(rv_angle_rad), np.cos(rv_angle_rad)])
     frames = []
     for lv, rv in zip(np.clip(lv_area_px, 0, None), np.clip(rv_area_px, 0, None)):
         r_pool = np.sqrt(lv / np.pi)
         r_epi = np.sqrt((lv + max(myocardium_area_px, 0.0)) / np.pi)
-        r_rv = np.sqrt(rv / np.pi)
-        centre = (r_epi + r_rv) * np.array([np.sin(rv_angle_rad), np.cos(rv_angle_rad)])
+        epi = radius <= r_epi
+
+        def crescent(r_rv):
+            centre = (0.6 * r_epi + 0.3 * r_rv) * direction  # deep enough that the crescent wraps the septum
+            return (np.hypot(y - centre[0], x - centre[1]) <= r_rv) & ~epi
+
+        low, high = 0.0, float(size)
+        for _ in range(12):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if crescent(mid).sum() < rv else (low, mid)
         labels = np.zeros((size, size), np.uint8)
-        labels[np.hypot(y - centre[0], x - centre[1]) <= r_rv] = 3
-        labels[radius <= r_epi] = 2
+        labels[crescent(high) if rv > 0 else np.zeros_like(epi)] = 3
+        labels[epi] = 2
         labels[radius <= r_pool] = 1
         frames.append(labels)
     return np.stack(frames)
+
+
+def paint_anatomy(labels: np.ndarray, intensity: dict[str, float], noise_sd: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Labels painted with each tissue's mean intensity, a one-pixel dark RV free wall, and Gaussian noise.
+
+    Args:
+        labels: (..., H, W) labels.
+        intensity: mean intensity of ``background``, ``lv_cavity``, ``lv_myocardium``, ``rv_cavity``.
+        noise_sd: standard deviation of the added noise (the training cines' within-blood-pool spread).
+        rng: draws the noise.
+
+    Returns:
+        float32 images of the labels' shape, clipped to [0, 1].
+    """
+    from scipy import ndimage
+
+    paint = np.array([intensity[k] for k in ("background", "lv_cavity", "lv_myocardium", "rv_cavity")],
+                     dtype=np.float32)
+    images = paint[labels]
+    rv = labels == 3
+    in_plane = ndimage.generate_binary_structure(labels.ndim, 1) & _plane(labels.ndim)
+    wall = ndimage.binary_dilation(rv, structure=in_plane)
+    wall &= labels == 0
+    images[wall] = intensity["lv_myocardium"]
+    images += rng.normal(scale=noise_sd, size=images.shape).astype(np.float32)
+    return np.clip(images, 0.0, 1.0)
+
+
+def _plane(ndim: int) -> np.ndarray:
+    """A structuring-element mask keeping only the last two (in-plane) axes."""
+    mask = np.zeros((3,) * ndim, dtype=bool)
+    index = (1,) * (ndim - 2)
+    mask[index] = True
+    return mask
 
 
 class RenderedReadout:
@@ -240,11 +288,16 @@ class RenderedReadout:
         self.rv_angle = _rv_direction(ed)
         cines = reference.cines(range(min(len(reference), 256)))
         self.intensity = _tissue_intensities(cines, labels[:len(cines)])
+        # Within-cine spread of the blood pool: the images' noise and texture, not the spread between subjects.
+        spreads = [c[lab == 1].std() for c, lab in zip(cines, labels[:len(cines)]) if (lab == 1).any()]
+        self.noise_sd = float(np.median(spreads)) if spreads else 0.0
+        self.rng = np.random.default_rng(0)
         self.info = {"features": self.columns, "n_reference": len(reference), "indices": list(DRAWN_INDICES),
                      "loo_r2": {n: round(v, 4) for n, v in zip(DRAWN_INDICES, r2)},
                      "penalties": dict(zip(DRAWN_INDICES, penalties_chosen)),
                      "rv_angle_deg": round(float(np.degrees(self.rv_angle)), 1),
                      "tissue_intensity": {k: round(v, 4) for k, v in self.intensity.items()},
+                     "noise_sd": round(self.noise_sd, 4),
                      "fit_seconds": round(time.perf_counter() - started, 2)}
 
     def _features(self, manifest: pd.DataFrame) -> np.ndarray:
@@ -269,9 +322,7 @@ class RenderedReadout:
             cine = draw_anatomy(lv, px["lvm_g"][i] / 1.05, rv, self.size, self.rv_angle)
             labels.append(np.repeat(cine[None], self.n_slices, axis=0))
         labels = np.stack(labels)
-        paint = np.array([self.intensity[k] for k in ("background", "lv_cavity", "lv_myocardium", "rv_cavity")],
-                         dtype=np.float32)
-        return labels, paint[labels]
+        return labels, paint_anatomy(labels, self.intensity, self.noise_sd, self.rng)
 
     def generator(self, query_manifest: pd.DataFrame, drawn: list | None = None) -> GenerateFn:
         """The baseline as a `GenerateFn` over the evaluated split (rows of `query_manifest` by batch ``index``).
@@ -302,10 +353,22 @@ def _rv_direction(ed_labels: np.ndarray) -> float:
 
 
 def _tissue_intensities(cines: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Mean intensity of background and each labelled tissue over reference cines."""
-    names = {0: "background", 1: "lv_cavity", 2: "lv_myocardium", 3: "rv_cavity"}
-    return {name: float(cines[labels == label].mean()) if (labels == label).any() else 0.0
-            for label, name in names.items()}
+    """Mean intensity of each labelled tissue over reference cines, and of the surroundings of the heart.
+
+    The ``background`` is the mean of the pixels 1 to 4 pixels outside the heart (what borders the
+    epicardium and the RV in the images: fat, lung, liver), not of the whole field of view.
+    """
+    from scipy import ndimage
+
+    names = {1: "lv_cavity", 2: "lv_myocardium", 3: "rv_cavity"}
+    out = {name: float(cines[labels == label].mean()) if (labels == label).any() else 0.0
+           for label, name in names.items()}
+    heart = labels > 0
+    in_plane = ndimage.generate_binary_structure(labels.ndim, 1) & _plane(labels.ndim)
+    near = ndimage.binary_dilation(heart, structure=in_plane, iterations=4)
+    near &= ~ndimage.binary_dilation(heart, structure=in_plane, iterations=1)
+    out["background"] = float(cines[near].mean()) if near.any() else float(cines[~heart].mean())
+    return out
 
 
 def raw_condition_table(manifest: pd.DataFrame, demographics: list[str], measurements: list[str]):

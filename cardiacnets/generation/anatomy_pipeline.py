@@ -9,10 +9,13 @@ second, each by a small diffusion model:
    embedding, mean token, the demographics and, when the ECG file has them, the
    device measurements into estimates of the CMR indices, the compact
    condition of the anatomy prior;
-2. the anatomy prior (``anatomy_denoiser``, `AnatomyDenoiser`) denoises a
-   shape-and-motion code with classifier-free guidance; ``temperature``
-   scales its initial noise (1: a draw from the learned distribution, 0: the
-   most typical anatomy for this ECG);
+2. each sample's indices are drawn around the estimates, ``temperature`` ×
+   the read-out's own residual scatter (measured on cross-fitted training
+   estimates), and the anatomy prior (``anatomy_denoiser``, `AnatomyDenoiser`)
+   denoises a shape-and-motion code for them with classifier-free guidance,
+   its initial noise scaled by the same ``temperature`` (1: a calibrated
+   draw of anatomy given the ECG, 0: the most typical anatomy of the
+   estimated indices);
 3. the shape model (``shape_model``, `ShapeModel`) decodes the code to a valid
    label cine (LV blood pool, myocardium, RV over the cycle);
 4. the image denoiser (``image_denoiser``, `LabelConditionedDenoiser`)
@@ -155,9 +158,9 @@ class AnatomyFirstPipeline(CardiacPipeline):
         return contextlib.nullcontext()
 
     @torch.no_grad()
-    def condition(self, ecg: torch.Tensor, lead_mask: torch.Tensor | None = None, demographics: dict | None = None,
-                  measurements: dict | None = None) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-        """The anatomy prior's condition of a batch of standard ECGs, and the read-out's estimates in units.
+    def read_out(self, ecg: torch.Tensor, lead_mask: torch.Tensor | None = None, demographics: dict | None = None,
+                 measurements: dict | None = None) -> dict[str, torch.Tensor]:
+        """The read-out of a batch of standard ECGs: standardised index estimates and what the condition needs.
 
         Args:
             ecg: (B, 12, T) standard ECGs.
@@ -167,7 +170,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
                 missing (None: none; the read-out without measurements is used).
 
         Returns:
-            ``(condition, estimates)``: (B, condition_dim) and ``{index: (B,) values}``.
+            ``estimates`` (B, k) standardised, ``full`` (B,) bool (read with the measurements),
+            ``demographics`` and ``demographics_present`` (B, n) (absent without demographics).
         """
         device = self.condition_encoder.device
         batch = ecg.shape[0]
@@ -177,9 +181,23 @@ class AnatomyFirstPipeline(CardiacPipeline):
                                          None if lead_mask is None else lead_mask.to(device, torch.bool), film)
         estimates, full = self.readout.estimate(encoded.embedding, encoded.tokens, inputs.get("demographics"),
                                                 inputs.get("measurements"), inputs.get("measurements_present"))
-        condition = self.readout.condition(estimates, full, inputs.get("demographics"),
-                                           inputs.get("demographics_present"))
-        return condition, self.readout.to_units(estimates)
+        out = {"estimates": estimates, "full": full}
+        if "demographics" in inputs:
+            out.update(demographics=inputs["demographics"], demographics_present=inputs["demographics_present"])
+        return out
+
+    def conditions(self, read: dict[str, torch.Tensor], temperature: float, repeats: int = 1,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """The prior's conditions of `repeats` samples per ECG: the estimates perturbed by ``temperature`` × the
+        read-out's residual scatter (`ConditionReadout.perturb`), with the demographics.
+
+        Returns:
+            (B × repeats, condition_dim), each ECG's samples consecutive.
+        """
+        repeated = {k: v.repeat_interleave(repeats, dim=0) for k, v in read.items()}
+        estimates = self.readout.perturb(repeated["estimates"], repeated["full"], temperature, generator)
+        return self.readout.condition(estimates, repeated["full"], repeated.get("demographics"),
+                                      repeated.get("demographics_present"))
 
     # --- generation -------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -274,8 +292,9 @@ class AnatomyFirstPipeline(CardiacPipeline):
             num_inference_steps: anatomy sampler steps.
             image_steps: image sampler steps (default: `num_inference_steps`).
             guidance_scale: the anatomy prior's classifier-free guidance (default: the pipeline's).
-            temperature: scale of the anatomy's initial noise (default: the pipeline's; 1 draws
-                from the learned distribution, 0 gives the most typical anatomy).
+            temperature: scale of the sampled indices' scatter around the estimates and of the anatomy's
+                initial noise (default: the pipeline's; 1 draws from the learned distribution, 0 gives the
+                most typical anatomy of the estimated indices).
             scheduler: ``dpm++`` or ``ddim`` (both stages).
             generator: seeds all noise (reproducible outputs).
             num_samples_per_ecg: M cines per ECG (consecutive in the output).
@@ -304,9 +323,11 @@ class AnatomyFirstPipeline(CardiacPipeline):
                     callback_on_step_end(self, offset + i, t, {"stage": stage, "latents": latents})
             return on_step
 
-        # 2. Encode the ECG into the prior's condition (one per sample).
-        condition, estimates = self.condition(ecg, lead_mask, demographics, measurements)
-        condition = condition.repeat_interleave(num_samples_per_ecg, dim=0)
+        # 2. Read the ECG out into index estimates; the prior's condition of each sample draws the indices
+        #    around them (temperature x the read-out's residual scatter; 0: the estimates themselves).
+        read = self.read_out(ecg, lead_mask, demographics, measurements)
+        estimates = self.readout.to_units(read["estimates"])
+        condition = self.conditions(read, temperature, num_samples_per_ecg, generator)
         # 3-5. Sample the shape codes.
         codes = self.sample_codes(condition, num_inference_steps, guidance_scale, temperature, scheduler, generator,
                                   callback_for("anatomy", 0))

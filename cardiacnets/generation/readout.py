@@ -130,6 +130,9 @@ class ConditionReadout(ModelMixin, ConfigMixin):
             width = self.feature_width(names)
             self.register_buffer(f"{fit}_weight", torch.zeros(k, width))
             self.register_buffer(f"{fit}_bias", torch.zeros(k))
+            # Lower Cholesky factor of the covariance of (true - estimate), standardised units, measured on
+            # cross-fitted training estimates: how far the truth scatters around an estimate.
+            self.register_buffer(f"{fit}_residual", torch.zeros(k, k))
 
     # --- sizes ----------------------------------------------------------------------------------------------------
     @property
@@ -209,6 +212,32 @@ class ConditionReadout(ModelMixin, ConfigMixin):
                              f"{tuple(weight.shape)} and {tuple(bias.shape)}")
         target_w.copy_(weight)
         target_b.copy_(bias)
+
+    @torch.no_grad()
+    def set_residual(self, fit: str, residuals: torch.Tensor) -> None:
+        """Set the ``full`` or ``waveform`` fit's residual spread from (n, k) cross-fitted residuals (truth − estimate).
+
+        Rows with a missing value are left out; the covariance gets a small ridge so its Cholesky factor exists.
+        """
+        residuals = residuals[torch.isfinite(residuals).all(dim=1)].double()
+        if len(residuals) < 2:
+            raise ValueError("need at least 2 complete residual rows")
+        covariance = torch.cov(residuals.T).reshape(self.n_indices, self.n_indices)
+        covariance = covariance + 1e-6 * torch.eye(self.n_indices, dtype=covariance.dtype)
+        getattr(self, f"{fit}_residual").copy_(torch.linalg.cholesky(covariance).float())
+
+    def perturb(self, estimates: torch.Tensor, full: torch.Tensor, temperature: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Estimates plus ``temperature`` × a draw of the read-out's own residual scatter (per fit).
+
+        At temperature 1 the perturbed estimates scatter around the estimate as the truth does (a calibrated
+        draw of the indices given the ECG); at 0 they are the estimates (the conditional mean).
+        """
+        if temperature == 0:
+            return estimates
+        noise = torch.randn(estimates.shape, generator=generator, dtype=torch.float32).to(estimates.device)
+        spread = torch.where(full[:, None], noise @ self.full_residual.T, noise @ self.waveform_residual.T)
+        return estimates + temperature * spread
 
     def features(self, names: Sequence[str], embedding: torch.Tensor, tokens: torch.Tensor | None,
                  demographics: torch.Tensor | None = None, measurements: torch.Tensor | None = None) -> torch.Tensor:

@@ -206,6 +206,13 @@ class AnatomyOptions:
         readout_folds: folds of the cross-fitted training conditions.
         measurements_dropout: probability that a training condition is the read-out without
             measurements (so the prior also serves ECG files without them).
+        condition_source: what the prior's training conditions hold. ``teacher``: each training
+            cine's own (standardised) indices plus ``teacher_noise``, so the prior learns the anatomy
+            of given indices and, at generation, draws the anatomy of the read-out's estimate (perturbed
+            by the temperature × the read-out's residual scatter): the anatomy follows the estimate
+            instead of scattering around it (as unCLIP's decoder follows its prior). ``cross_fitted``:
+            the cross-fitted read-out estimates (the prior learns p(anatomy | estimate) itself).
+        teacher_noise: standard deviation (standardised units) of the noise added to the teacher indices.
         condition_dropout: probability of the null condition (classifier-free guidance).
         prediction_type, num_train_timesteps, beta_schedule: the prior's noise schedule.
         temperatures, guidance_scales: sampling settings searched on the validation split at export
@@ -230,6 +237,8 @@ class AnatomyOptions:
     readout_ridge: list[float] = field(default_factory=lambda: [1e-3, 0.01, 0.1, 1.0, 10.0, 100.0])
     readout_folds: int = 5
     measurements_dropout: float = 0.2
+    condition_source: Literal["teacher", "cross_fitted"] = "teacher"
+    teacher_noise: float = 0.1
     condition_dropout: float = 0.1
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     num_train_timesteps: int = 1000
@@ -257,6 +266,11 @@ class AnatomyOptions:
             raise ConfigError(f"options.readout_features must be among {list(READOUT_FEATURES)}, got {bad}")
         if "measurements" in self.readout_features and not self.measurements:
             raise ConfigError("options.readout_features has 'measurements' but options.measurements is empty")
+        if self.condition_source not in ("teacher", "cross_fitted"):
+            raise ConfigError(f"options.condition_source must be 'teacher' or 'cross_fitted', got "
+                              f"{self.condition_source!r}")
+        if self.teacher_noise < 0:
+            raise ConfigError(f"options.teacher_noise must be non-negative, got {self.teacher_noise}")
         if self.readout_folds < 2:
             raise ConfigError(f"options.readout_folds must be at least 2, got {self.readout_folds}")
         for name in ("measurements_dropout", "condition_dropout"):
@@ -410,6 +424,10 @@ class AnatomyTask(Task):
         o = self.options
         started = time.perf_counter()
         train = self.table(self.config.data.train_split)
+        if len(train.subject_ids) <= o.n_components:
+            raise ConfigError(f"options.n_components={o.n_components} needs more training subjects with a "
+                              f"segmented {o.view} cine than that; the training split of {self.config.data.path} "
+                              f"has {len(train.subject_ids)} (lower options.n_components)")
         self.shape_model, fit = ShapeModel.fit(train.labels, o.n_components, o.grid_size, o.truncate_px,
                                                o.min_wall_px)
         self.codes["train"] = self.shape_model.encode(train.labels)
@@ -456,11 +474,16 @@ class AnatomyTask(Task):
                 w, b, _, _ = fit_ridge(x[~held], targets[~held], o.readout_ridge)
                 oof[held] = x[held] @ w.T + b
             out_of_fold[fit] = oof
+            readout.set_residual(fit, torch.as_tensor(targets - oof, dtype=torch.float32))
             report[fit] = {name: {"penalty": penalties[j], "loo_r2": round(r2[j], 4),
                                   "cross_fitted_r": round(_nan_corr(oof[:, j], targets[:, j]), 4)}
                            for j, name in enumerate(o.condition_indices)}
         self.readout = readout
         inputs = self._standardised(readout, train)
+        self.train_demographics = (inputs.get("demographics"), inputs.get("demographics_present"))
+        # The teacher values: each cine's own indices (the full fit's cross-fitted estimate where one is missing).
+        self.teacher = torch.as_tensor(np.where(np.isfinite(targets), targets, out_of_fold["full"]),
+                                       dtype=torch.float32)
         for fit in ("full", "waveform"):
             flags = torch.full((len(train.subject_ids),), fit == "full", dtype=torch.bool)
             self.train_conditions[fit] = readout.condition(torch.as_tensor(out_of_fold[fit], dtype=torch.float32),
@@ -468,7 +491,7 @@ class AnatomyTask(Task):
                                                            inputs.get("demographics_present"))
         if c.data.val_split:
             val = self.table(c.data.val_split)
-            estimates, _ = self._estimate(val)
+            estimates = self._estimate(val)["estimates"]
             truth = (val.indices - np.array(index_stats["mean"])) / np.array(index_stats["std"])
             report["val_r"] = {name: round(_nan_corr(estimates[:, j].numpy(), truth[:, j]), 4)
                                for j, name in enumerate(o.condition_indices)}
@@ -485,15 +508,16 @@ class AnatomyTask(Task):
         return readout.features(names, table.embedding.double(), table.token_mean.double()[:, None, :],
                                 inputs.get("demographics"), inputs.get("measurements")).double()
 
-    def _estimate(self, table: SplitTable) -> tuple[torch.Tensor, torch.Tensor]:
-        """The exported read-out's standardised estimates and condition vectors of a split."""
+    def _estimate(self, table: SplitTable) -> dict[str, torch.Tensor]:
+        """The exported read-out of a split, as `AnatomyFirstPipeline.read_out` returns it."""
         inputs = self._standardised(self.readout, table)
         estimates, full = self.readout.estimate(table.embedding, table.token_mean[:, None, :],
                                                 inputs.get("demographics"), inputs.get("measurements"),
                                                 inputs.get("measurements_present"))
-        condition = self.readout.condition(estimates, full, inputs.get("demographics"),
-                                           inputs.get("demographics_present"))
-        return estimates, condition
+        read = {"estimates": estimates, "full": full}
+        if "demographics" in inputs:
+            read.update(demographics=inputs["demographics"], demographics_present=inputs["demographics_present"])
+        return read
 
     # --- model -----------------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -516,7 +540,7 @@ class AnatomyTask(Task):
             raise ConfigError(f"task anatomy trains an AnatomyDenoiser; model {self.model_name!r} is a "
                               f"{type(model).__name__}")
         if self.config.init.model is not None:
-            from cardiacnets.train.generation_tasks import _load_diffusers_weights
+            from cardiacnets.train.generation_common import load_diffusers_weights as _load_diffusers_weights
 
             _load_diffusers_weights(model, AnatomyDenoiser, self.config.init.model)
         self.init_encoders(model)
@@ -531,8 +555,14 @@ class AnatomyTask(Task):
         n = clean.shape[0]
         if split == "train":
             waveform = torch.rand(n, generator=generator) < self.options.measurements_dropout
-            condition = torch.where(waveform[:, None], self.train_conditions["waveform"][rows],
-                                    self.train_conditions["full"][rows])
+            if self.options.condition_source == "teacher":
+                values = self.teacher[rows] + self.options.teacher_noise * torch.randn(
+                    self.teacher[rows].shape, generator=generator)
+                demographics, present = (None if x is None else x[rows] for x in self.train_demographics)
+                condition = self.readout.condition(values, ~waveform, demographics, present)
+            else:
+                condition = torch.where(waveform[:, None], self.train_conditions["waveform"][rows],
+                                        self.train_conditions["full"][rows])
         else:
             condition = self.val_conditions[rows]
         noise = torch.randn(clean.shape, generator=generator).to(device)
@@ -543,7 +573,10 @@ class AnatomyTask(Task):
     @property
     def val_conditions(self) -> torch.Tensor:
         if "val" not in self.train_conditions:
-            self.train_conditions["val"] = self._estimate(self.table(self.config.data.val_split))[1]
+            read = self._estimate(self.table(self.config.data.val_split))
+            self.train_conditions["val"] = self.readout.condition(read["estimates"], read["full"],
+                                                                  read.get("demographics"),
+                                                                  read.get("demographics_present"))
         return self.train_conditions["val"]
 
     def training_step(self, model, batch, generator):
@@ -589,12 +622,14 @@ class AnatomyTask(Task):
 
         o = self.options
         val = self.table(self.config.data.val_split)
+        read = self._estimate(val)
         truth = pd.DataFrame(val.indices, columns=list(o.condition_indices))
         grid = []
         for temperature in o.temperatures:
             for guidance in o.guidance_scales:
                 generator = torch.Generator().manual_seed(self.config.seed)
-                codes = pipe.sample_codes(self.val_conditions, o.selection_steps, guidance, temperature,
+                conditions = pipe.conditions(read, temperature, 1, generator)
+                codes = pipe.sample_codes(conditions, o.selection_steps, guidance, temperature,
                                           generator=generator)
                 measured = cavity_measurements(pipe.shape_model.decode(codes), self._spacing_mm(),
                                                DEFAULT_SLICE_SPACING_MM)
