@@ -1,4 +1,7 @@
-"""Shared fixtures: the real data samples in ``../shared/data`` and temp copies."""
+"""Shared fixtures: the real data samples in ``../shared/data``, the review app's simulated set, one torch thread.
+
+Shared builders (not fixtures) are in the `support` package beside this file.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from support import REPO_ROOT
 
 
 def shared_data_dir() -> Path:
@@ -47,7 +50,7 @@ def acdc_dir(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def review_dataset(tmp_path_factory) -> Path:
     """8 simulated subjects preprocessed with the demo config, shared by the review-app tests."""
-    from review_support import build_review_dataset
+    from support.review import build_review_dataset
 
     return build_review_dataset(tmp_path_factory.mktemp("review_data"))
 

@@ -17,8 +17,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from marking_support import assert_gif_metadata, assert_not_marked, assert_png_metadata, has_stamp
-from test_segmenter import LABEL_INTENSITY, TINY_UNET, write_disc_set
 
 from cardiacnets.cli import main
 from cardiacnets.data.store import TrainingSet
@@ -30,6 +28,8 @@ from cardiacnets.evaluate.generation import (
 from cardiacnets.evaluate.segmentation import Segmenter, cavity_measurements
 from cardiacnets.generation import ECGToCMRPipeline
 from cardiacnets.models import create_model
+from support.datasets import LABEL_INTENSITY, TINY_UNET, write_disc_set
+from support.marking import assert_gif_metadata, assert_not_marked, assert_png_metadata, has_stamp
 
 FRAMES, SIZE = 8, 32
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cardiacnets.cmr.image import CMRImage
 from cardiacnets.data.preprocess import preprocess
-from cardiacnets.io.dicom import write_dicom_series
+from cardiacnets.io.cmr_image import CMRImage
+from cardiacnets.io.dicom_write import write_dicom_series
 from cardiacnets.io.nifti import read_nifti
 from cardiacnets.simulate import write_cohort
 

@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "synth": "cardiacnets.bench.synth",
     "train": "cardiacnets.bench.train",
     "generate": "cardiacnets.bench.generate",
+    "realism": "cardiacnets.bench.realism",
 }
 
 

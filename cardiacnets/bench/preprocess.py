@@ -31,9 +31,9 @@ import numpy as np
 
 from cardiacnets.config import to_dict
 from cardiacnets.ecg.config import ECGConfig
-from cardiacnets.ecg.leads import STANDARD_LEADS, canonical_lead_name
-from cardiacnets.ecg.record import ECGRecord
 from cardiacnets.errors import CardiacNetsError, InputError
+from cardiacnets.io.ecg_leads import STANDARD_LEADS, canonical_lead_name
+from cardiacnets.io.ecg_record import ECGRecord
 
 # Files without a device rate: a high rate keeps the seasonal period short and
 # the baseline fast, so the reported speedup is conservative.

@@ -228,6 +228,7 @@ def step_losses(model, batch: dict) -> dict:
 
     from cardiacnets.models.clip import CardiacCLIP
     from cardiacnets.models.cmr_encoder import CMREncoder
+    from cardiacnets.models.encoders import is_ecg_encoder
     from cardiacnets.models.layers import info_nce
 
     if isinstance(model, CardiacCLIP):
@@ -243,7 +244,7 @@ def step_losses(model, batch: dict) -> dict:
         return {"loss_ce": F.cross_entropy(model(batch["frames"]).float(), batch["labels"])}
     if isinstance(model, CMREncoder):
         embedding = model(batch["cmr_sa"])
-    elif hasattr(getattr(model, "config", None), "n_leads"):  # ECGViT, ResNet1D
+    elif is_ecg_encoder(model):
         embedding = model(batch["ecg"], batch.get("ecg_lead_mask"), batch.get("demographics"))
     else:
         return model(batch)
@@ -311,6 +312,7 @@ def bench_stage(spec: StepConfig, config: BenchTrainConfig) -> dict:
     import torch
 
     from cardiacnets.config import to_dict
+    import cardiacnets.generation  # noqa: F401  (registers the generation models a stage may name)
     from cardiacnets.models import create_model
     from cardiacnets.models.layers import count_parameters
 
@@ -411,6 +413,7 @@ def memory_run(root: str, model_name: str, overrides_json: str, steps: int | str
     from torch.utils.data import DataLoader
 
     from cardiacnets.data.store import TrainingSet
+    import cardiacnets.generation  # noqa: F401  (registers the generation models a stage may name)
     from cardiacnets.models import create_model
 
     if threads > 0:
@@ -459,6 +462,7 @@ def peak_rss() -> dict:
 def bench_memory(config: MemoryConfig, tmp: Path, omp_wait_policy: str = "inherit") -> dict:
     """Peak RSS of the same short run on each training-set size, each in a fresh subprocess."""
     from cardiacnets.config import to_dict
+    import cardiacnets.generation  # noqa: F401  (registers the generation models a stage may name)
     from cardiacnets.models import create_model
 
     model = create_model(config.model, **config.overrides)  # for the array shapes the runs will read
@@ -497,6 +501,7 @@ def run(args: argparse.Namespace) -> dict:
         and ``memory``.
     """
     from cardiacnets.config import load_config, to_dict
+    import cardiacnets.generation  # noqa: F401  (registers the generation models a stage may name)
     from cardiacnets.models import get_model_config
 
     config = load_config(BenchTrainConfig, args.config, args.overrides or [])

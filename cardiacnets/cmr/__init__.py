@@ -1,5 +1,5 @@
-"""Cine CMR images and segmentations, standardisation and function indices."""
+"""Cine CMR standardisation (`standardize`) and cardiac function indices (`indices`).
 
-from cardiacnets.cmr.image import CMRImage, SEG_LABELS
-
-__all__ = ["CMRImage", "SEG_LABELS"]
+The in-memory image every reader returns and the label convention
+(`cardiacnets.io.cmr_image`: `CMRImage`, `SEG_LABELS`, `VIEWS`) sit one layer down, in `cardiacnets.io`.
+"""

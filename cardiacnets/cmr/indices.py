@@ -5,15 +5,15 @@ the short-axis stack (slice spacing is the affine's third column, so gaps
 between slices are counted as UK Biobank's pipeline does). End-diastole (ED)
 and end-systole (ES) are the frames of largest and smallest LV cavity volume,
 and both ventricles are measured at those frames. LV mass is the ED myocardial
-volume times 1.05 g/ml. Labels follow `cardiacnets.cmr.image.SEG_LABELS`.
+volume times 1.05 g/ml. Labels follow `cardiacnets.io.cmr_image.SEG_LABELS`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cardiacnets.cmr.image import SEG_LABELS, CMRImage
 from cardiacnets.errors import InputError
+from cardiacnets.io.cmr_image import SEG_LABELS, CMRImage
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 

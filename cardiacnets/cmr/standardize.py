@@ -29,8 +29,8 @@ from monai.transforms import BorderPad, Orientation, ScaleIntensityRange, Spacin
 from scipy import ndimage
 
 from cardiacnets.cmr.config import CMRConfig
-from cardiacnets.cmr.image import SEG_LABELS, CMRImage
 from cardiacnets.errors import InputError
+from cardiacnets.io.cmr_image import SEG_LABELS, CMRImage
 
 # Gaussian smoothing of the temporal-variance map, wide enough for the moving
 # borders of both ventricles to merge into one blob. On the 30 ACDC patients of

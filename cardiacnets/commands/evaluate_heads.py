@@ -81,14 +81,14 @@ def format_scores(scores: dict, indent: str = "  ") -> list[str]:
 
 def run_heads(args: argparse.Namespace) -> int:
     from cardiacnets.errors import ConfigError
-    from cardiacnets.heads.evaluation import evaluate_heads
+    from cardiacnets.evaluate.heads import evaluate_heads
 
     if args.workers < 0:
         raise ConfigError(f"--workers must be at least 0, got {args.workers}")
     if args.n_boot < 1:
         raise ConfigError(f"--n-boot must be at least 1, got {args.n_boot}")
     if args.lead_subsets:
-        from cardiacnets.ecg.leads import resolve_lead_subset
+        from cardiacnets.io.ecg_leads import resolve_lead_subset
 
         for subset in args.lead_subsets:
             try:

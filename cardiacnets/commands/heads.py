@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from cardiacnets.heads.compare import HeadsComparison, load_compare_config
+    from cardiacnets.evaluate.heads_compare import HeadsComparison, load_compare_config
 
     config = load_compare_config(args.config, args.overrides)
     summary = HeadsComparison(config, args.out, progress=args.progress).run()

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _store(args: argparse.Namespace):
     from cardiacnets.errors import InputError
-    from cardiacnets.review.study import StudyStore, study_db_path
+    from cardiacnets.review.study_store import StudyStore, study_db_path
 
     path = args.db
     if path.is_dir():
@@ -89,7 +89,8 @@ def _fmt(value, digits=3) -> str:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from cardiacnets.review.study import ARM_TITLES, summarize
+    from cardiacnets.review.study import ARM_TITLES
+    from cardiacnets.review.study_summary import summarize
 
     summary = summarize(_store(args))
     if args.json:

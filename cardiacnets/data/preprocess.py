@@ -48,8 +48,8 @@ from cardiacnets.data.sources import SubjectFiles, scan_ukb, scan_wfdb
 from cardiacnets.data.splits import SplitConfig, assign_split
 from cardiacnets.data.store import DATASET_YAML, FAILURES, MANIFEST, REPORT, ArraySpec, RowWriter, create_arrays
 from cardiacnets.ecg.config import ECGConfig
-from cardiacnets.ecg.leads import STANDARD_LEADS
 from cardiacnets.errors import CardiacNetsError, ConfigError, InputError
+from cardiacnets.io.ecg_leads import STANDARD_LEADS
 
 FORMAT_VERSION = 1
 # Row states in status.npy: not yet processed, processed cleanly, processed with failures (not retried by default).

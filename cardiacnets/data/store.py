@@ -120,6 +120,18 @@ def specs_from_yaml(info: dict) -> list[ArraySpec]:
     return [ArraySpec(a["name"], tuple(a["row_shape"]), a["dtype"]) for a in info.get("arrays", [])]
 
 
+def read_dataset_info(root: str | os.PathLike) -> dict:
+    """A training set's ``dataset.yaml``: the resolved preprocessing config (``config``), the arrays and the raw folder.
+
+    Raises:
+        InputError: the folder has no ``dataset.yaml``.
+    """
+    path = Path(root) / DATASET_YAML
+    if not path.is_file():
+        raise InputError(root, f"not a cardiacnets training set (no {DATASET_YAML})")
+    return yaml.safe_load(path.read_text()) or {}
+
+
 class TrainingSet:
     """A preprocessed training set, read lazily from its memory-mapped arrays.
 
@@ -138,10 +150,11 @@ class TrainingSet:
 
     def __init__(self, root: str | Path, split: str | None = None, require: tuple[str, ...] = (), targets: tuple[str, ...] = ()):
         self.root = Path(root)
-        manifest_path = self.root / MANIFEST
+        self.split = split
+        manifest_path = self.manifest_path
         if not manifest_path.is_file():
             raise InputError(self.root, f"not a cardiacnets training set (no {MANIFEST}); run 'cardiacnets preprocess' first")
-        self.info = yaml.safe_load((self.root / DATASET_YAML).read_text())
+        self.info = read_dataset_info(self.root)
         manifest = pd.read_csv(manifest_path, dtype={"subject_id": str, "patient_id": str})
         if split is not None:
             manifest = manifest[manifest["split"] == split]
@@ -157,6 +170,40 @@ class TrainingSet:
         self.targets = tuple(targets)
         self.arrays = open_arrays(self.root, specs_from_yaml(self.info), mode="r")
         self.views = [name[len("cmr_"):] for name in self.arrays if name.startswith("cmr_")]
+
+    @property
+    def manifest_path(self) -> Path:
+        """The set's ``manifest.csv`` (named in errors about its columns)."""
+        return self.root / MANIFEST
+
+    @property
+    def config(self) -> dict:
+        """The resolved preprocessing config of ``dataset.yaml`` (``ecg``, ``cmr`` ... sections; empty if absent)."""
+        return self.info.get("config") or {}
+
+    def row_shape(self, name: str) -> tuple[int, ...] | None:
+        """Per-subject shape of a stored array (``"ecg"``, ``"cmr_sa"``, ``"seg_sa"`` ...), ``None`` if not stored."""
+        shapes = {spec.name: spec.row_shape for spec in specs_from_yaml(self.info)}
+        return shapes.get(name)
+
+    def segmentations(self, view: str, positions) -> np.ndarray:
+        """The stored label cines of some subjects of this set.
+
+        Args:
+            view: the CMR view (``"sa"``, ``"la_4ch"`` ...).
+            positions: positions in `manifest` (not array rows).
+
+        Returns:
+            (len(positions), slices, frames, H, W) uint8 labels in the `SEG_LABELS` convention.
+
+        Raises:
+            InputError: the set stores no segmentations of `view`.
+        """
+        name = f"seg_{view}"
+        if name not in self.arrays:
+            raise InputError(self.root, f"the training set stores no segmentations of view {view!r} ({name}.npy)")
+        rows = self.manifest["row"].to_numpy()[np.asarray(positions, dtype=int)].astype(int)
+        return np.asarray(self.arrays[name][rows])
 
     def __len__(self) -> int:
         return len(self.manifest)

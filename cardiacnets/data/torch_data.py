@@ -14,9 +14,9 @@ into dicts of tensors with the fixed keys used from the dataset to the loss:
     subject_id          str
     index               int, position in the dataset
 
-Augmentations are MONAI dictionary transforms (``RandScaleIntensityd``,
-``RandGaussianNoised`` on the ECG; ``RandAdjustContrastd``, ``RandAffined``
-on the cines). Their randomness is seeded per sample from ``(seed, epoch,
+Augmentations are MONAI dictionary transforms (`cardiacnets.data.transforms`:
+``RandScaleIntensityd``, ``RandGaussianNoised`` on the ECG; ``RandAdjustContrastd``,
+``RandAffined`` on the cines). Their randomness is seeded per sample from ``(seed, epoch,
 index)``, so a sample is augmented identically whatever the number of loader
 workers, the process count or whether the run was resumed.
 
@@ -41,47 +41,10 @@ from einops import rearrange
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from cardiacnets.data.store import TrainingSet
-from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.data.transforms import AugmentConfig, build_augmentation
+from cardiacnets.errors import InputError
 
 DEFAULT_DEMOGRAPHICS: tuple[str, ...] = ("age_years", "sex_male", "bmi")
-
-
-@dataclass
-class AugmentConfig:
-    """Random augmentations applied to training samples (all off by default).
-
-    Attributes:
-        prob: probability of applying each enabled augmentation to a sample.
-        ecg_amplitude_scale: scale every lead by ``1 + u``, ``u ~ U(-s, s)`` (electrode and body-size variation).
-        ecg_noise_std_mV: add Gaussian noise whose standard deviation is drawn from ``U(0, std)``, mV.
-        cmr_gamma: gamma (contrast) change, gamma drawn from ``U(1 - g, 1 + g)``.
-        cmr_shift_px: in-plane translation of the cine, up to this many pixels in x and y.
-        cmr_rotate_deg: in-plane rotation of the cine, up to this many degrees.
-    """
-
-    prob: float = 0.5
-    ecg_amplitude_scale: float = 0.0
-    ecg_noise_std_mV: float = 0.0
-    cmr_gamma: float = 0.0
-    cmr_shift_px: float = 0.0
-    cmr_rotate_deg: float = 0.0
-
-    def validate(self) -> None:
-        if not 0.0 <= self.prob <= 1.0:
-            raise ConfigError(f"augment.prob must be in [0, 1], got {self.prob}")
-        for name in ("ecg_amplitude_scale", "ecg_noise_std_mV", "cmr_gamma", "cmr_shift_px", "cmr_rotate_deg"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"augment.{name} must be non-negative, got {getattr(self, name)}")
-        if self.ecg_amplitude_scale >= 1.0:
-            raise ConfigError("augment.ecg_amplitude_scale must be below 1 (it would flip leads), "
-                              f"got {self.ecg_amplitude_scale}")
-        if self.cmr_gamma >= 1.0:
-            raise ConfigError(f"augment.cmr_gamma must be below 1, got {self.cmr_gamma}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.prob > 0 and any((self.ecg_amplitude_scale, self.ecg_noise_std_mV, self.cmr_gamma,
-                                      self.cmr_shift_px, self.cmr_rotate_deg))
 
 
 @dataclass
@@ -172,39 +135,6 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
-def build_augmentation(config: AugmentConfig, views: Sequence[str]):
-    """The MONAI dictionary transforms for `config`, or ``None`` when nothing is enabled.
-
-    ECG transforms act on ``ecg`` (12, T); cine transforms on ``cmr_<view>``
-    viewed as (slices × frames, H, W), one affine for all frames of a subject.
-
-    Args:
-        config: which augmentations and how strong.
-        views: CMR views present in the samples.
-
-    Returns:
-        A ``monai.transforms.Compose`` or ``None``.
-    """
-    if not config.enabled:
-        return None
-    from monai.transforms import Compose, RandAdjustContrastd, RandAffined, RandGaussianNoised, RandScaleIntensityd
-
-    cmr_keys = [f"cmr_{view}" for view in views]
-    transforms = []
-    if config.ecg_amplitude_scale > 0:
-        transforms.append(RandScaleIntensityd("ecg", factors=config.ecg_amplitude_scale, prob=config.prob))
-    if config.ecg_noise_std_mV > 0:
-        transforms.append(RandGaussianNoised("ecg", prob=config.prob, std=config.ecg_noise_std_mV, sample_std=True))
-    if cmr_keys and config.cmr_gamma > 0:
-        transforms.append(RandAdjustContrastd(cmr_keys, prob=config.prob,
-                                              gamma=(1.0 - config.cmr_gamma, 1.0 + config.cmr_gamma)))
-    if cmr_keys and (config.cmr_shift_px > 0 or config.cmr_rotate_deg > 0):
-        transforms.append(RandAffined(cmr_keys, prob=config.prob, rotate_range=np.deg2rad(config.cmr_rotate_deg),
-                                      translate_range=(config.cmr_shift_px, config.cmr_shift_px),
-                                      padding_mode="zeros", mode="bilinear"))
-    return Compose(transforms) if transforms else None
-
-
 class CardiacTorchDataset(Dataset):
     """A `TrainingSet` as a torch ``Dataset`` of tensor dicts (keys in the module docstring).
 
@@ -287,6 +217,15 @@ class CardiacTorchDataset(Dataset):
 def collate_samples(samples: list[dict]) -> dict:
     """Stack samples into a batch: tensors gain a leading batch axis, ``subject_id`` becomes a list."""
     return default_collate(samples)
+
+
+def move_to_device(batch, device: torch.device):
+    """Move every tensor of a (nested) batch to `device`; other values stay as they are."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    return batch
 
 
 def batches_per_epoch(n_items: int, batch_size: int, num_replicas: int = 1) -> int:

@@ -37,7 +37,7 @@ def _acdc_dir() -> Path | None:
 
 def heads(demo, config, out_dir: Path, progress: bool):
     """Indices and screening from the ECG alone, with bootstrap CIs, on the held-out split."""
-    from cardiacnets.heads.evaluation import evaluate_heads
+    from cardiacnets.evaluate.heads import evaluate_heads
 
     result = evaluate_heads(demo.run_dir("heads"), demo.folders["dataset"], split=config.split, out_dir=out_dir,
                             n_boot=config.bootstrap, precision="bf16", progress=progress)

@@ -1,6 +1,5 @@
-"""ECG records, lead handling, signal conditioning and quality checks."""
+"""ECG signal conditioning and quality checks: standardisation (`standardize`), filters and quality findings.
 
-from cardiacnets.ecg.leads import STANDARD_LEADS, canonical_lead_name
-from cardiacnets.ecg.record import ECGRecord
-
-__all__ = ["ECGRecord", "STANDARD_LEADS", "canonical_lead_name"]
+The in-memory record every reader returns (`cardiacnets.io.ecg_record.ECGRecord`)
+and the lead names (`cardiacnets.io.ecg_leads`) sit one layer down, in `cardiacnets.io`.
+"""

@@ -42,8 +42,8 @@ import numpy as np
 from einops import rearrange
 from numpy.lib.stride_tricks import sliding_window_view
 
-from cardiacnets.ecg.leads import canonical_lead_name
-from cardiacnets.ecg.record import ECGRecord
+from cardiacnets.io.ecg_leads import canonical_lead_name
+from cardiacnets.io.ecg_record import ECGRecord
 
 MIN_DURATION_S = 2.0
 """Records shorter than this are rejected: too few beats for any use."""

@@ -45,10 +45,10 @@ import scipy.signal
 
 from cardiacnets.ecg.config import ECGConfig
 from cardiacnets.ecg.filters import apply_filters, cascade_settings, resampling_taps, zero_phase_fft
-from cardiacnets.ecg.leads import STANDARD_LEADS, canonical_lead_name, derive_limb_leads, lead_mask as subset_mask
 from cardiacnets.ecg.quality import QualityFinding, check_quality, errors, unusable_leads
-from cardiacnets.ecg.record import ECGRecord
 from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.io.ecg_leads import STANDARD_LEADS, canonical_lead_name, derive_limb_leads, lead_mask as subset_mask
+from cardiacnets.io.ecg_record import ECGRecord
 
 DERIVABLE_LEADS: tuple[str, ...] = ("III", "aVR", "aVL", "aVF")
 MAX_RESAMPLING_FACTOR = 2000  # largest up or down factor of the rational resampling ratio

@@ -59,23 +59,6 @@ class SplitEmbeddings:
         return self.ecg[rows], self.cmr[view][rows], [self.subject_ids[r] for r in rows]
 
 
-def resolve_model_dir(run: str | os.PathLike) -> Path:
-    """The saved-model folder of a run: ``RUN/model/`` or `run` itself when it is one.
-
-    Raises:
-        InputError: `run` does not exist or holds no saved model.
-    """
-    from cardiacnets.models.pretrained import CONFIG_NAME
-
-    run = Path(run)
-    if not run.exists():
-        raise InputError(run, "no such training run or model folder")
-    for candidate in (run / "model", run):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    raise InputError(run, f"not a training run or saved model (no model/{CONFIG_NAME}); train one with 'cardiacnets train'")
-
-
 def load_alignment_model(run: str | os.PathLike):
     """Load the aligned ECG–CMR model of a run.
 
@@ -89,7 +72,7 @@ def load_alignment_model(run: str | os.PathLike):
         InputError: no saved model there, unreadable weights, or a model that
             cannot embed both ECG and CMR.
     """
-    from cardiacnets.models.pretrained import load_pretrained
+    from cardiacnets.models.pretrained import load_pretrained, resolve_model_dir
 
     model_dir = resolve_model_dir(run)
     model = load_pretrained(model_dir)

@@ -173,7 +173,7 @@ def roc_plot(curves: dict, path: str | Path, title: str = "") -> Path:
     """
     from sklearn.metrics import roc_curve
 
-    from cardiacnets.evaluate.metrics import _auroc_rows, _binary_labels, _finite_float
+    from cardiacnets.stats.metrics import _auroc_rows, _binary_labels, _finite_float
 
     if not curves:
         raise ValueError("roc_plot needs at least one curve")
@@ -205,7 +205,7 @@ def calibration_plot(curves: dict, path: str | Path, title: str = "", n_bins: in
 
     Top: observed fraction of positives against mean predicted probability
     in each non-empty equal-width bin (the bins of the ECE, see
-    `cardiacnets.evaluate.metrics.calibration_bins`); bottom: how many
+    `cardiacnets.stats.metrics.calibration_bins`); bottom: how many
     subjects fall in each bin.
 
     Args:
@@ -217,7 +217,7 @@ def calibration_plot(curves: dict, path: str | Path, title: str = "", n_bins: in
     Returns:
         The PNG path.
     """
-    from cardiacnets.evaluate.metrics import calibration_bins, classification_metrics
+    from cardiacnets.stats.metrics import calibration_bins, classification_metrics
 
     if not curves:
         raise ValueError("calibration_plot needs at least one curve")
@@ -261,7 +261,7 @@ def scatter_plot(y_true, y_pred, path: str | Path, unit: str = "", title: str = 
     Returns:
         The PNG path.
     """
-    from cardiacnets.evaluate.metrics import regression_metrics
+    from cardiacnets.stats.metrics import regression_metrics
 
     scores = regression_metrics(y_true, y_pred)  # validates the inputs
     truth, prediction = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
@@ -306,7 +306,7 @@ def bland_altman_plot(y_true, y_pred, path: str | Path, unit: str = "", title: s
     Returns:
         The PNG path.
     """
-    from cardiacnets.evaluate.metrics import bland_altman
+    from cardiacnets.stats.metrics import bland_altman
 
     agreement = bland_altman(y_true, y_pred)  # validates the inputs
     truth, prediction = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)

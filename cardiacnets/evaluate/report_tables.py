@@ -2,7 +2,7 @@
 
 A result is one row ``{model, mode, label_fraction, task, metric, value, low,
 high, n}``: e.g. the AUROC (with its 95% bootstrap CI, see
-`cardiacnets.evaluate.metrics.bootstrap_ci`) of the linear-probe head on
+`cardiacnets.stats.bootstrap.bootstrap_ci`) of the linear-probe head on
 aligned ECG features trained on 10% of the labels, for the task
 ``lvef_below_40``. `results_table` gathers rows into a long
 ``pandas.DataFrame``; `paper_table` pivots it the way the CardiacNets paper

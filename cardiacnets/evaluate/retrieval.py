@@ -291,6 +291,60 @@ def _run_demographics(run, model_dir: Path, model):
                           "(the training split's normalisation written by 'cardiacnets train')")
 
 
+def _choose_views(dataset, split: str, encodable, model_dir, views) -> tuple[list[str], dict[str, str]]:
+    """The views to score (primary first) and the views skipped for too few paired subjects, with the reason.
+
+    Raises:
+        InputError: a requested view the data or the model lacks, or one with too few pairs; no view to score.
+    """
+    if views:
+        for view in views:
+            if view not in dataset.views:
+                raise InputError(dataset.root, f"training set has no CMR view {view!r}; stored views: {', '.join(dataset.views)}")
+            if encodable is not None and view not in encodable:
+                raise InputError(model_dir, f"model has no encoder for CMR view {view!r}; its views: {', '.join(encodable)}")
+        chosen = _order_views(views)
+    else:
+        chosen = _order_views(v for v in dataset.views if encodable is None or v in encodable)
+        if not chosen:
+            raise InputError(dataset.root, f"no CMR view shared by the training set ({', '.join(dataset.views)}) "
+                                           f"and the model ({', '.join(encodable or ())})")
+    n_paired = {view: int(dataset.manifest[f"has_{view}"].astype(bool).sum()) for view in chosen}
+    skipped = {view: f"split {split!r} has {n} subject(s) with both ECG and {view}; retrieval needs at least 2"
+               for view, n in n_paired.items() if n < 2}
+    if views and skipped:
+        raise InputError(dataset.root, next(iter(skipped.values())))
+    chosen = [v for v in chosen if v not in skipped]
+    if not chosen:
+        raise InputError(dataset.root, "; ".join(skipped.values()))
+    return chosen, skipped
+
+
+def _export(result: dict, embeddings, ranks: dict, phenotype, color_by: str, out_dir: Path, title: str) -> list[str]:
+    """Write the embeddings, per-subject ranks, the projection plot and ``retrieval.json``; the files written."""
+    import json
+
+    import pandas as pd
+
+    from cardiacnets.evaluate.embeddings import save_embeddings
+    from cardiacnets.evaluate.plots import plot_projection
+
+    written = save_embeddings(embeddings, out_dir)
+    for view, (ids, view_ranks) in ranks.items():
+        path = out_dir / f"ranks_{view}.csv"
+        pd.DataFrame({"subject_id": ids, "ecg_to_cmr_rank": view_ranks["ecg_to_cmr"],
+                      "cmr_to_ecg_rank": view_ranks["cmr_to_ecg"]}).to_csv(path, index=False)
+        written.append(path)
+    png = plot_projection(embeddings.ecg, embeddings.cmr, phenotype, color_by, out_dir / f"projection_{color_by}.png",
+                          title=title)
+    written.append(png)
+    json_path = out_dir / "retrieval.json"
+    written.append(json_path)
+    outputs = [str(p) for p in written]
+    json_path.write_text(json.dumps({**result, "outputs": outputs}, indent=2) + "\n")
+    return outputs
+
+
 def evaluate_retrieval(run, data, split: str = "test", views: list[str] | None = None, n_candidates: int = 100,
                        seed: int = 0, out_dir=None, color_by: str = "lvef_pct", batch_size: int = 64,
                        precision: str = "fp32", device: str = "auto", num_workers: int = 0,
@@ -337,13 +391,7 @@ def evaluate_retrieval(run, data, split: str = "test", views: list[str] | None =
 
     from cardiacnets.data.torch_data import CardiacTorchDataset
     from cardiacnets.errors import ConfigError
-    from cardiacnets.evaluate.embeddings import (
-        PRECISIONS,
-        embed_split,
-        load_alignment_model,
-        model_views,
-        save_embeddings,
-    )
+    from cardiacnets.evaluate.embeddings import PRECISIONS, embed_split, load_alignment_model, model_views
 
     # 1. Check inputs before any expensive work.
     if n_candidates < 2:
@@ -355,27 +403,7 @@ def evaluate_retrieval(run, data, split: str = "test", views: list[str] | None =
     model, model_dir = load_alignment_model(run)
     dataset = _open_split(data, split)
     phenotype = _phenotype_values(dataset, color_by) if out_dir is not None else None
-    encodable = model_views(model)
-    if views:
-        for view in views:
-            if view not in dataset.views:
-                raise InputError(dataset.root, f"training set has no CMR view {view!r}; stored views: {', '.join(dataset.views)}")
-            if encodable is not None and view not in encodable:
-                raise InputError(model_dir, f"model has no encoder for CMR view {view!r}; its views: {', '.join(encodable)}")
-        chosen = _order_views(views)
-    else:
-        chosen = _order_views(v for v in dataset.views if encodable is None or v in encodable)
-        if not chosen:
-            raise InputError(dataset.root, f"no CMR view shared by the training set ({', '.join(dataset.views)}) "
-                                           f"and the model ({', '.join(encodable or ())})")
-    n_paired = {view: int(dataset.manifest[f"has_{view}"].astype(bool).sum()) for view in chosen}
-    skipped = {view: f"split {split!r} has {n} subject(s) with both ECG and {view}; retrieval needs at least 2"
-               for view, n in n_paired.items() if n < 2}
-    if views and skipped:
-        raise InputError(dataset.root, next(iter(skipped.values())))
-    chosen = [v for v in chosen if v not in skipped]
-    if not chosen:
-        raise InputError(dataset.root, "; ".join(skipped.values()))
+    chosen, skipped = _choose_views(dataset, split, model_views(model), model_dir, views)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -430,24 +458,6 @@ def evaluate_retrieval(run, data, split: str = "test", views: list[str] | None =
 
     # 4. Export.
     if out_dir is not None:
-        import json
-
-        import pandas as pd
-
-        from cardiacnets.evaluate.plots import plot_projection
-
-        out_dir = Path(out_dir)
-        written = save_embeddings(embeddings, out_dir)
-        for view, (ids, view_ranks) in ranks.items():
-            path = out_dir / f"ranks_{view}.csv"
-            pd.DataFrame({"subject_id": ids, "ecg_to_cmr_rank": view_ranks["ecg_to_cmr"],
-                          "cmr_to_ecg_rank": view_ranks["cmr_to_ecg"]}).to_csv(path, index=False)
-            written.append(path)
-        png = plot_projection(embeddings.ecg, embeddings.cmr, phenotype, color_by, out_dir / f"projection_{color_by}.png",
-                              title=f"{model_dir} on {dataset.root.name}/{split}: PCA of the shared embedding space")
-        written.append(png)
-        json_path = out_dir / "retrieval.json"
-        written.append(json_path)
-        result["outputs"] = [str(p) for p in written]
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        result["outputs"] = _export(result, embeddings, ranks, phenotype, color_by, Path(out_dir),
+                                    f"{model_dir} on {dataset.root.name}/{split}: PCA of the shared embedding space")
     return result

@@ -42,14 +42,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from einops import rearrange
 
-from cardiacnets.cmr.image import SEG_LABELS, CMRImage
 from cardiacnets.cmr.indices import DEFAULT_SLICE_SPACING_MM, INDEX_COLUMNS, cavity_measurements  # noqa: F401
 from cardiacnets.errors import InputError
+from cardiacnets.io.cmr_image import SEG_LABELS, CMRImage
+from cardiacnets.models.segmenter import GEOMETRY_FILE, CineGeometry
 
-#: File written next to a segmenter's weights: the standard-cine geometry of its training set.
-GEOMETRY_FILE = "cmr_geometry.json"
 #: Foreground classes in label order.
 CLASSES = tuple(name for name, label in sorted(SEG_LABELS.items(), key=lambda item: item[1]) if label > 0)
 #: Assumed in-plane spacing of ACDC images (not stored in the files): the middle of the 1.37-1.68 mm range
@@ -57,43 +55,6 @@ CLASSES = tuple(name for name, label in sorted(SEG_LABELS.items(), key=lambda it
 DEFAULT_ACDC_SPACING_MM = 1.5
 #: Measurements compared between cines (function_indices keys).
 MEASUREMENTS = ("lvedv_ml", "lvesv_ml", "lvef_pct", "rvedv_ml", "rvesv_ml", "rvef_pct", "lvm_g")
-
-
-@dataclass
-class CineGeometry:
-    """Geometry and intensity scale of standard cines (`cardiacnets.cmr.config.CMRConfig` fields).
-
-    Attributes:
-        spacing_mm: in-plane pixel size.
-        crop_size: side of the square crop, pixels.
-        n_frames: frames per cycle.
-        intensity_percentiles: input percentiles mapped to 0 and 1.
-        sa_slices: short-axis slice choice (``mid``, ``basal_mid_apical``, ``all``).
-    """
-
-    spacing_mm: float
-    crop_size: int
-    n_frames: int
-    intensity_percentiles: tuple[float, float] = (1.0, 99.0)
-    sa_slices: str = "mid"
-
-    @classmethod
-    def from_dataset(cls, root: str | os.PathLike) -> CineGeometry:
-        """The geometry recorded in a training set's ``dataset.yaml``.
-
-        Raises:
-            InputError: the file lacks the ``config.cmr`` section.
-        """
-        import yaml
-
-        path = Path(root) / "dataset.yaml"
-        try:
-            cmr = yaml.safe_load(path.read_text())["config"]["cmr"]
-            return cls(float(cmr["spacing_mm"]), int(cmr["crop_size"]), int(cmr["n_frames"]),
-                       tuple(float(p) for p in cmr.get("intensity_percentiles", (1.0, 99.0))),
-                       str(cmr.get("sa_slices", "mid")))
-        except (OSError, KeyError, TypeError, ValueError) as err:
-            raise InputError(path, f"does not record the cine geometry (config.cmr: {err})") from None
 
 
 @dataclass
@@ -111,13 +72,6 @@ class Segmenter:
     geometry: CineGeometry | None
 
 
-def save_geometry(geometry: CineGeometry, model_dir: str | os.PathLike) -> Path:
-    """Write ``cmr_geometry.json`` into a saved-model folder."""
-    path = Path(model_dir) / GEOMETRY_FILE
-    path.write_text(json.dumps(asdict(geometry), indent=2) + "\n")
-    return path
-
-
 def load_segmenter(run: str | os.PathLike) -> Segmenter:
     """Load a trained segmenter.
 
@@ -130,8 +84,7 @@ def load_segmenter(run: str | os.PathLike) -> Segmenter:
     Raises:
         InputError: no saved model, or one that is not a `CineSegmenter`.
     """
-    from cardiacnets.evaluate.embeddings import resolve_model_dir
-    from cardiacnets.models.pretrained import load_pretrained
+    from cardiacnets.models.pretrained import load_pretrained, resolve_model_dir
     from cardiacnets.models.segmenter import CineSegmenter
 
     folder = resolve_model_dir(run)

@@ -30,7 +30,12 @@ from diffusers import ConfigMixin, ModelMixin  # noqa: F401  (ModelMixin found h
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from cardiacnets.config import from_dict, to_dict
 from cardiacnets.errors import InputError
+from cardiacnets.models.clip import CardiacCLIP, _projection
+from cardiacnets.models.ecg_mae import ECGMAE
+from cardiacnets.models.encoders import ECG_ENCODERS, is_ecg_encoder
+from cardiacnets.models.pretrained import load_pretrained
 
 
 @dataclass
@@ -59,14 +64,9 @@ class ECGCondition:
 
 
 def _build_encoder(encoder_class: str, encoder_config: dict) -> nn.Module:
-    """A cardiacnets ECG encoder by class name (allow-listed classes only) and config."""
-    import cardiacnets.models.zoo  # noqa: F401  (registers the model classes)
-    from cardiacnets.config import from_dict
-    from cardiacnets.models.pretrained import _CLASSES
-
-    cls = _CLASSES.get(encoder_class)
-    if cls is None or not hasattr(cls.config_class, "__dataclass_fields__") \
-            or "n_leads" not in cls.config_class.__dataclass_fields__:
+    """A cardiacnets ECG encoder by class name (`ECG_ENCODERS` only) and config."""
+    cls = {encoder.__name__: encoder for encoder in ECG_ENCODERS}.get(encoder_class)
+    if cls is None:
         raise ValueError(f"{encoder_class!r} is not a cardiacnets ECG encoder class")
     return cls(from_dict(cls.config_class, dict(encoder_config), where=encoder_class))
 
@@ -88,8 +88,6 @@ class ECGConditionEncoder(ModelMixin, ConfigMixin):
     def __init__(self, encoder_class: str = "ResNet1D", encoder_config: dict[str, Any] | None = None,
                  projection: str = "none", projection_dim: int | None = None, normalize: bool = True):
         super().__init__()
-        from cardiacnets.models.clip import _projection
-
         self.encoder = _build_encoder(encoder_class, encoder_config or {})
         head_dim = self.encoder.config.embed_dim
         self.ecg_projection = _projection(projection, head_dim, projection_dim or head_dim)
@@ -158,11 +156,6 @@ class ECGConditionEncoder(ModelMixin, ConfigMixin):
         Raises:
             InputError: not a saved model, or not one holding an ECG encoder.
         """
-        from cardiacnets.config import to_dict
-        from cardiacnets.models.clip import CardiacCLIP
-        from cardiacnets.models.ecg_mae import ECGMAE
-        from cardiacnets.models.pretrained import load_pretrained
-
         folder = Path(folder)
         if (folder / "model" / "config.json").is_file() and not (folder / "config.json").is_file():
             folder = folder / "model"
@@ -173,7 +166,7 @@ class ECGConditionEncoder(ModelMixin, ConfigMixin):
         else:
             encoder = saved.encoder if isinstance(saved, ECGMAE) else saved
             projection, kind, dim = None, "none", None
-        if not hasattr(encoder.config, "n_leads") or not hasattr(encoder, "forward_features"):
+        if not is_ecg_encoder(encoder):
             raise InputError(folder, f"holds a {type(saved).__name__}, not an ECG encoder or alignment model")
         model = cls(encoder_class=type(encoder).__name__, encoder_config=to_dict(encoder.config), projection=kind,
                     projection_dim=dim)

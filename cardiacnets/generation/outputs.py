@@ -8,7 +8,7 @@ A generated cine is written the ways a user looks at cardiac MR:
   (`cardiacnets.io.nifti.write_nifti`), marked synthetic in its description
   and in a JSON comment extension; ``anatomy_seg.nii.gz`` beside it (the
   anatomy-first generator): the label cine the image was drawn from;
-- ``dicom/``: an MR Image Storage series (`cardiacnets.io.dicom.write_dicom_series`)
+- ``dicom/``: an MR Image Storage series (`cardiacnets.io.dicom_write.write_dicom_series`)
   marked as not acquired from a patient — ImageType ``DERIVED\\SECONDARY``,
   "SYNTHETIC" in the series description, the word SYNTHETIC burned into every
   frame, no patient name or ID;
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from einops import rearrange
 
-from cardiacnets.cmr.image import CMRImage
+from cardiacnets.io.cmr_image import CMRImage
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -160,7 +160,7 @@ def write_generation_outputs(cines: np.ndarray, out_dir: str | os.PathLike, *, v
         Paths written, by kind (``nifti``, ``dicom``, ``gif``, ``png``, ``anatomy_nifti``, ``std_nifti``, ``std_png``),
         relative to `out_dir`.
     """
-    from cardiacnets.io.dicom import write_dicom_series
+    from cardiacnets.io.dicom_write import write_dicom_series
     from cardiacnets.io.nifti import write_nifti
     from cardiacnets.io.previews import cine_gif, cine_sprite_png
     from cardiacnets.io.stamp import synthetic_label_box

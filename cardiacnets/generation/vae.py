@@ -7,7 +7,7 @@ way. Here the autoencoder is diffusers' ``AutoencoderKL`` with one input
 channel, applied to every frame of a cine independently: a (frames, H, W)
 cine becomes (latent_channels, frames, H / f, W / f) latents, f =
 2^(levels - 1). It is trained by ``cardiacnets train`` (``task: vae``,
-`cardiacnets.train.generation_tasks`) with an L1 reconstruction loss and a
+`cardiacnets.train.vae_task`) with an L1 reconstruction loss and a
 small KL term, and the latent scaling factor (1 / standard deviation of the
 training latents, so the diffusion model sees unit-variance latents) is
 measured on training frames at export and stored in the model's own config

@@ -5,15 +5,17 @@
   target standardisation, validation thresholds and prediction intervals.
 - `targets`: which manifest columns are targets, their units and masks, label
   fractions and case–control matching.
-- `evaluation`: predictions over a split, metrics with bootstrap CIs, paired
-  comparisons, plots (``cardiacnets evaluate heads``).
+- `inference`: a trained model over a split (`predict_split`) and the
+  calibration stored with it (Youden thresholds, conformal intervals).
 - `predict`: `predict_record` — one ECG file → every index with a prediction
   interval, every screening probability, quality findings, provenance
   (``cardiacnets predict``).
-- `compare`: the comparison of training modes and label fractions
-  (``cardiacnets heads compare``).
 
-Training is the ``heads`` task of the training loop (`cardiacnets.train.heads_task`).
+Training is the ``heads`` task of the training loop (`cardiacnets.train.heads_task`);
+the evaluation (metrics with bootstrap CIs, paired comparisons, plots: ``cardiacnets
+evaluate heads``) and the comparison of training modes and label fractions
+(``cardiacnets heads compare``) are in `cardiacnets.evaluate.heads` and
+`cardiacnets.evaluate.heads_compare`.
 """
 
 from cardiacnets.heads.model import HeadsCalibration, HeadsModel, HeadsModelConfig

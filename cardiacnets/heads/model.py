@@ -27,8 +27,11 @@ import torch
 from torch import nn
 
 from cardiacnets.errors import ConfigError
+from cardiacnets.io.ecg_leads import lead_mask, resolve_lead_subset
 from cardiacnets.models.clip import EncoderSpec
+from cardiacnets.models.encoders import is_ecg_encoder
 from cardiacnets.models.pretrained import PretrainedMixin, pretrained_class
+from cardiacnets.models.registry import create_model
 
 
 @dataclass
@@ -109,8 +112,6 @@ class HeadsModelConfig:
         if self.hidden_dim < 0 or not 0.0 <= self.dropout < 1.0:
             raise ConfigError("HeadsModelConfig: hidden_dim must be >= 0 and dropout in [0, 1)")
         if self.leads is not None:
-            from cardiacnets.ecg.leads import resolve_lead_subset
-
             try:
                 resolve_lead_subset(self.leads)
             except ValueError as err:
@@ -133,7 +134,6 @@ class HeadsModel(nn.Module, PretrainedMixin):
 
     def __init__(self, config: HeadsModelConfig):
         super().__init__()
-        from cardiacnets.models.registry import create_model
 
         config.validate()
         self.config = config
@@ -141,7 +141,7 @@ class HeadsModel(nn.Module, PretrainedMixin):
             self.encoder = create_model(config.encoder.model, **config.encoder.overrides)
         except ConfigError as err:
             raise ConfigError(f"HeadsModelConfig.encoder: {err}") from None
-        if not hasattr(self.encoder.config, "n_leads") or not hasattr(self.encoder, "forward_head"):
+        if not is_ecg_encoder(self.encoder):
             raise ConfigError(f"HeadsModelConfig.encoder.model {config.encoder.model!r} is not an ECG encoder")
         width = self.encoder.config.embed_dim
         self.dropout = nn.Dropout(config.dropout)
@@ -157,8 +157,6 @@ class HeadsModel(nn.Module, PretrainedMixin):
         self.register_buffer("target_std", torch.tensor(config.target_std, dtype=torch.float32), persistent=False)
         lead_keep = torch.ones(self.encoder.config.n_leads, dtype=torch.bool)
         if config.leads is not None:
-            from cardiacnets.ecg.leads import lead_mask
-
             lead_keep = torch.from_numpy(lead_mask(config.leads))
         self.register_buffer("lead_keep", lead_keep, persistent=False)
         self.set_encoder_frozen(config.freeze_encoder)
@@ -192,8 +190,6 @@ class HeadsModel(nn.Module, PretrainedMixin):
         present = torch.ones(ecg.shape[:2], dtype=torch.bool, device=ecg.device) if present is None else present.bool()
         keep = self.lead_keep
         if leads is not None:
-            from cardiacnets.ecg.leads import lead_mask
-
             keep = keep & torch.from_numpy(lead_mask(leads)).to(keep.device)
         lead_mask_ = present & keep
         ecg = ecg * lead_mask_.unsqueeze(-1).to(ecg.dtype)

@@ -25,13 +25,20 @@ import os
 
 import numpy as np
 
+from cardiacnets.config import from_dict, to_dict
+from cardiacnets.data.ukb_fields import CMR_FIELD_BY_NAME
+from cardiacnets.ecg.config import ECGConfig
+from cardiacnets.ecg.quality import check_quality
+from cardiacnets.ecg.standardize import standardize_ecg
 from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.heads.inference import demographics_normalizer, load_heads_model
+from cardiacnets.heads.targets import display_name
+from cardiacnets.io.ecg import read_ecg
+from cardiacnets.io.ecg_leads import STANDARD_LEADS, lead_mask, resolve_lead_subset
+from cardiacnets.models.pretrained import resolve_model_dir
 
 
 def _ecg_config(model, model_dir):
-    from cardiacnets.config import from_dict
-    from cardiacnets.ecg.config import ECGConfig
-
     saved = model.config.provenance.get("ecg_preprocessing")
     if not saved:
         raise InputError(model_dir, "the model records no ECG preprocessing (provenance.ecg_preprocessing); "
@@ -44,8 +51,6 @@ def _ecg_config(model, model_dir):
 
 def _demographics(model, record) -> tuple[np.ndarray | None, list[str]]:
     """The standardised demographics a FiLM encoder needs, from the record's metadata (mean where unknown)."""
-    from cardiacnets.heads.evaluation import demographics_normalizer
-
     normalizer = demographics_normalizer(model)
     if normalizer is None:
         return None, []
@@ -78,16 +83,6 @@ def predict_record(model_dir: str | os.PathLike, ecg_path: str | os.PathLike, le
         ConfigError: an unknown lead subset.
     """
     import torch
-
-    from cardiacnets.config import to_dict
-    from cardiacnets.data.ukb_fields import CMR_FIELD_BY_NAME
-    from cardiacnets.ecg.leads import STANDARD_LEADS, lead_mask, resolve_lead_subset
-    from cardiacnets.ecg.quality import check_quality
-    from cardiacnets.ecg.standardize import standardize_ecg
-    from cardiacnets.evaluate.embeddings import resolve_model_dir
-    from cardiacnets.heads.evaluation import load_heads_model
-    from cardiacnets.heads.targets import display_name
-    from cardiacnets.io.ecg import read_ecg
 
     # 1. The model and its preprocessing.
     folder = resolve_model_dir(model_dir)

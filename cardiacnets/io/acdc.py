@@ -8,7 +8,7 @@ as ``patientNNN_frameMM.h5`` with datasets ``image`` (float32, scaled to 0-1,
 slices x H x W at the native matrix) and ``label`` (uint8; 0 background, 1 RV
 cavity, 2 LV myocardium, 3 LV cavity). Voxel spacing is not stored, so the
 images get a unit affine and ``metadata["spacing_known"] = False``; labels are
-remapped to the UK Biobank convention of `cardiacnets.cmr.image`.
+remapped to the UK Biobank convention of `cardiacnets.io.cmr_image`.
 
 Safety: each dataset's shape and dtype are checked before it is read (3-D,
 real numbers, at most `MAX_VOXELS` voxels), so a compressed dataset declaring a
@@ -26,8 +26,8 @@ import h5py
 import numpy as np
 from einops import rearrange
 
-from cardiacnets.cmr.image import ACDC_TO_UKB, CMRImage
 from cardiacnets.errors import InputError
+from cardiacnets.io.cmr_image import ACDC_TO_UKB, CMRImage
 
 # Diagnostic groups of the ACDC training set by patient number (inclusive ranges).
 ACDC_GROUPS = (

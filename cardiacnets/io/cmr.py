@@ -14,10 +14,11 @@ import os
 import zipfile
 from pathlib import Path
 
-from cardiacnets.cmr.image import CMRImage
 from cardiacnets.errors import InputError
 from cardiacnets.io.acdc import read_acdc_h5
-from cardiacnets.io.dicom import check_zip_archive, read_dicom_series
+from cardiacnets.io.cmr_image import CMRImage
+from cardiacnets.io.dicom import read_dicom_series
+from cardiacnets.io.dicom_files import check_zip_archive
 from cardiacnets.io.nifti import read_nifti
 
 _DICM_OFFSET = 128  # DICOM Part 10 files carry "DICM" after a 128-byte preamble

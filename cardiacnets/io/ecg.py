@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from cardiacnets.ecg.record import ECGRecord
 from cardiacnets.errors import InputError
+from cardiacnets.io.ecg_record import ECGRecord
 
 SUPPORTED_FORMATS = (
     "UK Biobank / GE CardioSoft XML (.xml)",

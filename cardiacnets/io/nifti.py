@@ -39,8 +39,8 @@ import nibabel as nib
 import numpy as np
 from isal import igzip
 
-from cardiacnets.cmr.image import ACDC_TO_UKB, SEG_LABELS, VIEWS, CMRImage
 from cardiacnets.errors import InputError
+from cardiacnets.io.cmr_image import ACDC_TO_UKB, SEG_LABELS, VIEWS, CMRImage
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 LABEL_CONVENTIONS = ("ukb", "acdc")

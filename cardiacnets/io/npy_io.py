@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from cardiacnets.ecg.leads import canonical_lead_name
-from cardiacnets.ecg.record import ECGRecord
 from cardiacnets.errors import InputError
+from cardiacnets.io.ecg_leads import canonical_lead_name
+from cardiacnets.io.ecg_record import ECGRecord
 
 UNIT_TO_MV: dict[str, float] = {"uV": 1e-3, "mV": 1.0, "V": 1e3}
 

@@ -1,7 +1,7 @@
 """The burned-in SYNTHETIC label of generated images, and the words that mark them in file metadata.
 
 Every writer of a generated image draws the same label into its pixels: the
-DICOM series of `cardiacnets.io.dicom.write_dicom_series`, and the GIF and PNG
+DICOM series of `cardiacnets.io.dicom_write.write_dicom_series`, and the GIF and PNG
 previews of `cardiacnets.io.previews` (the outputs of ``cardiacnets
 generate``, the comparison pictures of ``cardiacnets evaluate generation``,
 the review app's generated cines). The label is the word ``SYNTHETIC`` in a

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cardiacnets.ecg.leads import STANDARD_LEADS, canonical_lead_name
-from cardiacnets.ecg.record import ECGRecord
 from cardiacnets.errors import InputError
+from cardiacnets.io.ecg_leads import STANDARD_LEADS, canonical_lead_name
+from cardiacnets.io.ecg_record import ECGRecord
 
 # XML element of ``RestingECGMeasurements`` -> measurement key (units in the key).
 MEASUREMENT_TAGS: dict[str, str] = {

@@ -44,9 +44,9 @@ from typing import Literal
 import numpy as np
 from einops import rearrange
 
-from cardiacnets.ecg.leads import canonical_lead_name
-from cardiacnets.ecg.record import ECGRecord
 from cardiacnets.errors import InputError
+from cardiacnets.io.ecg_leads import canonical_lead_name
+from cardiacnets.io.ecg_record import ECGRecord
 
 # Factor from each accepted physical unit to millivolts.
 UNIT_TO_MV: dict[str, float] = {

@@ -31,7 +31,9 @@ from torch import nn
 from cardiacnets.config import to_dict
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.models.cmr_encoder import CMREncoder
-from cardiacnets.models.pretrained import PretrainedMixin, load_pretrained, pretrained_class
+from cardiacnets.models.encoders import is_ecg_encoder, load_saved_encoder
+from cardiacnets.models.pretrained import PretrainedMixin, pretrained_class
+from cardiacnets.models.registry import create_model, get_model_config
 
 #: Largest logit scale (CLIP's clamp): temperature never below 0.01.
 MAX_LOGIT_SCALE = 100.0
@@ -103,8 +105,6 @@ def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
 
 
 def _build_encoder(spec: EncoderSpec, where: str) -> nn.Module:
-    from cardiacnets.models.registry import create_model
-
     try:
         return create_model(spec.model, **spec.overrides)
     except ConfigError as err:
@@ -131,7 +131,7 @@ class CardiacCLIP(nn.Module, PretrainedMixin):
         config.validate()
         self.config = config
         self.ecg_encoder = _build_encoder(config.ecg, "ecg")
-        if not hasattr(self.ecg_encoder.config, "n_leads"):  # ECGViT and ResNet1D configs; not MAE or CMR
+        if not is_ecg_encoder(self.ecg_encoder):
             raise ConfigError(f"CardiacCLIPConfig.ecg.model {config.ecg.model!r} is not an ECG encoder")
         self.cmr_encoders = nn.ModuleDict()
         for view in config.views:
@@ -201,35 +201,11 @@ class CardiacCLIP(nn.Module, PretrainedMixin):
         return out
 
 
-def _saved_encoder(folder: str, where: str, view: str | None) -> nn.Module:
-    """The encoder held by a saved folder (unwrapping a pretraining model)."""
-    from cardiacnets.models.cmr_mim import CMRMaskedModel
-    from cardiacnets.models.ecg_mae import ECGMAE
-
-    model = load_pretrained(folder)
-    if view is None:
-        if isinstance(model, ECGMAE):
-            return model.encoder
-        if isinstance(model, CMREncoder) or not hasattr(model.config, "n_leads"):
-            raise InputError(folder, f"holds a {type(model).__name__}, not an ECG encoder (for {where})")
-        return model
-    if isinstance(model, CMRMaskedModel):
-        if view not in model.encoders:
-            raise InputError(folder, f"the saved CMRMaskedModel has no encoder for view {view!r} "
-                                     f"(it has {', '.join(model.encoders)})")
-        return model.encoders[view]
-    if not isinstance(model, CMREncoder):
-        raise InputError(folder, f"holds a {type(model).__name__}, not a CMR encoder (for {where})")
-    return model
-
-
 def _resolve_init(spec: EncoderSpec, where: str, view: str | None) -> tuple[EncoderSpec, nn.Module | None]:
     """Load ``spec.init_from`` and turn the saved config into the spec's overrides."""
-    from cardiacnets.models.registry import get_model_config
-
     if spec.init_from is None:
         return spec, None
-    saved = _saved_encoder(spec.init_from, where, view)
+    saved = load_saved_encoder(spec.init_from, "ecg" if view is None else "cmr", view, where)
     saved_config = to_dict(saved.config)
     registered = get_model_config(spec.model)
     if type(registered) is not type(saved.config):

@@ -9,7 +9,7 @@ error on masked patches, against per-patch normalised targets.
 
 The hybrid objective adds InfoNCE between the class-token embeddings of two
 augmented views of the same ECG (random time shift, amplitude scale, Gaussian
-noise, lead masking — the functions below), weighted by
+noise, lead masking — `cardiacnets.data.transforms.augment_ecg_view`), weighted by
 ``contrastive_weight``; 0 gives the plain MAE. Both views go through the
 encoder and decoder as one batch. Patches of absent leads and of samples
 outside the recording (``ecg_sample_mask``) are never targets; absent leads'
@@ -26,35 +26,11 @@ from einops import rearrange, repeat
 from timm.layers import trunc_normal_
 from torch import nn
 
+from cardiacnets.data.transforms import ECGAugmentConfig, augment_ecg_view
 from cardiacnets.errors import ConfigError
-from cardiacnets.models.ecg_vit import LEAD_SUBSET_VIEWS, ECGViT, ECGViTConfig, random_lead_mask
+from cardiacnets.models.ecg_vit import ECGViT, ECGViTConfig
 from cardiacnets.models.layers import info_nce, init_weights, transformer_blocks
 from cardiacnets.models.pretrained import PretrainedMixin, pretrained_class
-
-
-@dataclass
-class ECGAugmentConfig:
-    """Random transformations producing the two views of the hybrid objective.
-
-    Attributes:
-        max_shift_samples: largest time shift (either direction); vacated samples are zero and leave the sample mask.
-        amplitude_scale: [low, high] range of a per-record gain, drawn log-uniformly.
-        noise_std_mV: standard deviation of added white noise.
-        lead_drop_prob: probability of dropping each lead (see `random_lead_mask`).
-        subset_prob: probability of a reduced-lead view (lead I, lead II, limb leads).
-    """
-
-    max_shift_samples: int = 125
-    amplitude_scale: list[float] = field(default_factory=lambda: [0.8, 1.25])
-    noise_std_mV: float = 0.02
-    lead_drop_prob: float = 0.2
-    subset_prob: float = 0.1
-
-    def validate(self) -> None:
-        if self.max_shift_samples < 0 or self.noise_std_mV < 0:
-            raise ConfigError("ECGAugmentConfig: max_shift_samples and noise_std_mV must be non-negative")
-        if len(self.amplitude_scale) != 2 or not 0 < self.amplitude_scale[0] <= self.amplitude_scale[1]:
-            raise ConfigError(f"ECGAugmentConfig.amplitude_scale must be [low, high] with 0 < low <= high, got {self.amplitude_scale}")
 
 
 @dataclass
@@ -92,82 +68,6 @@ class ECGMAEConfig:
             raise ConfigError("ECGMAEConfig: contrastive_weight must be >= 0 and contrastive_temperature > 0")
         self.encoder.validate()
         self.augment.validate()
-
-
-# --- augmentations -----------------------------------------------------------------------------------------------
-
-def random_time_shift(ecg: torch.Tensor, max_shift_samples: int, sample_mask: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shift each record in time by a random whole number of samples, filling with zeros.
-
-    A shift keeps the sampling rate (unlike crop-and-resize, which would change
-    the heart rate) and is equivalent to cropping a different window of a
-    longer recording.
-
-    Args:
-        ecg: (B, leads, samples).
-        max_shift_samples: shifts are uniform in [−max, +max].
-        sample_mask: (B, samples) bool of valid samples; ``None`` = all valid.
-        generator: random generator on ``ecg``'s device, for reproducible draws.
-
-    Returns:
-        (shifted ecg, shifted sample mask); samples shifted in from outside are zero and invalid.
-    """
-    batch, _, n_samples = ecg.shape
-    shift = torch.randint(-max_shift_samples, max_shift_samples + 1, (batch, 1), generator=generator, device=ecg.device)
-    source = torch.arange(n_samples, device=ecg.device) - shift  # (B, samples): where each output sample comes from
-    inside = (source >= 0) & (source < n_samples)
-    source = source.clamp(0, n_samples - 1)
-    shifted = ecg.gather(-1, repeat(source, "b t -> b l t", l=ecg.shape[1])) * rearrange(inside, "b t -> b 1 t")
-    valid = inside if sample_mask is None else sample_mask.gather(-1, source) & inside
-    return shifted, valid
-
-
-def random_amplitude_scale(ecg: torch.Tensor, low: float, high: float,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Multiply each record by a gain drawn log-uniformly from [low, high].
-
-    Args:
-        ecg: (B, leads, samples).
-        low: smallest gain (> 0).
-        high: largest gain.
-        generator: random generator on ``ecg``'s device.
-
-    Returns:
-        The scaled ECG (a new tensor).
-    """
-    u = torch.rand(ecg.shape[0], 1, 1, generator=generator, device=ecg.device, dtype=ecg.dtype)
-    log_low, log_high = torch.log(torch.tensor(low)), torch.log(torch.tensor(high))
-    return ecg * torch.exp(log_low + u * (log_high - log_low))
-
-
-def add_gaussian_noise(ecg: torch.Tensor, std_mV: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Add white Gaussian noise of standard deviation ``std_mV`` (a new tensor)."""
-    return ecg + std_mV * torch.randn(ecg.shape, generator=generator, device=ecg.device, dtype=ecg.dtype)
-
-
-def augment_ecg_view(ecg: torch.Tensor, lead_mask: torch.Tensor | None, sample_mask: torch.Tensor | None,
-                     config: ECGAugmentConfig, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """One random view of a batch: time shift, amplitude scale, noise and lead masking.
-
-    Args:
-        ecg: (B, leads, samples) in mV.
-        lead_mask: (B, leads) bool of recorded leads, or ``None``.
-        sample_mask: (B, samples) bool of valid samples, or ``None``.
-        config: the augmentation settings.
-        generator: random generator on ``ecg``'s device (the lead masks are drawn on the CPU
-            from the global generator when this is not a CPU generator).
-
-    Returns:
-        Dict with ``ecg``, ``ecg_lead_mask`` and ``ecg_sample_mask`` of the view.
-    """
-    shifted, valid = random_time_shift(ecg, config.max_shift_samples, sample_mask, generator)
-    scaled = random_amplitude_scale(shifted, *config.amplitude_scale, generator=generator)
-    noisy = add_gaussian_noise(scaled, config.noise_std_mV, generator) * rearrange(valid, "b t -> b 1 t")
-    cpu_generator = generator if generator is not None and generator.device.type == "cpu" else None
-    leads = random_lead_mask(ecg.shape[0], cpu_generator, config.lead_drop_prob, config.subset_prob,
-                             LEAD_SUBSET_VIEWS, present=lead_mask, device=ecg.device)
-    return {"ecg": noisy, "ecg_lead_mask": leads, "ecg_sample_mask": valid}
 
 
 # --- the model ---------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ added, so the encoder knows which lead is missing but none of its samples
 reach the network (their values cannot change the output). This keeps
 attention dense and unmasked (one batched operation, no padding), and lets one
 encoder serve 12-lead, reduced-lead and single-lead input;
-`random_lead_mask` draws such reduced-lead views during training.
+`cardiacnets.data.transforms.random_lead_mask` draws such reduced-lead views during training.
 
 Demographics (optional): with ``film`` set, a FiLM layer (identity at
 initialisation) scales and shifts every token by a small MLP of the
@@ -32,7 +32,6 @@ from einops import rearrange, repeat
 from timm.layers import trunc_normal_
 from torch import nn
 
-from cardiacnets.ecg.leads import STANDARD_LEADS, lead_mask as named_lead_mask
 from cardiacnets.errors import ConfigError
 from cardiacnets.models.layers import FiLM, init_weights, transformer_blocks
 from cardiacnets.models.pretrained import PretrainedMixin, pretrained_class
@@ -224,59 +223,3 @@ class ECGViT(nn.Module, PretrainedMixin):
         return self.forward_head(self.forward_features(ecg, lead_mask, demographics))
 
 
-#: Reduced-lead views drawn by `random_lead_mask`: lead I only (a watch), lead II
-#: only (a monitor strip), the six limb leads (no chest electrodes).
-LEAD_SUBSET_VIEWS: tuple[str, ...] = ("I", "II", "limb")
-
-
-def random_lead_mask(batch_size: int, generator: torch.Generator | None = None, lead_drop_prob: float = 0.2,
-                     subset_prob: float = 0.2, subsets: tuple[str, ...] = LEAD_SUBSET_VIEWS,
-                     present: torch.Tensor | None = None, device: torch.device | str | None = None) -> torch.Tensor:
-    """Draw training-time lead masks so one encoder learns 12-lead and reduced-lead input.
-
-    Each row is, with probability ``subset_prob``, one of the named ``subsets``
-    (chosen uniformly; names as in `cardiacnets.ecg.leads.resolve_lead_subset`);
-    otherwise every lead is dropped independently with ``lead_drop_prob`` and,
-    if that drops them all, one random lead is kept. With ``present`` (the
-    recorded leads, e.g. a batch's ``ecg_lead_mask``) the result is intersected
-    with it: a row whose independent drops would keep no recorded lead keeps
-    one random recorded lead, and a subset view sharing no lead with the record
-    is not used for that row (it keeps its independent draw). Rows without any
-    recorded lead stay empty.
-
-    Args:
-        batch_size: rows to draw.
-        generator: torch random generator (CPU) for reproducible draws.
-        lead_drop_prob: probability of dropping each lead independently.
-        subset_prob: probability of a whole named subset view instead.
-        subsets: named subset views to choose from.
-        present: optional (B, 12) bool mask of recorded leads.
-        device: device of the returned mask (default: that of ``present``, else CPU).
-
-    Returns:
-        (B, 12) bool mask, True = lead kept.
-    """
-    if not 0.0 <= lead_drop_prob <= 1.0 or not 0.0 <= subset_prob <= 1.0:
-        raise ValueError(f"probabilities must be in [0, 1], got lead_drop_prob={lead_drop_prob}, subset_prob={subset_prob}")
-    n_leads = len(STANDARD_LEADS)
-    present_cpu = None
-    if present is not None:
-        if present.shape != (batch_size, n_leads):
-            raise ValueError(f"present must have shape ({batch_size}, {n_leads}), got {tuple(present.shape)}")
-        present_cpu = present.detach().to("cpu", torch.bool)
-    keep = torch.rand(batch_size, n_leads, generator=generator) >= lead_drop_prob
-    allowed = present_cpu if present_cpu is not None else torch.ones(batch_size, n_leads, dtype=torch.bool)
-    keep &= allowed
-    # A row left without leads keeps one lead drawn uniformly among the allowed ones.
-    rescue = torch.argmax(torch.rand(batch_size, n_leads, generator=generator) * allowed, dim=1)
-    empty = ~keep.any(dim=1)
-    keep[empty, rescue[empty]] = allowed[empty, rescue[empty]]
-    if subsets:
-        views = torch.stack([torch.from_numpy(named_lead_mask(name)) for name in subsets])  # (n_views, 12)
-        use_view = torch.rand(batch_size, generator=generator) < subset_prob
-        which = torch.randint(len(subsets), (batch_size,), generator=generator)
-        view = views[which] & allowed
-        use_view &= view.any(dim=1)  # a view the record lacks entirely: keep the independent draw
-        keep = torch.where(use_view[:, None], view, keep)
-    target = device if device is not None else (present.device if present is not None else "cpu")
-    return keep.to(target)

@@ -3,7 +3,9 @@
 A folder holds ``config.json`` (the model's class name and its constructor
 config) and ``model.safetensors`` (the weights). Loading reads tensors with
 safetensors and builds the class from an allow-list of cardiacnets model
-classes: no pickled code is ever executed.
+classes (`pretrained_class`, filled when the modules defining them are
+imported: the ``cardiacnets.models`` package imports all of its own, and
+``cardiacnets.heads.model`` adds `HeadsModel`): no pickled code is ever executed.
 """
 
 from __future__ import annotations
@@ -73,10 +75,6 @@ def load_pretrained(folder: str | os.PathLike, strict: bool = True):
         class_name, config_data = meta["class"], meta["config"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise InputError(config_path, f"malformed model config ({err})") from None
-    from cardiacnets.models.registry import _ensure_loaded
-
-    _ensure_loaded()  # imports every model module, which registers the classes
-
     if class_name not in _CLASSES:
         raise InputError(config_path, f"unknown model class {class_name!r}")
     cls = _CLASSES[class_name]
@@ -86,3 +84,18 @@ def load_pretrained(folder: str | os.PathLike, strict: bool = True):
     except (RuntimeError, OSError, ValueError) as err:
         raise InputError(weights_path, f"weights do not fit {class_name} ({err})") from None
     return model
+
+
+def resolve_model_dir(run: str | os.PathLike) -> Path:
+    """The saved-model folder of a run: ``RUN/model/`` or `run` itself when it is one.
+
+    Raises:
+        InputError: `run` does not exist or holds no saved model.
+    """
+    run = Path(run)
+    if not run.exists():
+        raise InputError(run, "no such training run or model folder")
+    for candidate in (run / "model", run):
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    raise InputError(run, f"not a training run or saved model (no model/{CONFIG_NAME}); train one with 'cardiacnets train'")

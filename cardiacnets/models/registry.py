@@ -3,6 +3,15 @@
 A builder is registered under a name with the config dataclass it takes and
 its default values; `create_model` applies keyword overrides (unknown keys are
 an error, like every config in cardiacnets) and builds the model.
+
+The registry is filled by the packages that define its entries, when they are
+imported: ``cardiacnets.models`` (its ``__init__`` imports `zoo` and
+`segmenter`: the ECG and CMR encoders, their pretraining models, the alignment
+model and the segmenter) and ``cardiacnets.generation`` (its ``__init__``
+imports the frame autoencoder, the cine denoiser and the anatomy-first
+generator's denoisers). A lookup never imports a package itself (the registry
+sits below ``generation`` in the layers of ``docs/architecture.md``); whoever
+builds a generation model has imported ``cardiacnets.generation`` already.
 """
 
 from __future__ import annotations
@@ -35,30 +44,23 @@ def register_model(name: str, config_cls: type, build: Callable[[Any], Any], des
     _REGISTRY[name] = _Entry(name, config_cls, dict(defaults), build, description)
 
 
-def _ensure_loaded() -> None:
-    # Importing the model modules registers their models.
-    import cardiacnets.models.zoo  # noqa: F401
-    import cardiacnets.models.segmenter  # noqa: F401
-    import cardiacnets.generation.vae  # noqa: F401
-    import cardiacnets.generation.denoiser  # noqa: F401
-    import cardiacnets.generation.anatomy_prior  # noqa: F401
-    import cardiacnets.generation.image_decoder  # noqa: F401
+#: The packages whose import registers models (named in the error for an unknown model).
+REGISTERING_PACKAGES = ("cardiacnets.models", "cardiacnets.generation")
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted; ``pattern`` is an fnmatch filter (``"ecg_*"``)."""
     import fnmatch
 
-    _ensure_loaded()
     names = sorted(_REGISTRY)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
 def get_model_config(name: str, **overrides):
     """The config dataclass a model would be built from."""
-    _ensure_loaded()
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))} (models register "
+                          f"when their package is imported: {', '.join(REGISTERING_PACKAGES)})")
     entry = _REGISTRY[name]
     values = {**entry.defaults, **overrides}
     return from_dict(entry.config_cls, values, where=name)

@@ -7,23 +7,29 @@ CMR) needs a segmenter: `CineSegmenter` wraps MONAI's residual ``UNet``
 STACOM 2018) as a cardiacnets model with a typed config and
 ``save_pretrained`` / ``from_pretrained``. It labels one short-axis frame at a
 time, (B, 1, H, W) → (B, 4, H, W) logits in the UK Biobank label convention
-of `cardiacnets.cmr.image.SEG_LABELS` (0 background, 1 LV cavity, 2 LV
+of `cardiacnets.io.cmr_image.SEG_LABELS` (0 background, 1 LV cavity, 2 LV
 myocardium, 3 RV cavity); `CineSegmenter.segment` labels whole cines
 (B, slices, frames, H, W). It is trained by the ``segment`` task
-(`cardiacnets.train.segment_task`).
+(`cardiacnets.train.segment_task`), whose export writes the standard-cine
+geometry of its training set beside the weights (`CineGeometry`,
+``cmr_geometry.json``) so that the evaluation standardises other cines the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from cardiacnets.cmr.image import SEG_LABELS
-from cardiacnets.errors import ConfigError
+from cardiacnets.data.store import DATASET_YAML, read_dataset_info
+from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.io.cmr_image import SEG_LABELS
 from cardiacnets.models.pretrained import PretrainedMixin, pretrained_class
 from cardiacnets.models.registry import register_model
 
@@ -126,3 +132,50 @@ class CineSegmenter(nn.Module, PretrainedMixin):
 
 register_model("cmr_seg_unet_demo", SegmenterConfig, CineSegmenter,
                "demo cine-frame segmenter: MONAI residual UNet 16-32-64-128, batch norm, 4 UK Biobank labels")
+
+
+# --- the standard-cine geometry a segmenter was trained on ---------------------------------------------------
+
+#: File written next to a segmenter's weights: the standard-cine geometry of its training set.
+GEOMETRY_FILE = "cmr_geometry.json"
+
+@dataclass
+class CineGeometry:
+    """Geometry and intensity scale of standard cines (`cardiacnets.cmr.config.CMRConfig` fields).
+
+    Attributes:
+        spacing_mm: in-plane pixel size.
+        crop_size: side of the square crop, pixels.
+        n_frames: frames per cycle.
+        intensity_percentiles: input percentiles mapped to 0 and 1.
+        sa_slices: short-axis slice choice (``mid``, ``basal_mid_apical``, ``all``).
+    """
+
+    spacing_mm: float
+    crop_size: int
+    n_frames: int
+    intensity_percentiles: tuple[float, float] = (1.0, 99.0)
+    sa_slices: str = "mid"
+
+    @classmethod
+    def from_dataset(cls, root: str | os.PathLike) -> CineGeometry:
+        """The geometry recorded in a training set's ``dataset.yaml``.
+
+        Raises:
+            InputError: the file lacks the ``config.cmr`` section.
+        """
+        path = Path(root) / DATASET_YAML
+        try:
+            cmr = read_dataset_info(root)["config"]["cmr"]
+            return cls(float(cmr["spacing_mm"]), int(cmr["crop_size"]), int(cmr["n_frames"]),
+                       tuple(float(p) for p in cmr.get("intensity_percentiles", (1.0, 99.0))),
+                       str(cmr.get("sa_slices", "mid")))
+        except (OSError, KeyError, TypeError, ValueError) as err:
+            raise InputError(path, f"does not record the cine geometry (config.cmr: {err})") from None
+
+
+def save_geometry(geometry: CineGeometry, model_dir: str | os.PathLike) -> Path:
+    """Write ``cmr_geometry.json`` into a saved-model folder."""
+    path = Path(model_dir) / GEOMETRY_FILE
+    path.write_text(json.dumps(asdict(geometry), indent=2) + "\n")
+    return path

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cardiacnets.ecg.leads import STANDARD_LEADS
+from cardiacnets.io.ecg_leads import STANDARD_LEADS
 from cardiacnets.io.previews import cine_frames_uint8, cine_gif, cine_sprite_png  # noqa: F401  (the routes' renderers)
 
 PAPER_SPEED_MM_PER_S = 25.0

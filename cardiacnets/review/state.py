@@ -37,7 +37,8 @@ from cardiacnets.review.auth import (
 from cardiacnets.review.display import MEASUREMENT_FIELDS, number, reference_ranges
 from cardiacnets.review.jobs import GenerationSettings, JobRunner, ReviewModels, generate_cine, load_cine, save_cine, save_json
 from cardiacnets.review.security import LoginLimiter, allowed_hosts
-from cardiacnets.review.study import StudyConfig, StudyStore, load_study, resolve_cases, study_db_path
+from cardiacnets.review.study import StudyConfig, load_study, resolve_cases
+from cardiacnets.review.study_store import StudyStore, study_db_path
 from cardiacnets.review.uploads import PARSE_MEMORY_BYTES, PARSE_TIMEOUT_S, StoredUpload, is_upload_id, read_upload
 
 DEFAULT_CYCLE_MS = 1000.0

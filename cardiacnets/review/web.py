@@ -34,7 +34,8 @@ from cardiacnets.review.auth import sign, token_fingerprint, tokens_equal, unsig
 from cardiacnets.review.display import INDEX_TITLES, VIEW_TITLES, fmt
 from cardiacnets.review.security import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, csrf_matches
 from cardiacnets.review.state import ReviewState, StudyRuntime
-from cardiacnets.review.study import ARM_TITLES, StudyStore
+from cardiacnets.review.study import ARM_TITLES
+from cardiacnets.review.study_store import StudyStore
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REVIEW_COOKIE = "cn_review"

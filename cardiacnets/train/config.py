@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cardiacnets.config import from_dict, to_dict
-from cardiacnets.data.torch_data import DEFAULT_DEMOGRAPHICS, AugmentConfig
+from cardiacnets.data.torch_data import DEFAULT_DEMOGRAPHICS
+from cardiacnets.data.transforms import AugmentConfig
 from cardiacnets.errors import ConfigError
 
 

@@ -1,7 +1,8 @@
 """What the generation training stages share: data-set geometry, the frozen autoencoder, pipeline settings.
 
-Used by the direct generator's stages (`cardiacnets.train.generation_tasks`) and
-the anatomy-first generator's (`cardiacnets.train.anatomy_tasks`).
+Used by the direct generator's stages (`cardiacnets.train.vae_task`,
+`cardiacnets.train.diffusion_task`) and the anatomy-first generator's
+(`cardiacnets.train.anatomy_tasks`).
 """
 
 from __future__ import annotations
@@ -9,24 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from torch import nn
 
+from cardiacnets.data.store import TrainingSet
+from cardiacnets.data.store import read_dataset_info as data_config  # noqa: F401  (the name anatomy_tasks imports)
 from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.io.cmr_image import VIEWS
 
 
 def check_view(view: str) -> None:
-    from cardiacnets.cmr.image import VIEWS
-
     if view not in VIEWS:
         raise ConfigError(f"options.view must be one of {', '.join(VIEWS)}, got {view!r}")
-
-
-def data_config(root: str) -> dict:
-    import yaml
-
-    path = Path(root) / "dataset.yaml"
-    if not path.is_file():
-        raise InputError(root, "not a cardiacnets training set (no dataset.yaml)")
-    return yaml.safe_load(path.read_text()) or {}
 
 
 def load_vae(folder: str):
@@ -41,16 +35,14 @@ def load_vae(folder: str):
 
 def pipeline_settings(data_path: str, view: str, train_split: str = "train") -> dict:
     """View, frame interval, pixel spacing and ECG standardisation of a training set, for a pipeline's config."""
-    info = data_config(data_path)
-    shapes = {a["name"]: a["row_shape"] for a in info.get("arrays", [])}
-    frames = int(shapes[f"cmr_{view}"][1])
-    manifest = pd.read_csv(Path(data_path) / "manifest.csv", dtype={"subject_id": str})
-    train = manifest[manifest["split"] == train_split]
+    data = TrainingSet(data_path, split=train_split)
+    frames = int(data.row_shape(f"cmr_{view}")[1])
+    train = data.manifest
     frame_interval_ms = None
     if "ecg_rr_interval_ms" in train.columns:  # one cycle per cine: the typical RR interval over the frames
         rr = pd.to_numeric(train["ecg_rr_interval_ms"], errors="coerce").dropna()
         frame_interval_ms = round(float(rr.median()) / frames, 3) if len(rr) else None
-    config = info.get("config", {})
+    config = data.config
     return {"view": view, "frame_interval_ms": frame_interval_ms,
             "spacing_mm": (config.get("cmr") or {}).get("spacing_mm"), "ecg_config": config.get("ecg")}
 
@@ -69,3 +61,15 @@ def generation_provenance(ecg_encoder: str, view: str, feature_encoder: str | No
     return {"run": str(Path(run_dir).resolve()), "ecg_encoder": str(model_dir),
             "alignment_run": str(alignment_run) if alignment_run else None, "feature_encoder": feature,
             "training_set": str(Path(data_path).resolve())}
+
+
+def load_diffusers_weights(model: nn.Module, cls, folder: str) -> None:
+    """Copy the weights of a saved diffusers model of class `cls` into `model` (``init.model``)."""
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise InputError(folder, f"not a saved {cls.__name__} (no config.json)")
+    try:
+        saved = cls.from_pretrained(path)
+        model.load_state_dict(saved.state_dict())
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise InputError(folder, f"weights do not fit the configured {cls.__name__} ({err})") from None

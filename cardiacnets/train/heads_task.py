@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -40,9 +40,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cardiacnets import __version__
 from cardiacnets.config import from_dict, to_dict
+from cardiacnets.data.store import DATASET_YAML, TrainingSet, read_dataset_info
+from cardiacnets.data.torch_data import move_to_device
+from cardiacnets.data.transforms import augment_ecg
 from cardiacnets.errors import ConfigError, InputError
-from cardiacnets.train.tasks import Task, augment_ecg, move_to_device, register_task
+from cardiacnets.heads.inference import calibrate, predict_split
+from cardiacnets.heads.model import HeadsModel, HeadsModelConfig
+from cardiacnets.heads.targets import (
+    HeadTargets, TargetStandardizer, labelled_rows, match_case_control, open_heads_split, resolve_targets,
+    restrict_training_set, select_label_fraction, target_matrix, with_derived_targets,
+)
+from cardiacnets.io.ecg_leads import resolve_lead_subset
+from cardiacnets.models import get_model_config, list_models
+from cardiacnets.models.clip import EncoderSpec
+from cardiacnets.models.encoders import load_saved_encoder
+from cardiacnets.stats.metrics import classification_metrics, regression_metrics
+from cardiacnets.train.tasks import Task, register_task
 
 MODES = ("linear_probe", "finetune", "scratch")
 
@@ -111,8 +126,6 @@ class HeadsOptions:
         if self.hidden_dim < 0 or not 0.0 <= self.dropout < 1.0:
             raise ConfigError("options.hidden_dim must be >= 0 and options.dropout in [0, 1)")
         if self.leads is not None:
-            from cardiacnets.ecg.leads import resolve_lead_subset
-
             try:
                 resolve_lead_subset(self.leads)
             except ValueError as err:
@@ -158,8 +171,6 @@ class HeadsTask(Task):
         self._init_model = None
         self._features: dict[str, torch.Tensor] = {}
         if init.model is not None:
-            from cardiacnets.heads.model import HeadsModel
-
             self._init_model = HeadsModel.from_pretrained(init.model)
 
     # --- data ------------------------------------------------------------------------------------------------
@@ -168,14 +179,9 @@ class HeadsTask(Task):
 
     def open_split(self, root, split, require):
         """The labelled subjects of a split, with their targets (the training split: the chosen fraction)."""
-        from cardiacnets.data.store import TrainingSet
-        from cardiacnets.heads.targets import (HeadTargets, TargetStandardizer, labelled_rows, match_case_control,
-                                               resolve_targets, restrict_training_set, select_label_fraction,
-                                               target_matrix, with_derived_targets)
-
         training_set = TrainingSet(root, split=split, require=tuple(require))
         manifest = with_derived_targets(training_set.manifest)
-        source = Path(root) / "manifest.csv"
+        source = training_set.manifest_path
         is_train = split == self.config.data.train_split
         if self.targets is None:
             if not is_train:
@@ -228,9 +234,6 @@ class HeadsTask(Task):
     # --- model -----------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         """The `HeadsModel`: encoder from ``init.*`` or ``model.*``, heads for the resolved targets."""
-        from cardiacnets.heads.model import HeadsModel, HeadsModelConfig
-        from cardiacnets.models.clip import EncoderSpec
-
         init, o = self.config.init, self.options
         if self.targets is None:
             raise RuntimeError("build_model needs the training split opened first (open_split)")
@@ -345,8 +348,6 @@ class HeadsTask(Task):
             ``loss_*`` (as in training, over all validation subjects), ``r2_mean`` and ``auroc_mean``
             (means over the targets with enough labels; NaN when none).
         """
-        from cardiacnets.evaluate.metrics import classification_metrics, regression_metrics
-
         parts: dict[str, list[torch.Tensor]] = {}
         for batch in loader:
             batch = move_to_device(batch, accelerator.device)
@@ -410,9 +411,6 @@ class HeadsTask(Task):
     # --- export ----------------------------------------------------------------------------------------------
     def export(self, model, run_dir):
         """Calibrate on the validation split, record the provenance, save ``RUN/model`` and ``RUN/ecg_encoder``."""
-        from cardiacnets.heads.evaluation import calibrate, predict_split
-        from cardiacnets.heads.targets import open_heads_split
-
         c, o = self.config, self.options
         model.config.provenance = self.provenance(run_dir, model)
         if c.data.val_split is not None:
@@ -426,13 +424,9 @@ class HeadsTask(Task):
 
     def provenance(self, run_dir: Path, model) -> dict:
         """How the model was made: mode, initialisation, data, subjects, ECG preprocessing, demographics."""
-        import yaml
-
-        from cardiacnets import __version__
-
         c, o, info = self.config, self.options, self.split_info
-        dataset_yaml = Path(c.data.path) / "dataset.yaml"
-        dataset_info = yaml.safe_load(dataset_yaml.read_text()) if dataset_yaml.is_file() else {}
+        has_info = (Path(c.data.path) / DATASET_YAML).is_file()
+        dataset_info = read_dataset_info(c.data.path) if has_info else {}
         provenance = {
             "task": "heads", "mode": o.mode, "run": str(run_dir), "data": str(c.data.path),
             "train_split": c.data.train_split, "val_split": c.data.val_split,
@@ -444,11 +438,9 @@ class HeadsTask(Task):
             "seed": c.seed, "cardiacnets_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        demographics_path = Path(run_dir) / "demographics.json"
-        if getattr(model.encoder.config, "film", False) and demographics_path.is_file():
-            import json
-
-            provenance["demographics"] = json.loads(demographics_path.read_text())
+        if getattr(model.encoder.config, "film", False) and self.demographics is not None:
+            # The normaliser of the run (RUN/demographics.json), as predict_record standardises with it.
+            provenance["demographics"] = {k: list(v) for k, v in asdict(self.demographics).items()}
         return provenance
 
 
@@ -475,10 +467,6 @@ def _saved_encoder_spec(folder: str, model_name: str, overrides: dict):
         ``(encoder, spec)``: the spec names a registered model of the encoder's config class
         with the saved config as overrides.
     """
-    from cardiacnets.models import get_model_config, list_models
-    from cardiacnets.models.clip import EncoderSpec
-    from cardiacnets.train.tasks import load_saved_encoder
-
     encoder = load_saved_encoder(folder, "ecg")
     config_class = type(encoder.config)
     saved = to_dict(encoder.config)

@@ -56,13 +56,14 @@ import torch
 from cardiacnets.config import save_config, to_dict
 from cardiacnets.data.store import TrainingSet
 from cardiacnets.data.torch_data import (
-    CardiacTorchDataset, DemographicsNormalizer, EpochBatchSampler, batches_per_epoch, make_loader, shard_batches,
+    CardiacTorchDataset, DemographicsNormalizer, EpochBatchSampler, batches_per_epoch, make_loader, move_to_device,
+    shard_batches,
 )
 from cardiacnets.errors import CardiacNetsError, ConfigError, InputError
 from cardiacnets.train import checkpoint as ckpt
 from cardiacnets.train.config import TrainConfig
 from cardiacnets.train.ema import create_ema
-from cardiacnets.train.tasks import Task, batch_size_of, get_task_class, move_to_device
+from cardiacnets.train.tasks import Task, batch_size_of, get_task_class
 
 #: Config keys that may differ between a checkpoint and the run resuming it.
 RESUME_MAY_CHANGE = ("logging.", "checkpoint.", "data.workers", "output_dir")
@@ -268,8 +269,9 @@ class Trainer:
         require = self.task.required_modalities() if c.data.require is None else c.data.require
         train_set = self._open_split(c.data.train_split, require)
         self.demographics = (DemographicsNormalizer.fit(train_set.manifest, c.data.demographics,
-                                                        Path(c.data.path) / "manifest.csv")
+                                                        train_set.manifest_path)
                              if c.data.demographics else None)
+        self.task.demographics = self.demographics  # the one normaliser of the run (batches, read-outs, exports)
         views = self.task.views()
         self.train_data = CardiacTorchDataset(train_set, self.demographics, c.data.augment, c.seed, views,
                                               segmentations=self.task.segmentations())

@@ -36,8 +36,9 @@ from einops import rearrange
 
 from monai.transforms import MapTransform, RandomizableTransform
 
-from cardiacnets.cmr.image import SEG_LABELS
-from cardiacnets.errors import ConfigError
+from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.io.cmr_image import SEG_LABELS
+from cardiacnets.models.segmenter import CineGeometry, CineSegmenter, save_geometry
 from cardiacnets.train.tasks import Task, register_task
 
 #: Foreground classes scored, in label order (1, 2, 3).
@@ -285,8 +286,6 @@ class SegmentTask(Task):
         return True
 
     def check_model(self, model):
-        from cardiacnets.models.segmenter import CineSegmenter
-
         if not isinstance(model, CineSegmenter):
             raise ConfigError(f"task segment trains a CineSegmenter; model {self.model_name!r} "
                               f"is a {type(model).__name__}")
@@ -342,9 +341,6 @@ class SegmentTask(Task):
 
     def export(self, model, run_dir):
         """Save the segmenter, with the cine geometry of its training set (``cmr_geometry.json``) when recorded."""
-        from cardiacnets.errors import InputError
-        from cardiacnets.evaluate.segmentation import CineGeometry, save_geometry
-
         folder = model.save_pretrained(run_dir / "model")
         try:
             save_geometry(CineGeometry.from_dataset(self.config.data.path), folder)

@@ -17,8 +17,11 @@ Stages of CardiacNets (arXiv 2411.13602):
   (`CardiacCLIP` + `ClipLoss`); exports ``RUN/model``, ``RUN/ecg_encoder`` and
   ``RUN/cmr_<view>_encoder``.
 
-Later stages (``vae``, ``diffusion``, ``heads``) register themselves with
-`register_task`.
+The other stages register themselves with `register_task` in their own
+modules (``segment``: `segment_task`; ``heads``: `heads_task`; ``vae``:
+`vae_task`; ``diffusion``: `diffusion_task`; ``anatomy_image`` and ``anatomy``:
+`anatomy_tasks`), which the package's ``__init__`` imports: importing
+``cardiacnets.train`` fills `TASKS`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,17 @@ import torch
 from torch import nn
 
 from cardiacnets.config import from_dict, to_dict
+from cardiacnets.data.store import TrainingSet
+from cardiacnets.data.torch_data import move_to_device
+from cardiacnets.data.transforms import augment_ecg
 from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.losses import ClipLoss, symmetric_info_nce
+from cardiacnets.models import create_model, get_model_config
+from cardiacnets.models.clip import CardiacCLIPConfig
+from cardiacnets.models.cmr_mim import CMRMaskedModelConfig
+from cardiacnets.models.ecg_mae import ECGMAE
+from cardiacnets.models.encoders import load_saved_encoder
+from cardiacnets.models.pretrained import load_pretrained
 
 TASKS: dict[str, type[Task]] = {}
 
@@ -45,26 +58,12 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-# Modules that define further tasks (imported on first lookup, so importing this module stays light).
-TASK_MODULES: tuple[str, ...] = ("cardiacnets.train.segment_task", "cardiacnets.train.heads_task",
-                                  "cardiacnets.train.generation_tasks", "cardiacnets.train.anatomy_tasks")
-
-
-def _import_task_modules() -> None:
-    import importlib
-
-    for module in TASK_MODULES:
-        importlib.import_module(module)
-
-
 def get_task_class(name: str) -> type[Task]:
     """The task class registered under `name`.
 
     Raises:
         ConfigError: unknown task, listing the known ones.
     """
-    if name not in TASKS:
-        _import_task_modules()
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]
@@ -80,52 +79,17 @@ def batch_size_of(batch: dict) -> int:
     return len(batch["subject_id"])
 
 
-def augment_ecg(batch: dict, generator: torch.Generator, max_shift_samples: int = 0, lead_drop_prob: float = 0.0,
-                subset_prob: float = 0.0) -> dict:
-    """The batch with the training-time ECG augmentation of the ECG stages applied.
-
-    Args:
-        batch: collated batch with ``ecg``, ``ecg_sample_mask`` and ``ecg_lead_mask``.
-        generator: the step's CPU generator.
-        max_shift_samples: random time shift, zero-filled (`random_time_shift`); 0: none.
-        lead_drop_prob, subset_prob: random lead dropping and reduced-lead views
-            (`random_lead_mask`); both 0: none.
-
-    Returns:
-        A new batch dict (the input is not modified).
-    """
-    if max_shift_samples > 0:
-        from cardiacnets.models.ecg_mae import random_time_shift
-
-        ecg = batch["ecg"]
-        # The shift is drawn on the ECG's device; a GPU needs its own generator, seeded from the step's.
-        device_generator = generator if ecg.device.type == "cpu" else torch.Generator(ecg.device).manual_seed(
-            int(torch.randint(2**62, (1,), generator=generator)))
-        shifted, valid = random_time_shift(ecg, max_shift_samples, batch["ecg_sample_mask"], device_generator)
-        batch = {**batch, "ecg": shifted, "ecg_sample_mask": valid}
-    if lead_drop_prob > 0 or subset_prob > 0:
-        from cardiacnets.models.ecg_vit import random_lead_mask
-
-        present = batch["ecg_lead_mask"]
-        mask = random_lead_mask(batch_size_of(batch), generator, lead_drop_prob, subset_prob, present=present)
-        batch = {**batch, "ecg_lead_mask": mask.to(present.device)}
-    return batch
-
-
-def move_to_device(batch, device: torch.device):
-    """Move every tensor of a (nested) batch to `device`; other values stay as they are."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    return batch
-
-
 class Task:
     """One training stage. Subclasses set the class attributes and override the steps.
 
     Args:
         config: the run's `TrainConfig` (``config.options`` is parsed into ``options_class``).
+
+    Attributes:
+        demographics: the `DemographicsNormalizer` the training loop fitted on the training split
+            (``RUN/demographics.json``; ``None`` without ``data.demographics``), set before the model
+            is built. The batches' demographics are standardised by it, so a task that standardises
+            demographics itself (a read-out, an exported pipeline) uses this one, never a refit.
     """
 
     name: ClassVar[str] = ""
@@ -134,6 +98,7 @@ class Task:
 
     def __init__(self, config):
         self.config = config
+        self.demographics = None
         self.options = from_dict(self.options_class, config.options, where="options")
         self.model_name = config.model.name or self.default_model
         if not self.model_name:
@@ -156,8 +121,6 @@ class Task:
         Returns:
             A `cardiacnets.data.store.TrainingSet`.
         """
-        from cardiacnets.data.store import TrainingSet
-
         return TrainingSet(root, split=split, require=tuple(require))
 
     def segmentations(self) -> bool:
@@ -171,8 +134,6 @@ class Task:
 
     def build_model(self) -> nn.Module:
         """Build the model to train (``create_model``) and load ``init.model`` weights."""
-        from cardiacnets.models import create_model
-
         model = create_model(self.model_name, **self.model_overrides())
         self.check_model(model)
         if self.config.init.model is not None:
@@ -247,8 +208,6 @@ class Task:
 
 
 def _load_same_class(model: nn.Module, folder: str) -> None:
-    from cardiacnets.models.pretrained import load_pretrained
-
     saved = load_pretrained(folder)
     if type(saved) is not type(model):
         raise InputError(folder, f"holds a {type(saved).__name__}; init.model needs a {type(model).__name__}")
@@ -256,38 +215,6 @@ def _load_same_class(model: nn.Module, folder: str) -> None:
         model.load_state_dict(saved.state_dict())
     except RuntimeError as err:
         raise InputError(folder, f"weights do not fit the configured model ({err})") from None
-
-
-def load_saved_encoder(folder: str, kind: str, view: str | None = None) -> nn.Module:
-    """The encoder held by a saved folder, unwrapping a pretraining model.
-
-    Args:
-        folder: a ``save_pretrained`` folder.
-        kind: ``ecg`` (an `ECGViT`/`ResNet1D`, or the encoder of an `ECGMAE`) or ``cmr`` (a
-            `CMREncoder`, or the `view` encoder of a `CMRMaskedModel`).
-        view: the CMR view (``kind="cmr"``).
-
-    Returns:
-        The encoder module with its weights.
-    """
-    from cardiacnets.models.cmr_encoder import CMREncoder
-    from cardiacnets.models.cmr_mim import CMRMaskedModel
-    from cardiacnets.models.ecg_mae import ECGMAE
-    from cardiacnets.models.pretrained import load_pretrained
-
-    saved = load_pretrained(folder)
-    if kind == "ecg":
-        saved = saved.encoder if isinstance(saved, ECGMAE) else saved
-        if not hasattr(saved.config, "n_leads") or isinstance(saved, CMREncoder):
-            raise InputError(folder, f"holds a {type(saved).__name__}, not an ECG encoder")
-        return saved
-    if isinstance(saved, CMRMaskedModel):
-        if view not in saved.encoders:
-            raise InputError(folder, f"has no encoder for view {view!r} (it has {', '.join(saved.encoders)})")
-        return saved.encoders[view]
-    if not isinstance(saved, CMREncoder):
-        raise InputError(folder, f"holds a {type(saved).__name__}, not a CMR encoder")
-    return saved
 
 
 def _copy_weights(target: nn.Module, source: nn.Module, folder: str) -> None:
@@ -310,8 +237,6 @@ class PretrainECGTask(Task):
         return ["ecg"]
 
     def check_model(self, model):
-        from cardiacnets.models.ecg_mae import ECGMAE
-
         if not isinstance(model, ECGMAE):
             raise ConfigError(f"task pretrain_ecg trains an ECGMAE; model {self.model_name!r} "
                               f"is a {type(model).__name__}")
@@ -345,10 +270,8 @@ class PretrainCMRTask(Task):
 
     def __init__(self, config):
         super().__init__(config)
-        from cardiacnets.models import get_model_config
-
         self.model_config = get_model_config(self.model_name, **self.model_overrides())
-        if not hasattr(self.model_config, "encoders"):
+        if not isinstance(self.model_config, CMRMaskedModelConfig):
             raise ConfigError(f"task pretrain_cmr trains a CMRMaskedModel; model {self.model_name!r} is not one")
 
     def views(self):
@@ -424,18 +347,14 @@ class AlignTask(Task):
 
     def __init__(self, config):
         super().__init__(config)
-        from cardiacnets.losses import ClipLoss
-        from cardiacnets.models import get_model_config
 
         self.model_config = get_model_config(self.model_name, **self.model_overrides())
-        if not hasattr(self.model_config, "views") or not hasattr(self.model_config, "ecg"):
+        if not isinstance(self.model_config, CardiacCLIPConfig):
             raise ConfigError(f"task align trains a CardiacCLIP; model {self.model_name!r} is not one")
         self.loss = ClipLoss(views=self.model_config.views, gather=self.options.gather)
 
     def model_overrides(self) -> dict:
         """The configured overrides with ``init.*`` folders set as the encoders' ``init_from``."""
-        from cardiacnets.models import get_model_config
-
         overrides = dict(self.config.model.overrides)
         init = self.config.init
         if init.ecg_encoder is None and not init.cmr_encoders:
@@ -470,8 +389,6 @@ class AlignTask(Task):
         return self.loss(model(batch), valid=self._valid(batch))
 
     def validation_step(self, model, batch):
-        from cardiacnets.losses import ClipLoss
-
         outputs = model(batch)
         return ClipLoss(views=self.views(), gather=False)(outputs, valid=self._valid(batch))
 
@@ -485,8 +402,6 @@ class AlignTask(Task):
             ``top1_<view>_to_ecg``: retrieval accuracy within groups of ``val_candidates``;
             ``logit_scale``.
         """
-        from cardiacnets.losses import symmetric_info_nce
-
         parts: dict[str, list[torch.Tensor]] = {}
         logit_scale = None
         for batch in loader:

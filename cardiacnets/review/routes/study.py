@@ -21,7 +21,8 @@ from cardiacnets.review.auth import sign, token_fingerprint, tokens_equal
 from cardiacnets.review.display import match_display
 from cardiacnets.review.routes.media import CINE_FORMATS, cine_response, ecg_response
 from cardiacnets.review.state import StudyRuntime
-from cardiacnets.review.study import AnswerError, StudyStore, check_reader_name, required_answers
+from cardiacnets.review.study import check_reader_name
+from cardiacnets.review.study_store import AnswerError, StudyStore, required_answers
 from cardiacnets.review.web import (
     APIReader,
     MediaReader,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from cardiacnets.review.auth import sign, token_fingerprint, tokens_equal
-from cardiacnets.review.study import summarize
+from cardiacnets.review.study_summary import summarize
 from cardiacnets.review.web import (
     IsAdmin,
     State,

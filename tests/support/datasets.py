@@ -1,0 +1,162 @@
+"""Training sets and tiny models for the tests: written directly in the store layout (fast), or simulated and
+preprocessed with the demo config (the real pipeline)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from cardiacnets.cmr.indices import cavity_measurements
+from cardiacnets.data.store import ArraySpec, create_arrays
+from cardiacnets.models import create_model
+from support import DEMO_PREPROCESS_CONFIG
+
+
+def synth_cohort(raw: Path, n: int, seed: int) -> Path:
+    """``cardiacnets synth`` of `n` subjects into `raw`, through the command line as a user runs it."""
+    from cardiacnets.cli import main
+
+    assert main(["synth", "--n", str(n), "--out", str(raw), "--seed", str(seed)]) == 0
+    return raw
+
+
+def simulated_training_set(root: Path, n: int, seed: int = 0, overrides=(), cohort_workers: int = 0) -> Path:
+    """``n`` simulated subjects (``root/raw``) preprocessed with the demo config (``root/dataset``).
+
+    Args:
+        root: folder for both.
+        n: subjects.
+        seed: the simulator's seed.
+        overrides: ``key=value`` changes of the demo preprocessing config.
+        cohort_workers: simulator worker processes.
+
+    Returns:
+        The training set folder.
+    """
+    from cardiacnets.config import load_config
+    from cardiacnets.data.preprocess import PreprocessConfig, preprocess
+    from cardiacnets.simulate import write_cohort
+
+    write_cohort(root / "raw", n, seed=seed, workers=cohort_workers, ceiling=False)
+    config = load_config(PreprocessConfig, DEMO_PREPROCESS_CONFIG, list(overrides))
+    preprocess("ukb", root / "raw", root / "dataset", config, workers=0)
+    return root / "dataset"
+
+
+def write_training_set(root, n=12, views=("sa", "la_4ch"), splits=None, has_view=None, ecg_samples=2500,
+                       cine_shape=(1, 25, 64, 64), with_ecg=True, seed=0):
+    """A training set in `cardiacnets.data.store`'s layout with random content.
+
+    The first half of the subjects is ``train``, the second ``test`` (unless
+    `splits` says otherwise); `has_view` maps a view to its (n,) bool column.
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    specs = [ArraySpec("ecg", (12, ecg_samples), "float16"), ArraySpec("ecg_lead_mask", (12,), "bool")] if with_ecg else []
+    specs += [ArraySpec(f"cmr_{view}", cine_shape, "float16") for view in views]
+    create_arrays(root, n, specs)
+    arrays = {spec.name: np.load(spec.path(root), mmap_mode="r+") for spec in specs}
+    if with_ecg:
+        arrays["ecg"][:] = rng.normal(scale=0.3, size=arrays["ecg"].shape)
+        arrays["ecg_lead_mask"][:] = True
+    for view in views:
+        arrays[f"cmr_{view}"][:] = rng.random(arrays[f"cmr_{view}"].shape)
+    for array in arrays.values():
+        array.flush()
+    splits = splits or ["train"] * (n - n // 2) + ["test"] * (n // 2)
+    manifest = pd.DataFrame({
+        "row": np.arange(n), "subject_id": [str(2000 + i) for i in range(n)], "split": splits,
+        "has_ecg": True, "ecg_valid_start": 0, "ecg_valid_end": ecg_samples,
+        "lvef_pct": rng.uniform(30, 70, n), "icd10": ["I42"] * n, "label_heart_failure": np.arange(n) % 3 == 0,
+        "age_years": rng.uniform(40, 80, n).round(), "sex_male": np.arange(n) % 2, "bmi": rng.uniform(20, 32, n),
+    })
+    for view in views:
+        manifest[f"has_{view}"] = True if has_view is None else has_view.get(view, True)
+    manifest.to_csv(root / "manifest.csv", index=False)
+    info = {"format_version": 1, "n_subjects": n,
+            "arrays": [{"name": s.name, "row_shape": list(s.row_shape), "dtype": s.dtype} for s in specs]}
+    (root / "dataset.yaml").write_text(yaml.safe_dump(info))
+    return root
+
+
+TINY_ECG = {"n_samples": 500, "patch_size": 50, "width": 32, "depth": 1, "heads": 2, "embed_dim": 16}
+TINY_CMR = {"frames": 4, "img_size": 16, "embed_dim": 16}
+
+
+def save_tiny_clip(folder, film=False):
+    """A tiny untrained CardiacCLIP (ECG 12 x 500, cines 1 x 4 x 16 x 16) saved with save_pretrained."""
+    ecg = {**TINY_ECG, "film": film}
+    model = create_model("cardiac_clip_demo", ecg={"model": "ecg_vit_tiny", "overrides": ecg},
+                         cmr={view: {"model": "cmr_encoder_demo", "overrides": TINY_CMR} for view in ("sa", "la_4ch")},
+                         embed_dim=8)
+    model.save_pretrained(folder)
+    return folder
+
+
+def disc_labels(size: int, lv_radius: float, rv_radius: float, wall: float = 2.0) -> np.ndarray:
+    """(size, size) UK Biobank labels: LV cavity disc, myocardial ring, RV disc beside it."""
+    yy, xx = np.mgrid[:size, :size].astype(float)
+    centre = size / 2 - 0.5
+    r_lv = np.hypot(yy - centre, xx - centre)
+    r_rv = np.hypot(yy - centre, xx - (centre - lv_radius - wall - rv_radius - 1))
+    labels = np.zeros((size, size), np.uint8)
+    labels[r_rv <= rv_radius] = 3
+    labels[r_lv <= lv_radius + wall] = 2
+    labels[r_lv <= lv_radius] = 1
+    return labels
+
+
+#: Intensity of each label in the synthetic cines (background, LV cavity, myocardium, RV cavity).
+LABEL_INTENSITY = np.array([0.1, 0.9, 0.3, 0.7], np.float32)
+
+
+def write_disc_set(root: Path, n: int = 12, frames: int = 8, size: int = 32, ecg_samples: int = 500,
+                   splits: list[str] | None = None, spacing_mm: float = 2.2, seed: int = 0) -> Path:
+    """A training set (store layout, ``dataset.yaml`` with the cine geometry) of disc cines with exact labels.
+
+    Subject i has an LV cavity radius of ``4 + (i % 5) * 0.8`` px at ED, contracting by up to 30 % over the
+    cycle; its RV radius is 3-5 px. The manifest holds ``seg_lvedv_ml`` etc. measured on the labels.
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    specs = [ArraySpec("ecg", (12, ecg_samples), "float16"), ArraySpec("ecg_lead_mask", (12,), "bool"),
+             ArraySpec("cmr_sa", (1, frames, size, size), "float16"),
+             ArraySpec("seg_sa", (1, frames, size, size), "uint8")]
+    create_arrays(root, n, specs)
+    arrays = {spec.name: np.load(spec.path(root), mmap_mode="r+") for spec in specs}
+    arrays["ecg"][:] = rng.normal(scale=0.3, size=arrays["ecg"].shape)
+    arrays["ecg_lead_mask"][:] = True
+    for i in range(n):
+        lv_ed, rv_ed = 4.0 + (i % 5) * 0.8, 3.0 + (i % 3) * 1.0
+        for f in range(frames):
+            squeeze = 1.0 - 0.3 * math.sin(math.pi * f / frames) ** 2
+            labels = disc_labels(size, lv_ed * squeeze, rv_ed * squeeze)
+            arrays["seg_sa"][i, 0, f] = labels
+            noise = rng.normal(scale=0.02, size=labels.shape)
+            arrays["cmr_sa"][i, 0, f] = np.clip(LABEL_INTENSITY[labels] + noise, 0, 1)
+    for array in arrays.values():
+        array.flush()
+    splits = splits or (["train"] * (n - n // 2) + ["val"] * (n // 4) + ["test"] * (n // 2 - n // 4))
+    measured = cavity_measurements(np.asarray(arrays["seg_sa"]), spacing_mm)
+    manifest = pd.DataFrame({
+        "row": np.arange(n), "subject_id": [str(3000 + i) for i in range(n)], "split": splits, "has_ecg": True,
+        "ecg_valid_start": 0, "ecg_valid_end": ecg_samples, "has_sa": True, "has_seg_sa": True,
+        "age_years": rng.uniform(40, 80, n).round(), "sex_male": np.arange(n) % 2, "bmi": rng.uniform(20, 32, n),
+    })
+    for column in ("lvedv_ml", "lvesv_ml", "lvef_pct", "rvedv_ml", "rvef_pct", "lvm_g"):
+        manifest[f"seg_{column}"] = measured[column].to_numpy()
+    manifest.to_csv(root / "manifest.csv", index=False)
+    info = {"format_version": 1, "n_subjects": n,
+            "config": {"cmr": {"views": ["sa"], "n_frames": frames, "crop_size": size, "spacing_mm": spacing_mm,
+                               "sa_slices": "mid", "intensity_percentiles": [1.0, 99.0]}},
+            "arrays": [{"name": s.name, "row_shape": list(s.row_shape), "dtype": s.dtype} for s in specs]}
+    (root / "dataset.yaml").write_text(yaml.safe_dump(info))
+    return root
+
+
+#: A tiny segmenter (MONAI UNet) for the disc sets.
+TINY_UNET = {"channels": [4, 8], "strides": [2], "num_res_units": 0}
