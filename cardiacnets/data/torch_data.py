@@ -112,6 +112,10 @@ class DemographicsNormalizer:
         z = (values - np.asarray(self.mean)) / np.asarray(self.std)
         return np.where(present, z, 0.0).astype(np.float32), present
 
+    def to_config(self) -> dict[str, list]:
+        """``{"columns", "mean", "std"}`` as lists: the form pipelines and read-outs keep in their config."""
+        return {k: list(v) for k, v in asdict(self).items()}
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the normaliser as JSON."""
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -6,7 +6,8 @@ to predict the noise (``epsilon``) or the velocity (``v_prediction``;
 Salimans & Ho, "Progressive distillation for fast sampling of diffusion
 models", 2022). The schedule is diffusers' ``DDPMScheduler``, which is also
 the ``scheduler`` saved with the pipeline. Used by the ``diffusion`` training
-stage (`cardiacnets.train.diffusion_task`).
+stage (`cardiacnets.train.diffusion_task`) and the anatomy-first generator's
+stages (`cardiacnets.train.anatomy_image_task`, `cardiacnets.train.anatomy_task`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from __future__ import annotations
 import torch
 
 
+#: ``DDPMScheduler``'s own first and last beta, used where a stage's options name none (the anatomy-first stages).
+DEFAULT_BETA_START, DEFAULT_BETA_END = 0.0001, 0.02
+
+
 def noise_scheduler_from(options):
     """The ``DDPMScheduler`` of a training noise schedule (also the pipeline's ``scheduler``).
 
     Args:
-        options: anything with ``num_train_timesteps``, ``beta_schedule``, ``beta_start``,
-            ``beta_end`` and ``prediction_type`` (the ``diffusion`` task's options).
+        options: anything with ``num_train_timesteps``, ``beta_schedule`` and ``prediction_type``
+            (a training stage's options), and ``beta_start`` and ``beta_end`` where the stage
+            configures them (the ``diffusion`` task; otherwise diffusers' defaults,
+            `DEFAULT_BETA_START` and `DEFAULT_BETA_END`, which only linear schedules use).
 
     Returns:
         The scheduler (``clip_sample`` off: latents are not bounded).
@@ -27,8 +34,24 @@ def noise_scheduler_from(options):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=options.num_train_timesteps, beta_schedule=options.beta_schedule,
-                         beta_start=options.beta_start, beta_end=options.beta_end,
+                         beta_start=getattr(options, "beta_start", DEFAULT_BETA_START),
+                         beta_end=getattr(options, "beta_end", DEFAULT_BETA_END),
                          prediction_type=options.prediction_type, clip_sample=False)
+
+
+def training_target(scheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the network learns to predict: the noise (``epsilon``) or the velocity (``v_prediction``).
+
+    Args:
+        scheduler: the training ``DDPMScheduler`` (its ``prediction_type``).
+        clean: the clean latents; noise: the noise added; timesteps: (B,) their steps.
+
+    Returns:
+        The target, shaped like `clean`.
+    """
+    if scheduler.config.prediction_type == "epsilon":
+        return noise
+    return scheduler.get_velocity(clean, noise, timesteps)
 
 
 def sample_timesteps(n: int, num_train_timesteps: int, bias: float = 0.0,

@@ -7,12 +7,14 @@ reference ranges (Petersen et al., JCMR 2017), and enriched disease states
 (DCM, HCM, old infarct, heart failure, pulmonary hypertension, pericarditis /
 effusion, myocarditis) that change them consistently.
 
-* CMR (`cmr_model`): a biventricular geometry whose per-frame scales are solved
-  so that Simpson's sums over the short-axis slices reproduce the volume curves,
-  rendered as bSSFP-like short-axis and 4-chamber cines with a segmentation;
-  the indices measured on that segmentation match the latent targets.
-* ECG (`ecg_model`): a dipole (vectorcardiogram) model projected to 12 leads
-  with the Dower transform, written as GE CardioSoft XML (`ukb_xml_writer`).
+* CMR: a biventricular geometry (`heart_model`) whose per-frame scales are
+  solved so that Simpson's sums over the short-axis slices reproduce the volume
+  curves, rendered (`cmr_model`) as bSSFP-like short-axis and 4-chamber cines
+  with a segmentation; the indices measured on that segmentation match the
+  latent targets.
+* ECG (`ecg_model`, with the `ecg_*` modules it assembles): a dipole
+  (vectorcardiogram) model projected to 12 leads with the Dower transform,
+  written as GE CardioSoft XML (`ukb_xml_writer`).
 
 What the ECG determines, and how strongly: the QRS dipole grows with LV mass
 but is scaled by a hidden per-subject thorax factor and attenuated by body

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from cardiacnets.errors import ConfigError
-from cardiacnets.simulate.cmr_model import solve_lv_wall
+from cardiacnets.simulate.heart_model import solve_lv_wall
 
 
 @dataclass
@@ -344,6 +344,8 @@ def _clip_normal(rng: np.random.Generator, mean: float, sd: float, lo: float, hi
 def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | None = None) -> Physiology:
     """Draw one subject's latent physiology.
 
+    The steps draw from `rng` in a fixed order, so a subject depends on its generator only.
+
     Args:
         eid: participant id to record.
         rng: the subject's random generator (all randomness comes from it).
@@ -354,7 +356,6 @@ def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | 
         are consistent with the short-axis geometry the renderer will draw.
     """
     config = config or SynthConfig()
-    prev = config.prevalence
 
     # 1. Demographics of the imaging visit.
     is_male = bool(rng.random() < config.male_fraction)
@@ -366,8 +367,57 @@ def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | 
     bsa = float(np.sqrt(height * weight / 3600.0))
     heart_rate = _clip_normal(rng, 64.0, 9.0, 45.0, 100.0)
 
-    # 2. Disease states. DCM, HCM and myocarditis exclude each other; CAD never
-    # co-occurs with (non-ischaemic) DCM.
+    # 2. Disease states; 3. the normal heart for this body size, sex and age; 4. what the diseases change.
+    states = _disease_states(rng, config.prevalence)
+    h = _normal_heart(rng, is_male, age, bsa, heart_rate)  # the heart being drawn
+    _myocardial_disease(h, rng, states)
+    _coronary_disease(h, rng, states)
+    _right_heart_and_pericardium(h, rng, states)
+
+    # 5. Rate, slice position, long-axis motion and timing.
+    heart_rate = float(np.clip(h.heart_rate, 45.0, 125.0))
+    base_offset = float(rng.uniform(1.5, 6.0))
+    # The stack covers the apex: the cavity ends before the last slice.
+    long_axis = float(np.clip(h.long_axis, 60.0,
+                              base_offset + config.slice_spacing_mm * (config.n_slices - 1) - 3.0))
+    mapse = float(np.clip(rng.normal(13.0, 1.5) * (min(h.remote_ef, h.lvef) / 60.0) ** 0.8 * h.mapse_scale,
+                          3.0, 18.0))
+    # End-systole later in the cycle at faster rates (systole shortens less than diastole).
+    es_fraction = float(np.clip(0.30 + 0.0012 * heart_rate + rng.normal(0.0, 0.01), 0.33, 0.44))
+
+    phys = Physiology(
+        eid=int(eid), age_years=round(age, 1), is_male=is_male, height_cm=round(height, 1),
+        weight_kg=round(weight, 1), heart_rate_bpm=heart_rate, lvedv_ml=float(h.lvedv), lvesv_ml=0.0,
+        lv_mass_g=float(h.lv_mass), lv_wall_thickness_mm=0.0, rvedv_ml=float(h.rvedv),
+        rvesv_ml=float(h.rvedv * (1.0 - h.rvef / 100.0)), akinetic_segments=h.akinetic,
+        infarct_territory=h.territory, effusion_mm=float(h.effusion), dcm=bool(states["dcm"]),
+        hcm=bool(states["hcm"]), cad=bool(states["cad"]), hf=bool(states["hf"]), ph=bool(states["ph"]),
+        pericardial=bool(states["pericarditis"]), myocarditis=bool(states["myocarditis"]),
+        lv_long_axis_mm=long_axis, sa_base_offset_mm=base_offset, mapse_mm=mapse,
+        remote_ef_pct=float(h.remote_ef), lv_ellipticity=h.ellipticity, septal_flattening=float(h.septal_flattening),
+        septal_hypertrophy_ratio=float(h.septal_ratio), rv_sector_deg=float(h.rv_sector), es_fraction=es_fraction,
+        e_fill_fraction=float(h.e_fill), la_max_ml=float(h.la_max), la_min_ml=float(h.la_max * (1.0 - h.la_ef / 100.0)),
+        ra_max_ml=float(h.ra_max), ra_min_ml=float(h.ra_max * (1.0 - h.ra_ef / 100.0)),
+    )
+
+    # 6. Make the LV consistent with the short-axis geometry: the akinetic share
+    # of the cavity sets the ESV; the wall thickness follows from the mass (or,
+    # for HCM, the mass from the wall thickness).
+    wall = solve_lv_wall(phys, config, max_thickness_mm=h.hcm_thickness)
+    phys.akinetic_volume_pct = 100.0 * wall.akinetic_fraction
+    a = wall.akinetic_fraction
+    phys.lvesv_ml = phys.lvedv_ml * (a + (1.0 - a) * (1.0 - h.remote_ef / 100.0))
+    phys.lv_mass_g = wall.mass_g
+    phys.lv_wall_thickness_mm = wall.mean_thickness_mm
+    phys.lv_max_wall_thickness_mm = wall.max_thickness_mm
+    if states["cad"] and phys.lvef_pct < 40.0:
+        phys.hf = True
+    return phys
+
+
+def _disease_states(rng: np.random.Generator, prev: DiseasePrevalence) -> dict[str, bool]:
+    """The subject's diseases. DCM, HCM and myocarditis exclude each other; CAD never co-occurs with
+    (non-ischaemic) DCM; DCM brings heart failure; an isolated effusion is one without pericarditis."""
     u = rng.random()
     dcm = u < prev.dcm
     hcm = prev.dcm <= u < prev.dcm + prev.hcm
@@ -378,8 +428,40 @@ def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | 
     ph = bool(rng.random() < prev.ph)
     pericarditis = bool(rng.random() < prev.pericardial)
     isolated_effusion = bool(rng.random() < prev.effusion) and not pericarditis
+    return {"dcm": dcm, "hcm": hcm, "myocarditis": myocarditis, "cad": cad, "hf": hf, "ph": ph,
+            "pericarditis": pericarditis, "isolated_effusion": isolated_effusion}
 
-    # 3. Normal heart for this body size, sex and age (Petersen et al. 2017).
+
+@dataclass
+class _Heart:
+    """The heart being drawn (volumes in ml, EFs in %), changed in place by the disease steps."""
+
+    heart_rate: float
+    lvedv: float
+    lvef: float
+    lv_mass: float
+    rvedv: float
+    rvef: float
+    la_max: float
+    ra_max: float
+    la_ef: float
+    ra_ef: float
+    long_axis: float
+    ellipticity: float
+    rv_sector: float
+    e_fill: float
+    septal_flattening: float = 0.0
+    septal_ratio: float = 1.0
+    mapse_scale: float = 1.0
+    hcm_thickness: float | None = None  # maximal wall thickness of HCM (mm)
+    effusion: float = 0.0
+    territory: str | None = None
+    akinetic: list[int] = field(default_factory=list)
+    remote_ef: float = 0.0  # EF of the contracting wall (set by `_coronary_disease`)
+
+
+def _normal_heart(rng: np.random.Generator, is_male: bool, age: float, bsa: float, heart_rate: float) -> _Heart:
+    """The normal heart for this body size, sex and age (Petersen et al. 2017)."""
     ref = _REFERENCE[is_male]
     z_edv, z_mass = rng.multivariate_normal([0.0, 0.0], [[1.0, 0.6], [0.6, 1.0]])
     age_factor = 1.0 - 0.004 * (age - 60.0)
@@ -394,108 +476,80 @@ def sample_physiology(eid: int, rng: np.random.Generator, config: SynthConfig | 
     ra_ef = _clip_normal(rng, 50.0, 7.0, 30.0, 70.0)
     long_axis = 16.0 * lvedv ** (1.0 / 3.0) * float(np.exp(rng.normal(0.0, 0.05)))
     ellipticity = float(rng.uniform(0.0, 0.06))
-    septal_flattening = 0.0
-    septal_ratio = 1.0
     rv_sector = float(rng.uniform(68.0, 82.0))
     e_fill = _clip_normal(rng, 0.72 - 0.004 * (age - 60.0), 0.05, 0.4, 0.85)
-    mapse_scale = 1.0
-    hcm_thickness = None
-    effusion = 0.0
-    territory = None
-    akinetic: list[int] = []
+    return _Heart(heart_rate=heart_rate, lvedv=lvedv, lvef=lvef, lv_mass=lv_mass, rvedv=rvedv, rvef=rvef,
+                  la_max=la_max, ra_max=ra_max, la_ef=la_ef, ra_ef=ra_ef, long_axis=long_axis,
+                  ellipticity=ellipticity, rv_sector=rv_sector, e_fill=e_fill)
 
-    # 4. Disease effects on the heart.
-    if dcm:
-        lvedv *= rng.uniform(1.45, 2.1)
-        lvef = rng.uniform(18.0, 38.0)
-        lv_mass *= rng.uniform(1.15, 1.5)
-        long_axis *= 0.92  # more spherical
-        la_max *= rng.uniform(1.4, 1.9)
-        la_ef *= 0.6
-        rvef -= rng.uniform(0.0, 12.0)
-        heart_rate += rng.uniform(5.0, 15.0)
-    elif hcm:
-        lvedv *= rng.uniform(0.72, 0.95)
-        lvef = rng.uniform(66.0, 80.0)
-        hcm_thickness = rng.uniform(15.5, 26.0)  # maximal wall thickness
-        septal_ratio = rng.uniform(1.2, 1.8)  # asymmetric septal hypertrophy
-        la_max *= rng.uniform(1.3, 1.8)
-        la_ef *= 0.75
-        e_fill = rng.uniform(0.35, 0.55)  # impaired relaxation: more atrial filling
-        mapse_scale = 0.75
-    elif myocarditis:
-        lvedv *= rng.uniform(1.0, 1.15)
-        lvef = rng.uniform(40.0, 52.0)
-        lv_mass *= rng.uniform(1.0, 1.1)  # oedema
-        heart_rate += rng.uniform(8.0, 20.0)
+
+def _myocardial_disease(h: _Heart, rng: np.random.Generator, states: dict[str, bool]) -> None:
+    """DCM (dilated, EF < 40 %), HCM (thick wall, small cavity, high EF), myocarditis, and the heart
+    failure with reduced EF that is not DCM's (an ischaemic one is drawn by `_coronary_disease`)."""
+    if states["dcm"]:
+        h.lvedv *= rng.uniform(1.45, 2.1)
+        h.lvef = rng.uniform(18.0, 38.0)
+        h.lv_mass *= rng.uniform(1.15, 1.5)
+        h.long_axis *= 0.92  # more spherical
+        h.la_max *= rng.uniform(1.4, 1.9)
+        h.la_ef *= 0.6
+        h.rvef -= rng.uniform(0.0, 12.0)
+        h.heart_rate += rng.uniform(5.0, 15.0)
+    elif states["hcm"]:
+        h.lvedv *= rng.uniform(0.72, 0.95)
+        h.lvef = rng.uniform(66.0, 80.0)
+        h.hcm_thickness = rng.uniform(15.5, 26.0)  # maximal wall thickness
+        h.septal_ratio = rng.uniform(1.2, 1.8)  # asymmetric septal hypertrophy
+        h.la_max *= rng.uniform(1.3, 1.8)
+        h.la_ef *= 0.75
+        h.e_fill = rng.uniform(0.35, 0.55)  # impaired relaxation: more atrial filling
+        h.mapse_scale = 0.75
+    elif states["myocarditis"]:
+        h.lvedv *= rng.uniform(1.0, 1.15)
+        h.lvef = rng.uniform(40.0, 52.0)
+        h.lv_mass *= rng.uniform(1.0, 1.1)  # oedema
+        h.heart_rate += rng.uniform(8.0, 20.0)
         if rng.random() < 0.3:
-            effusion = rng.uniform(2.0, 5.0)
-    if hf and not dcm:
-        if cad:
-            pass  # ischaemic: a large infarct and impaired remote wall, below
-        else:
-            lvedv *= rng.uniform(1.2, 1.55)
-            lvef = min(lvef, rng.uniform(25.0, 39.0))
-            lv_mass *= rng.uniform(1.05, 1.3)
-            la_max *= rng.uniform(1.3, 1.7)
-            la_ef *= 0.7
-        heart_rate += rng.uniform(3.0, 12.0)
-    remote_ef = lvef
-    if cad:
-        territory = str(rng.choice(["anterior", "inferior", "lateral"], p=[0.5, 0.3, 0.2]))
-        segments = TERRITORY_SEGMENTS[territory]
-        low, high = (4, len(segments)) if hf else (2, len(segments) - 1)
-        akinetic = sorted(int(s) for s in segments[: int(rng.integers(low, high + 1))])
-        lvedv *= 1.0 + 0.05 * len(akinetic)  # post-infarct remodelling
-        remote_ef = rng.uniform(33.0, 48.0) if hf else min(lvef, rng.uniform(52.0, 66.0))
-        la_max *= 1.0 + 0.04 * len(akinetic)
-    if ph:
-        rvedv *= rng.uniform(1.35, 2.0)
-        rvef = rng.uniform(22.0, 42.0)
-        lvedv *= rng.uniform(0.82, 0.97)  # underfilled LV
-        septal_flattening = rng.uniform(0.12, 0.3)
-        rv_sector = rng.uniform(84.0, 98.0)
-        ra_max *= rng.uniform(1.4, 2.0)
-        ra_ef *= 0.7
-    if pericarditis:
-        heart_rate += rng.uniform(5.0, 15.0)
+            h.effusion = rng.uniform(2.0, 5.0)
+    if states["hf"] and not states["dcm"]:
+        if not states["cad"]:  # (ischaemic: a large infarct and impaired remote wall, in `_coronary_disease`)
+            h.lvedv *= rng.uniform(1.2, 1.55)
+            h.lvef = min(h.lvef, rng.uniform(25.0, 39.0))
+            h.lv_mass *= rng.uniform(1.05, 1.3)
+            h.la_max *= rng.uniform(1.3, 1.7)
+            h.la_ef *= 0.7
+        h.heart_rate += rng.uniform(3.0, 12.0)
+
+
+def _coronary_disease(h: _Heart, rng: np.random.Generator, states: dict[str, bool]) -> None:
+    """An old infarct: akinetic AHA segments of one coronary territory (more with heart failure), the
+    contracting wall's EF and post-infarct remodelling; without CAD the remote EF is the EF."""
+    h.remote_ef = h.lvef
+    if not states["cad"]:
+        return
+    h.territory = str(rng.choice(["anterior", "inferior", "lateral"], p=[0.5, 0.3, 0.2]))
+    segments = TERRITORY_SEGMENTS[h.territory]
+    low, high = (4, len(segments)) if states["hf"] else (2, len(segments) - 1)
+    h.akinetic = sorted(int(s) for s in segments[: int(rng.integers(low, high + 1))])
+    h.lvedv *= 1.0 + 0.05 * len(h.akinetic)  # post-infarct remodelling
+    h.remote_ef = rng.uniform(33.0, 48.0) if states["hf"] else min(h.lvef, rng.uniform(52.0, 66.0))
+    h.la_max *= 1.0 + 0.04 * len(h.akinetic)
+
+
+def _right_heart_and_pericardium(h: _Heart, rng: np.random.Generator, states: dict[str, bool]) -> None:
+    """Pulmonary hypertension (dilated, hypokinetic RV, underfilled LV, flattened septum), pericarditis
+    (faster rate, often an effusion) and an isolated effusion."""
+    if states["ph"]:
+        h.rvedv *= rng.uniform(1.35, 2.0)
+        h.rvef = rng.uniform(22.0, 42.0)
+        h.lvedv *= rng.uniform(0.82, 0.97)  # underfilled LV
+        h.septal_flattening = rng.uniform(0.12, 0.3)
+        h.rv_sector = rng.uniform(84.0, 98.0)
+        h.ra_max *= rng.uniform(1.4, 2.0)
+        h.ra_ef *= 0.7
+    if states["pericarditis"]:
+        h.heart_rate += rng.uniform(5.0, 15.0)
         if rng.random() < 0.6:
-            effusion = max(effusion, rng.uniform(3.0, 10.0))
-    if isolated_effusion:
-        effusion = rng.uniform(4.0, 18.0)
-
-    heart_rate = float(np.clip(heart_rate, 45.0, 125.0))
-    base_offset = float(rng.uniform(1.5, 6.0))
-    # The stack covers the apex: the cavity ends before the last slice.
-    long_axis = float(np.clip(long_axis, 60.0, base_offset + config.slice_spacing_mm * (config.n_slices - 1) - 3.0))
-    mapse = float(np.clip(rng.normal(13.0, 1.5) * (min(remote_ef, lvef) / 60.0) ** 0.8 * mapse_scale, 3.0, 18.0))
-    # End-systole later in the cycle at faster rates (systole shortens less than diastole).
-    es_fraction = float(np.clip(0.30 + 0.0012 * heart_rate + rng.normal(0.0, 0.01), 0.33, 0.44))
-
-    phys = Physiology(
-        eid=int(eid), age_years=round(age, 1), is_male=is_male, height_cm=round(height, 1),
-        weight_kg=round(weight, 1), heart_rate_bpm=heart_rate, lvedv_ml=float(lvedv), lvesv_ml=0.0,
-        lv_mass_g=float(lv_mass), lv_wall_thickness_mm=0.0, rvedv_ml=float(rvedv),
-        rvesv_ml=float(rvedv * (1.0 - rvef / 100.0)), akinetic_segments=akinetic,
-        infarct_territory=territory, effusion_mm=float(effusion), dcm=bool(dcm), hcm=bool(hcm), cad=bool(cad),
-        hf=bool(hf), ph=bool(ph), pericardial=bool(pericarditis), myocarditis=bool(myocarditis),
-        lv_long_axis_mm=long_axis, sa_base_offset_mm=base_offset, mapse_mm=mapse,
-        remote_ef_pct=float(remote_ef), lv_ellipticity=ellipticity, septal_flattening=float(septal_flattening),
-        septal_hypertrophy_ratio=float(septal_ratio), rv_sector_deg=float(rv_sector), es_fraction=es_fraction,
-        e_fill_fraction=float(e_fill), la_max_ml=float(la_max), la_min_ml=float(la_max * (1.0 - la_ef / 100.0)),
-        ra_max_ml=float(ra_max), ra_min_ml=float(ra_max * (1.0 - ra_ef / 100.0)),
-    )
-
-    # 5. Make the LV consistent with the short-axis geometry: the akinetic share
-    # of the cavity sets the ESV; the wall thickness follows from the mass (or,
-    # for HCM, the mass from the wall thickness).
-    wall = solve_lv_wall(phys, config, max_thickness_mm=hcm_thickness)
-    phys.akinetic_volume_pct = 100.0 * wall.akinetic_fraction
-    a = wall.akinetic_fraction
-    phys.lvesv_ml = phys.lvedv_ml * (a + (1.0 - a) * (1.0 - remote_ef / 100.0))
-    phys.lv_mass_g = wall.mass_g
-    phys.lv_wall_thickness_mm = wall.mean_thickness_mm
-    phys.lv_max_wall_thickness_mm = wall.max_thickness_mm
-    if cad and phys.lvef_pct < 40.0:
-        phys.hf = True
-    return phys
+            h.effusion = max(h.effusion, rng.uniform(3.0, 10.0))
+    if states["isolated_effusion"]:
+        h.effusion = rng.uniform(4.0, 18.0)

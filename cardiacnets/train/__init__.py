@@ -12,7 +12,7 @@ from cardiacnets.train.tasks import TASKS, Task, get_task_class, register_task
 
 # Import-time registration of the stages defined outside `tasks` (pretrain_ecg, pretrain_cmr, align are in it).
 from cardiacnets.train import (  # noqa: E402,F401  (isort: skip)
-    anatomy_tasks, diffusion_task, heads_task, segment_task, vae_task,
+    anatomy_image_task, anatomy_task, diffusion_task, heads_task, segment_task, vae_task,
 )
 
 __all__ = ["TASKS", "Task", "TrainConfig", "TrainResult", "get_task_class", "register_task", "train"]

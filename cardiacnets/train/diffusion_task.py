@@ -23,7 +23,7 @@ and ``RUN/pipeline``, the `ECGToCMRPipeline` that ``cardiacnets generate`` and
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +37,9 @@ from cardiacnets.data.store import DATASET_YAML, TrainingSet, read_dataset_info
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.generation.conditioning import ECGConditionEncoder
 from cardiacnets.generation.denoiser import CineDenoiser, index_features
-from cardiacnets.generation.diffusion import min_snr_weights, noise_scheduler_from, sample_timesteps
+from cardiacnets.generation.diffusion import (
+    min_snr_weights, noise_scheduler_from, sample_timesteps, training_target,
+)
 from cardiacnets.generation.index_readout import fit_index_projection, index_statistics, standardized_indices
 from cardiacnets.generation.latent_cache import LatentCache, build_latent_cache, load_or_build_latent_cache
 from cardiacnets.generation.pipeline import ECGToCMRPipeline
@@ -374,10 +376,7 @@ class DiffusionTask(Task):
         timesteps = sample_timesteps(n, self.options.num_train_timesteps, self.options.timestep_bias,
                                      generator).to(device)
         noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
-        if self.options.prediction_type == "epsilon":
-            target = noise
-        else:
-            target = self.noise_scheduler.get_velocity(clean, noise, timesteps)
+        target = training_target(self.noise_scheduler, clean, noise, timesteps)
         weights = min_snr_weights(self.noise_scheduler, timesteps, self.options.snr_gamma,
                                   self.options.prediction_type)
         demographics = mask = None
@@ -431,7 +430,7 @@ class DiffusionTask(Task):
         c = self.config
         demographics = None
         if self.options.demographics and self.demographics is not None:
-            demographics = {k: list(v) for k, v in asdict(self.demographics).items()}
+            demographics = self.demographics.to_config()
         return {**pipeline_settings(c.data.path, self.options.view, c.data.train_split),
                 "demographics": demographics, "precision": self.options.export_precision,
                 # a list: diffusers writes configs with sorted keys, and the order is the read-out's

@@ -2,7 +2,7 @@
 
 Used by the direct generator's stages (`cardiacnets.train.vae_task`,
 `cardiacnets.train.diffusion_task`) and the anatomy-first generator's
-(`cardiacnets.train.anatomy_tasks`).
+(`cardiacnets.train.anatomy_image_task`, `cardiacnets.train.anatomy_task`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import pandas as pd
 from torch import nn
 
 from cardiacnets.data.store import TrainingSet
-from cardiacnets.data.store import read_dataset_info as data_config  # noqa: F401  (the name anatomy_tasks imports)
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.io.cmr_image import VIEWS
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -440,7 +440,7 @@ class HeadsTask(Task):
         }
         if getattr(model.encoder.config, "film", False) and self.demographics is not None:
             # The normaliser of the run (RUN/demographics.json), as predict_record standardises with it.
-            provenance["demographics"] = {k: list(v) for k, v in asdict(self.demographics).items()}
+            provenance["demographics"] = self.demographics.to_config()
         return provenance
 
 

@@ -19,9 +19,9 @@ Stages of CardiacNets (arXiv 2411.13602):
 
 The other stages register themselves with `register_task` in their own
 modules (``segment``: `segment_task`; ``heads``: `heads_task`; ``vae``:
-`vae_task`; ``diffusion``: `diffusion_task`; ``anatomy_image`` and ``anatomy``:
-`anatomy_tasks`), which the package's ``__init__`` imports: importing
-``cardiacnets.train`` fills `TASKS`.
+`vae_task`; ``diffusion``: `diffusion_task`; ``anatomy_image``:
+`anatomy_image_task`; ``anatomy``: `anatomy_task`), which the package's
+``__init__`` imports: importing ``cardiacnets.train`` fills `TASKS`.
 """
 
 from __future__ import annotations

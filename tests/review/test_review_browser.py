@@ -1,6 +1,7 @@
 """End-to-end tests of the review app in a real browser: headless Chromium (Debian's
 package) driven by Playwright, against the app served by uvicorn on a free port in a
-thread. A case page shows the ECG and playing cines with generation progress; an
+thread. A case page shows the ECG and playing cines with generation progress (from a
+stand-in generator, and from a real, tiny, untrained anatomy-first pipeline); an
 upload becomes a case; a reader's answers autosave and survive a reload, a browser
 crash and a server restart; two readers answering at once lose nothing.
 
@@ -138,6 +139,70 @@ def test_case_page_ecg_cines_progress_and_predictions(browser, server):
     _shot(page, "case_page.png")
     assert not errors
     context.close()
+
+
+class PacedPipeline:
+    """A real pipeline that pauses after each denoising step before reporting it, so that the page's polling
+    (every 0.5 s) sees the steps go by; the generation itself is the pipeline's own."""
+
+    def __init__(self, pipe, pause_s: float):
+        self.pipe, self.pause_s = pipe, pause_s
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, **kwargs):
+        report = kwargs["callback_on_step_end"]
+
+        def paced(pipe, step, timestep, callback_kwargs):
+            time.sleep(self.pause_s)
+            return report(pipe, step, timestep, callback_kwargs)
+
+        return self.pipe(**{**kwargs, "callback_on_step_end": paced})
+
+
+STEP_SHOWN = """(pattern) => {
+  const box = document.querySelector(".cine-job");
+  if (!box) return false;
+  const bar = box.querySelector("progress.job-progress");
+  const match = box.querySelector(".job-message").textContent.match(new RegExp(pattern));
+  return match && bar.value > 0 && bar.value < 1 ? match[0] : false;
+}"""
+
+
+def test_case_page_generates_with_a_real_anatomy_first_pipeline(browser, review_dataset, tmp_path):
+    """An untrained anatomy-first pipeline of tiny models (read-out of the case's ECG and demographics, anatomy
+    prior, shape decoding, label-conditioned image denoiser, autoencoder) behind the case page: the page reports
+    the steps of both stages as they run, then plays the generated cine."""
+    from playwright.sync_api import expect
+
+    from cardiacnets.generation.zoo import untrained_anatomy_pipeline
+
+    pipe = untrained_anatomy_pipeline(image_size=32, n_components=8,
+                                      vae_overrides={"block_out_channels": [8, 8, 8], "norm_num_groups": 4})
+    settings = ReviewSettings(data_dir=review_dataset, app_dir=tmp_path / "app", token=TOKEN)
+    settings.generation.num_inference_steps = 6  # 12 steps: 6 of the anatomy, then 6 of the image
+    models = ReviewModels(generators={"sa": PacedPipeline(pipe, pause_s=0.3)}, predictor=fake_predict,
+                          key="untrained-anatomy")
+    with serve(create_app(settings, models)) as base:
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        _login(page, base)
+        page.goto(f"{base}/cases/1000004")
+        # Step progress: the anatomy's steps, then the image's, each with the bar part-way.
+        first = page.wait_for_function(STEP_SHOWN, arg=r"anatomy denoising step \d+ of 12", timeout=60_000)
+        later = page.wait_for_function(STEP_SHOWN, arg=r"image denoising step \d+ of 12", timeout=60_000)
+        assert first.json_value().startswith("anatomy") and later.json_value().startswith("image")
+        generated = page.locator("figure.cine.synthetic")
+        expect(generated).to_have_class(re.compile("loaded"), timeout=60_000)
+        expect(generated.locator(".synthetic-badge")).to_have_text("SYNTHETIC")
+        expect(generated.locator(".cine-label")).to_contain_text("/25")  # the pipeline's 25 frames
+        assert generated.locator("canvas").evaluate("c => [c.width, c.height]") == [96, 96]  # 32 x 32, shown x 3
+        assert _frames_advance(generated)
+        assert not errors
+        context.close()
 
 
 def test_upload_becomes_a_case_with_generation_progress(browser, server, ukb_xml_path):

@@ -97,6 +97,20 @@ def save_tiny_clip(folder, film=False):
     return folder
 
 
+TINY_RESNET_ECG = {"n_samples": 500, "stem_width": 8, "widths": [8, 16], "blocks": [1, 1], "embed_dim": 16}
+
+
+def save_tiny_resnet_clip(folder, frames: int = 8):
+    """A tiny untrained CardiacCLIP for the disc sets: a 1-D ResNet ECG encoder (12 x 500) and CMR
+    encoders of 1 x `frames` x 16 x 16 cines, saved with save_pretrained (an alignment run's ``model``)."""
+    cmr = {"frames": frames, "img_size": 16, "embed_dim": 8}
+    model = create_model("cardiac_clip_demo", ecg={"model": "ecg_resnet1d", "overrides": TINY_RESNET_ECG},
+                         cmr={view: {"model": "cmr_encoder_demo", "overrides": cmr} for view in ("sa", "la_4ch")},
+                         embed_dim=8)
+    model.save_pretrained(folder)
+    return folder
+
+
 def disc_labels(size: int, lv_radius: float, rv_radius: float, wall: float = 2.0) -> np.ndarray:
     """(size, size) UK Biobank labels: LV cavity disc, myocardial ring, RV disc beside it."""
     yy, xx = np.mgrid[:size, :size].astype(float)

@@ -1,27 +1,21 @@
-"""Training stages of the anatomy-first generator (`cardiacnets.generation.anatomy_pipeline`).
+"""The ``anatomy`` training stage of the anatomy-first generator (`cardiacnets.generation.anatomy_pipeline`).
 
-- ``anatomy_image``: the label-conditioned frame denoiser
-  (`LabelConditionedDenoiser`) in the latent space of a trained frame
-  autoencoder (``vae`` task), on the training set's (segmentation, cine)
-  pairs: random frames of each training cine are encoded by the frozen
-  autoencoder, noised at a random step, and the denoiser predicts the noise
-  or velocity from the noisy latents and the frame's label map. Exports
-  ``RUN/image_denoiser`` and ``RUN/image_scheduler``.
-- ``anatomy``: the shape model, the ECG read-out and the anatomy prior, then
-  the whole pipeline. Before training it (1) fits the `ShapeModel` to the
-  training segmentations (closed form) and encodes every subject's label
-  cine; (2) encodes every ECG once with the frozen aligned encoder; (3) fits
-  the `ConditionReadout` onto the CMR indices measured on the segmentations,
-  by ridge regression, with and without the device measurements; the
-  training subjects' conditions are **cross-fitted** (each subject's
-  estimate comes from a fit on the other folds), so the prior learns how far
-  the anatomy scatters around an estimate as it will at generation, not
-  around an in-sample fit. The training step is DDPM's objective on the
-  codes with condition dropout. At export, the anatomy's sampling settings
-  (temperature, guidance) are chosen on the validation split by how well the
-  decoded anatomies' indices match the validation segmentations', and the
-  `AnatomyFirstPipeline` is saved with the image stage of an ``anatomy_image``
-  run (``options.image_model``).
+The shape model, the ECG read-out and the anatomy prior, then the whole
+pipeline. Before training it (1) fits the `ShapeModel` to the training
+segmentations (closed form) and encodes every subject's label cine; (2)
+encodes every ECG once with the frozen aligned encoder; (3) fits the
+`ConditionReadout` onto the CMR indices measured on the segmentations, by
+ridge regression, with and without the device measurements; the training
+subjects' conditions are **cross-fitted** (each subject's estimate comes from a
+fit on the other folds), so the prior learns how far the anatomy scatters
+around an estimate as it will at generation, not around an in-sample fit. The
+demographics are standardised by the normaliser the training loop fitted on
+the training split (`Task.demographics`). The training step is DDPM's
+objective on the codes with condition dropout. At export, the anatomy's
+sampling settings (temperature, guidance) are chosen on the validation split by
+how well the decoded anatomies' indices match the validation segmentations',
+and the `AnatomyFirstPipeline` is saved with the image stage of an
+``anatomy_image`` run (``options.image_model``; `cardiacnets.train.anatomy_image_task`).
 """
 
 from __future__ import annotations
@@ -36,12 +30,15 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
+from cardiacnets.cmr.indices import DEFAULT_SLICE_SPACING_MM, INDEX_COLUMNS, cavity_measurements
+from cardiacnets.data.store import TrainingSet, read_dataset_info
 from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.generation.diffusion import noise_scheduler_from, training_target
+from cardiacnets.generation.index_readout import index_statistics
 from cardiacnets.train.generation_common import (
-    check_view, data_config, generation_provenance, load_vae, pipeline_settings,
+    check_view, generation_provenance, load_diffusers_weights, load_vae, pipeline_settings,
 )
 from cardiacnets.train.tasks import Task, batch_size_of, register_task
 
@@ -51,138 +48,6 @@ DEFAULT_MEASUREMENTS = ("ventricular_rate_bpm", "pq_interval_ms", "qrs_duration_
 #: CMR indices the read-out estimates (measured on the stored segmentations).
 DEFAULT_INDICES = ("lvedv_ml", "lvesv_ml", "lvef_pct", "lvm_g", "rvedv_ml", "rvesv_ml")
 
-
-def _schedule(num_train_timesteps: int, beta_schedule: str, prediction_type: str):
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                         prediction_type=prediction_type, clip_sample=False)
-
-
-def _target(scheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    if scheduler.config.prediction_type == "epsilon":
-        return noise
-    return scheduler.get_velocity(clean, noise, timesteps)
-
-
-# --- anatomy → image ---------------------------------------------------------------------------------------------
-
-@dataclass
-class AnatomyImageOptions:
-    """Options of the ``anatomy_image`` task.
-
-    Attributes:
-        view: the CMR view.
-        vae: the trained frame autoencoder (``VAE_RUN/vae``).
-        frames_per_subject: random frames of each training cine per step.
-        prediction_type: ``epsilon`` or ``v_prediction``.
-        num_train_timesteps: diffusion steps of the noise schedule.
-        beta_schedule: diffusers beta schedule (``scaled_linear``, ``linear``, ``squaredcos_cap_v2``).
-    """
-
-    view: str = "sa"
-    vae: str = ""
-    frames_per_subject: int = 4
-    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
-    num_train_timesteps: int = 1000
-    beta_schedule: Literal["scaled_linear", "linear", "squaredcos_cap_v2"] = "scaled_linear"
-
-    def validate(self) -> None:
-        check_view(self.view)
-        if not self.vae:
-            raise ConfigError("task anatomy_image needs options.vae (a trained autoencoder, VAE_RUN/vae)")
-        if self.frames_per_subject < 1 or self.num_train_timesteps < 2:
-            raise ConfigError("options.frames_per_subject must be at least 1 and num_train_timesteps at least 2")
-
-
-@register_task
-class AnatomyImageTask(Task):
-    """Train the label-conditioned frame denoiser (see the module docstring)."""
-
-    name = "anatomy_image"
-    options_class = AnatomyImageOptions
-    default_model = "anatomy_image_unet_demo"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.vae = load_vae(self.options.vae)
-        self.noise_scheduler = _schedule(self.options.num_train_timesteps, self.options.beta_schedule,
-                                         self.options.prediction_type)
-
-    def views(self) -> list[str]:
-        return [self.options.view]
-
-    def required_modalities(self) -> list[str]:
-        return [self.options.view]
-
-    def segmentations(self) -> bool:
-        return True
-
-    def model_overrides(self) -> dict:
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        shapes = {a["name"]: a["row_shape"] for a in data_config(self.config.data.path).get("arrays", [])}
-        key = f"seg_{self.options.view}"
-        if key not in shapes:
-            raise InputError(self.config.data.path, f"task anatomy_image needs the stored segmentations ({key}.npy)")
-        derived = {"latent_channels": int(self.vae.config.latent_channels), "downsample_factor": factor,
-                   "latent_size": int(shapes[key][-1]) // factor}
-        overrides = dict(self.config.model.overrides)
-        for key, value in derived.items():
-            if key in overrides and overrides[key] != value:
-                raise ConfigError(f"model.overrides.{key}={overrides[key]!r} contradicts the autoencoder and data "
-                                  f"({key} = {value}); leave it out")
-            overrides[key] = value
-        return overrides
-
-    def check_model(self, model):
-        from cardiacnets.generation.image_decoder import LabelConditionedDenoiser
-
-        if not isinstance(model, LabelConditionedDenoiser):
-            raise ConfigError(f"task anatomy_image trains a LabelConditionedDenoiser; model {self.model_name!r} is a "
-                              f"{type(model).__name__}")
-
-    def _frames(self, batch: dict, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 1, H, W) frames and (N, H, W) labels: random frames (training) or every 6th (validation)."""
-        view = self.options.view
-        cines, labels = batch[f"cmr_{view}"], batch[f"seg_{view}"]  # (B, slices, frames, H, W)
-        if generator is None:
-            return (rearrange(cines[:, :, ::6], "b s f h w -> (b s f) 1 h w"),
-                    rearrange(labels[:, :, ::6], "b s f h w -> (b s f) h w"))
-        b, s, f = cines.shape[:3]
-        k = self.options.frames_per_subject
-        slices = torch.randint(s, (b * k,), generator=generator)
-        frames = torch.randint(f, (b * k,), generator=generator)
-        subjects = torch.arange(b).repeat_interleave(k)
-        return (rearrange(cines[subjects, slices, frames], "n h w -> n 1 h w"), labels[subjects, slices, frames])
-
-    def _loss(self, model, frames: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None):
-        vae = self.vae.to(frames.device)
-        with torch.no_grad():
-            clean = vae.encode(frames.to(vae.dtype)).latent_dist.mode().float() * vae.config.scaling_factor
-        noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-        timesteps = torch.randint(0, self.options.num_train_timesteps, (clean.shape[0],),
-                                  generator=generator).to(clean.device)
-        noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
-        prediction = model(noisy, timesteps, labels).sample
-        return F.mse_loss(prediction.float(), _target(self.noise_scheduler, clean, noise, timesteps).float())
-
-    def training_step(self, model, batch, generator):
-        return {"loss_diffusion": self._loss(model, *self._frames(batch, generator), generator)}
-
-    def validation_step(self, model, batch):
-        return {"loss_diffusion": self._loss(model, *self._frames(batch, None), None)}
-
-    def export(self, model, run_dir):
-        folder = run_dir / "image_denoiser"
-        model.save_pretrained(folder, safe_serialization=True)
-        self.noise_scheduler.save_pretrained(run_dir / "image_scheduler")
-        (run_dir / "anatomy_image.json").write_text(json.dumps(
-            {"vae": str(Path(self.options.vae).resolve()), "training_set": str(Path(self.config.data.path).resolve()),
-             "view": self.options.view}, indent=2) + "\n")
-        return {"image_denoiser": folder, "image_scheduler": run_dir / "image_scheduler"}
-
-
-# --- ECG → anatomy -------------------------------------------------------------------------------------------------
 
 @dataclass
 class AnatomyOptions:
@@ -251,7 +116,6 @@ class AnatomyOptions:
     export_precision: Literal["fp32", "bf16"] = "bf16"
 
     def validate(self) -> None:
-        from cardiacnets.cmr.indices import INDEX_COLUMNS
         from cardiacnets.generation.readout import READOUT_FEATURES
 
         check_view(self.view)
@@ -316,8 +180,11 @@ class SplitTable:
         return torch.tensor([self.row_of[s] for s in subject_ids])
 
 
-def _normaliser(values: np.ndarray, columns, source) -> dict:
-    """``{"columns", "mean", "std"}`` over the finite values of each column."""
+def _measurement_normaliser(values: np.ndarray, columns, source) -> dict:
+    """``{"columns", "mean", "std"}`` of the device measurements over the training split's finite values.
+
+    (The demographics use the run's normaliser, `Task.demographics`; the measurements have none of their own.)
+    """
     means, stds = [], []
     for j, column in enumerate(columns):
         ok = np.isfinite(values[:, j])
@@ -345,8 +212,8 @@ class AnatomyTask(Task):
         if not (image_run / "image_denoiser" / "config.json").is_file():
             raise InputError(image_run, "not an anatomy_image run (no image_denoiser/)")
         self.condition_encoder = ECGConditionEncoder.from_saved(o.ecg_encoder)
-        self.noise_scheduler = _schedule(o.num_train_timesteps, o.beta_schedule, o.prediction_type)
-        self.data_info = data_config(config.data.path)
+        self.noise_scheduler = noise_scheduler_from(o)
+        self.data_info = read_dataset_info(config.data.path)
         self.tables: dict[str, SplitTable] = {}
         self.shape_model = None
         self.shape_report: dict = {}
@@ -372,19 +239,17 @@ class AnatomyTask(Task):
         """The `SplitTable` of a split (built on first use)."""
         if split in self.tables:
             return self.tables[split]
-        from cardiacnets.cmr.indices import DEFAULT_SLICE_SPACING_MM, cavity_measurements
-        from cardiacnets.data.store import TrainingSet
 
         started = time.perf_counter()
         c, o = self.config, self.options
         data = TrainingSet(c.data.path, split=split, require=("ecg", o.view))
-        if f"seg_{o.view}" not in data.arrays:
+        if data.row_shape(f"seg_{o.view}") is None:
             raise InputError(c.data.path, f"task anatomy needs the stored segmentations (seg_{o.view}.npy)")
         if len(data) == 0:
             raise InputError(c.data.path, f"no subjects with an ECG and a {o.view} cine in split {split!r}")
         manifest = data.manifest
         rows = manifest["row"].to_numpy().astype(int)
-        labels = np.asarray(data.arrays[f"seg_{o.view}"][np.sort(rows)])[np.argsort(np.argsort(rows))]
+        labels = data.segmentations(o.view, np.arange(len(data)))
         embedding, token_mean = [], []
         encoder = self.condition_encoder.to("cpu")
         for start in range(0, len(data), o.cache_batch_size):
@@ -402,10 +267,7 @@ class AnatomyTask(Task):
             return manifest[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64) \
                 if columns else np.zeros((len(manifest), 0))
 
-        spacing = (self.data_info.get("config", {}).get("cmr") or {}).get("spacing_mm")
-        if not spacing:
-            raise InputError(c.data.path, "dataset.yaml records no cmr spacing_mm to measure segmentations with")
-        measured = cavity_measurements(labels, float(spacing), DEFAULT_SLICE_SPACING_MM)
+        measured = cavity_measurements(labels, self._spacing_mm(), DEFAULT_SLICE_SPACING_MM)
         table = SplitTable(
             subject_ids=manifest["subject_id"].astype(str).tolist(), labels=labels,
             embedding=torch.cat(embedding), token_mean=torch.cat(token_mean),
@@ -441,7 +303,12 @@ class AnatomyTask(Task):
                 self.shape_model, val.labels, self._spacing_mm())
 
     def _spacing_mm(self) -> float:
-        return float(self.data_info["config"]["cmr"]["spacing_mm"])
+        """In-plane pixel size of the stored cines and segmentations (``dataset.yaml``)."""
+        spacing = (self.data_info.get("config", {}).get("cmr") or {}).get("spacing_mm")
+        if not spacing:
+            raise InputError(self.config.data.path, "dataset.yaml records no cmr spacing_mm to measure "
+                                                    "segmentations with")
+        return float(spacing)
 
     def fit_readout(self) -> None:
         """Fit the read-out (full and waveform) on the training split; cross-fit the training conditions."""
@@ -449,16 +316,18 @@ class AnatomyTask(Task):
 
         c, o = self.config, self.options
         train = self.table(c.data.train_split)
-        demographics = _normaliser(train.demographics, c.data.demographics, c.data.path) \
-            if c.data.demographics else None
+        # The demographics are standardised as the loop's normaliser does (fitted once, on the training split).
+        demographics = self.demographics.to_config() if self.demographics is not None else None
         measures = self._measurement_columns()
-        measurements = _normaliser(train.measurements, measures, c.data.path) if measures else None
-        index_stats = _normaliser(train.indices, o.condition_indices, c.data.path)
+        measurements = _measurement_normaliser(train.measurements, measures, c.data.path) if measures else None
+        index_stats = index_statistics(train.indices, o.condition_indices, c.data.path)
+        index_mean = np.array([index_stats[name]["mean"] for name in o.condition_indices])
+        index_std = np.array([index_stats[name]["std"] for name in o.condition_indices])
         readout = ConditionReadout(feature_names=tuple(o.readout_features), embed_dim=train.embedding.shape[1],
                                    token_dim=train.token_mean.shape[1], demographics=demographics,
                                    measurements=measurements, index_names=tuple(o.condition_indices),
-                                   index_mean=tuple(index_stats["mean"]), index_std=tuple(index_stats["std"]))
-        targets = (train.indices - np.array(index_stats["mean"])) / np.array(index_stats["std"])
+                                   index_mean=tuple(index_mean.tolist()), index_std=tuple(index_std.tolist()))
+        targets = (train.indices - index_mean) / index_std
         features = {fit: self._features(readout, train, names).numpy()
                     for fit, names in (("full", readout.config.feature_names), ("waveform", readout.waveform_names))}
         folds = np.arange(len(train.subject_ids)) % o.readout_folds
@@ -467,7 +336,8 @@ class AnatomyTask(Task):
         out_of_fold = {}
         for fit, x in features.items():
             weight, bias, penalties, r2 = fit_ridge(x, targets, o.readout_ridge)
-            readout.set_fit(fit, torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32))
+            readout.set_fit(fit, torch.as_tensor(weight, dtype=torch.float32),
+                            torch.as_tensor(bias, dtype=torch.float32))
             oof = np.zeros_like(targets)
             for k in range(o.readout_folds):
                 held = folds == k
@@ -492,7 +362,7 @@ class AnatomyTask(Task):
         if c.data.val_split:
             val = self.table(c.data.val_split)
             estimates = self._estimate(val)["estimates"]
-            truth = (val.indices - np.array(index_stats["mean"])) / np.array(index_stats["std"])
+            truth = (val.indices - index_mean) / index_std
             report["val_r"] = {name: round(_nan_corr(estimates[:, j].numpy(), truth[:, j]), 4)
                                for j, name in enumerate(o.condition_indices)}
         self.readout_report = report
@@ -540,9 +410,7 @@ class AnatomyTask(Task):
             raise ConfigError(f"task anatomy trains an AnatomyDenoiser; model {self.model_name!r} is a "
                               f"{type(model).__name__}")
         if self.config.init.model is not None:
-            from cardiacnets.train.generation_common import load_diffusers_weights as _load_diffusers_weights
-
-            _load_diffusers_weights(model, AnatomyDenoiser, self.config.init.model)
+            load_diffusers_weights(model, AnatomyDenoiser, self.config.init.model)
         self.init_encoders(model)
         return model
 
@@ -568,7 +436,7 @@ class AnatomyTask(Task):
         noise = torch.randn(clean.shape, generator=generator).to(device)
         timesteps = torch.randint(0, self.options.num_train_timesteps, (n,), generator=generator).to(device)
         noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
-        return noisy, timesteps, _target(self.noise_scheduler, clean, noise, timesteps), condition.to(device)
+        return noisy, timesteps, training_target(self.noise_scheduler, clean, noise, timesteps), condition.to(device)
 
     @property
     def val_conditions(self) -> torch.Tensor:
@@ -618,8 +486,6 @@ class AnatomyTask(Task):
         Returns:
             ``{"chosen": {"temperature", "guidance"}, "grid": [{temperature, guidance, <index>_r, score}]}``.
         """
-        from cardiacnets.cmr.indices import DEFAULT_SLICE_SPACING_MM, cavity_measurements
-
         o = self.options
         val = self.table(self.config.data.val_split)
         read = self._estimate(val)
@@ -681,7 +547,6 @@ def shape_round_trip(shape_model, labels: np.ndarray, spacing_mm: float) -> dict
         LVESV, LVEF, LV mass, RVEDV), ``validity`` of the decoded cines (`anatomy_validity`) and of
         the originals, and ``n``.
     """
-    from cardiacnets.cmr.indices import DEFAULT_SLICE_SPACING_MM, cavity_measurements
     from cardiacnets.generation.shape_model import anatomy_validity, label_dice
 
     decoded = shape_model.decode(shape_model.encode(labels))

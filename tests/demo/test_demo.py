@@ -1,7 +1,6 @@
 """`cardiacnets demo`: the end-to-end run on a tiny cohort, its report, metrics and reuse of finished steps."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -9,15 +8,14 @@ import yaml
 from cardiacnets.cli import main
 from cardiacnets.demo.config import DemoConfig, StageConfig, fill_placeholders
 from cardiacnets.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
+from support import REPO_ROOT
 
 SHORT = ["schedule.epochs=null", "schedule.max_steps=2", "schedule.warmup_steps=1", "data.batch_size=8"]
 
 
 def tiny_demo_config(path):
     """configs/demo/demo.yaml with every stage cut to 2 steps of 8 and small evaluations."""
-    config = yaml.safe_load((REPO / "configs" / "demo" / "demo.yaml").read_text())
+    config = yaml.safe_load((REPO_ROOT / "configs" / "demo" / "demo.yaml").read_text())
     for name, stage in config["stages"].items():
         extra = ["precise_bn_batches=1"] if name in ("align", "segment") else []
         if name == "anatomy":  # 30 subjects: fewer training cines than the demo's 32 shape components

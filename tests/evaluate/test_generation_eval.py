@@ -28,7 +28,7 @@ from cardiacnets.evaluate.generation import (
 from cardiacnets.evaluate.segmentation import Segmenter, cavity_measurements
 from cardiacnets.generation import ECGToCMRPipeline
 from cardiacnets.models import create_model
-from support.datasets import LABEL_INTENSITY, TINY_UNET, write_disc_set
+from support.datasets import LABEL_INTENSITY, TINY_UNET, save_tiny_resnet_clip, write_disc_set
 from support.marking import assert_gif_metadata, assert_not_marked, assert_png_metadata, has_stamp
 
 FRAMES, SIZE = 8, 32
@@ -53,15 +53,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """A tiny feature encoder, a tiny alignment model (ECG 12 x 500, cines 1 x 8 x 32 x 32) and a tiny segmenter."""
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    cmr = {"frames": FRAMES, "img_size": 16, "embed_dim": 8}
-    create_model("cmr_encoder_demo", **cmr).save_pretrained(root / "cmr_sa_encoder")
-    clip = create_model("cardiac_clip_demo",
-                        ecg={"model": "ecg_resnet1d", "overrides": {"n_samples": 500, "stem_width": 8,
-                                                                    "widths": [8, 16], "blocks": [1, 1],
-                                                                    "embed_dim": 16}},
-                        cmr={v: {"model": "cmr_encoder_demo", "overrides": cmr} for v in ("sa", "la_4ch")},
-                        embed_dim=8)
-    clip.save_pretrained(root / "align" / "model")
+    create_model("cmr_encoder_demo", frames=FRAMES, img_size=16, embed_dim=8).save_pretrained(root / "cmr_sa_encoder")
+    save_tiny_resnet_clip(root / "align" / "model", frames=FRAMES)
     create_model("cmr_seg_unet_demo", **TINY_UNET).save_pretrained(root / "seg" / "model")
     return {"feature_encoder": root / "cmr_sa_encoder", "alignment": root / "align", "segmenter": root / "seg"}
 

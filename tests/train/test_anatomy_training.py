@@ -17,10 +17,10 @@ import yaml
 
 from cardiacnets.cli import main
 from cardiacnets.generation.anatomy_pipeline import AnatomyFirstPipeline
-from support.datasets import write_disc_set
+from support import REPO_ROOT
+from support.datasets import save_tiny_resnet_clip, write_disc_set
 from support.marking import assert_gif_marked, assert_nifti_marked, assert_png_marked
 
-REPO = Path(__file__).resolve().parents[1]
 ECG_CONFIG = {"sampling_rate_hz": 50.0, "duration_s": 10.0, "crop": "start", "bandpass_hz": [0.5, 20.0],
               "bandpass_order": 2, "notch_hz": None, "notch_quality": 30.0, "baseline_removal": "bandpass",
               "normalization": "none", "derive_limb_leads": True}
@@ -53,26 +53,15 @@ def disc_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(disc_data, tmp_path_factory) -> Path:
-    from test_generation_eval import FRAMES  # noqa: F401  (the same disc geometry as the evaluation tests)
-
-    from cardiacnets.models import create_model
-
     root = tmp_path_factory.mktemp("anatomy_runs")
     torch.manual_seed(0)
-    cmr = {"frames": 8, "img_size": 16, "embed_dim": 8}
-    clip = create_model("cardiac_clip_demo",
-                        ecg={"model": "ecg_resnet1d", "overrides": {"n_samples": 500, "stem_width": 8,
-                                                                    "widths": [8, 16], "blocks": [1, 1],
-                                                                    "embed_dim": 16}},
-                        cmr={v: {"model": "cmr_encoder_demo", "overrides": cmr} for v in ("sa", "la_4ch")},
-                        embed_dim=8)
-    clip.save_pretrained(root / "align" / "model")
-    assert main(["train", str(REPO / "configs/demo/vae.yaml"), "--out", str(root / "vae"), f"data.path={disc_data}",
-                 f"model.overrides={TINY_VAE}", "options.scaling_subjects=4", *QUICK]) == 0
-    assert main(["train", str(REPO / "configs/demo/anatomy_image.yaml"), "--out", str(root / "image"),
+    save_tiny_resnet_clip(root / "align" / "model", frames=8)
+    assert main(["train", str(REPO_ROOT / "configs/demo/vae.yaml"), "--out", str(root / "vae"),
+                 f"data.path={disc_data}", f"model.overrides={TINY_VAE}", "options.scaling_subjects=4", *QUICK]) == 0
+    assert main(["train", str(REPO_ROOT / "configs/demo/anatomy_image.yaml"), "--out", str(root / "image"),
                  f"data.path={disc_data}", f"options.vae={root / 'vae' / 'vae'}", f"model.overrides={TINY_IMAGE}",
                  *QUICK]) == 0
-    assert main(["train", str(REPO / "configs/demo/anatomy.yaml"), "--out", str(root / "anatomy"),
+    assert main(["train", str(REPO_ROOT / "configs/demo/anatomy.yaml"), "--out", str(root / "anatomy"),
                  f"data.path={disc_data}", f"options.ecg_encoder={root / 'align'}",
                  f"options.image_model={root / 'image'}", "data.demographics=[age_years, sex_male]",
                  "options.measurements=[qrs_duration_ms, sokolov_lvh_index_mV]", "options.n_components=4",
@@ -145,7 +134,7 @@ def test_generate_cli_writes_the_anatomy_beside_the_cine(runs, ukb_xml_path, tmp
 
 
 def test_anatomy_run_names_too_many_shape_components(runs, disc_data, tmp_path, capsys):
-    status = main(["train", str(REPO / "configs/demo/anatomy.yaml"), "--out", str(tmp_path / "run"),
+    status = main(["train", str(REPO_ROOT / "configs/demo/anatomy.yaml"), "--out", str(tmp_path / "run"),
                    f"data.path={disc_data}", f"options.ecg_encoder={runs / 'align'}",
                    f"options.image_model={runs / 'image'}", "data.demographics=[age_years, sex_male]",
                    "options.measurements=[qrs_duration_ms]", "options.n_components=20", *QUICK])

@@ -361,9 +361,10 @@ def test_paper_configs_of_the_anatomy_generator_instantiate_on_the_meta_device()
     from cardiacnets.config import load_config
     from cardiacnets.train import TrainConfig
 
-    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
-    image = load_config(TrainConfig, repo / "configs/paper/anatomy_image.yaml")
-    prior = load_config(TrainConfig, repo / "configs/paper/anatomy.yaml")
+    from support import REPO_ROOT
+
+    image = load_config(TrainConfig, REPO_ROOT / "configs/paper/anatomy_image.yaml")
+    prior = load_config(TrainConfig, REPO_ROOT / "configs/paper/anatomy.yaml")
     assert (image.task, prior.task) == ("anatomy_image", "anatomy")
     with torch.device("meta"):
         denoiser = create_model(image.model.name, **image.model.overrides)

@@ -1,0 +1,72 @@
+"""The simulated ECG's recording: baseline wander, mains hum, muscle noise and the device's low-pass.
+
+Levels follow PTB-XL (measured by `cardiacnets bench realism`). The noise is
+added to the electrodes' independent leads (I, II, V1-V6) so the derived limb
+leads stay exactly consistent.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy import signal as sp_signal
+
+from cardiacnets.simulate.ecg_geometry import DOWER_LEADS
+
+# Noise bounds (per independent lead I, II, V1-V6; the derived limb leads are
+# combinations of I and II, so at most twice these, in III = II - I).
+BASELINE_WANDER_MAX_MV = 0.4   # peak, sum of sinusoids below 0.5 Hz
+MAINS_MAX_MV = 0.02            # peak amplitude of the mains sinusoid
+EMG_RMS_MAX_MV = 0.02          # RMS of band-limited (20-150 Hz) muscle noise
+DEVICE_LOWPASS_HZ = 150.0      # the recorder's low-pass (first order, applied forwards and backwards)
+EMG_RMS_MEDIAN_MV = 0.0019     # its typical level (PTB-XL's high-frequency noise)
+
+
+@lru_cache(maxsize=8)
+def device_lowpass_sos(sampling_rate_hz: float) -> np.ndarray:
+    """The recorder's first-order low-pass at `DEVICE_LOWPASS_HZ` (second-order sections)."""
+    return sp_signal.butter(1, DEVICE_LOWPASS_HZ, btype="lowpass", fs=sampling_rate_hz, output="sos")
+
+
+@lru_cache(maxsize=8)
+def _emg_sos(sampling_rate_hz: float) -> np.ndarray:
+    high_hz = min(150.0, 0.45 * sampling_rate_hz)
+    return sp_signal.butter(2, [20.0, high_hz], btype="bandpass", fs=sampling_rate_hz, output="sos")
+
+
+def recording_noise(rng: np.random.Generator, n_samples: int, sampling_rate_hz: float,
+                    mains_hz: float) -> np.ndarray:
+    """(8, T) recording noise on I, II, V1-V6: baseline wander, mains hum, muscle noise.
+
+    Levels follow PTB-XL (measured by `cardiacnets bench realism`): wander is
+    log-uniform up to `BASELINE_WANDER_MAX_MV` (three sinusoids between 0.05 and
+    0.45 Hz); mains hum is usually about a microvolt (the device filters it) and
+    at most `MAINS_MAX_MV`; muscle noise (white noise band-passed to 20-150 Hz)
+    has an RMS of a few microvolts, at most `EMG_RMS_MAX_MV`.
+    """
+    t_s = np.arange(n_samples) / sampling_rate_hz
+    n_leads = len(DOWER_LEADS)
+    # Baseline wander: per-lead amplitude split over three slow sinusoids (respiration, drift).
+    freq_hz = rng.uniform(0.05, 0.45, (n_leads, 3))
+    phase = rng.uniform(0.0, 2.0 * math.pi, (n_leads, 3))
+    share = rng.dirichlet(np.ones(3), n_leads)                                     # (8, 3), rows sum to 1
+    record_wander = math.exp(rng.uniform(math.log(0.04), math.log(BASELINE_WANDER_MAX_MV)))
+    peak = record_wander * rng.uniform(0.3, 1.0, (n_leads, 1))
+    wander = np.einsum("lc,lct->lt", peak * share,
+                       np.sin(2.0 * math.pi * freq_hz[:, :, None] * t_s + phase[:, :, None]))
+    # Mains hum: one amplitude per record (shared interference), lead-specific phase.
+    hum_mV = math.exp(rng.uniform(math.log(0.00002), math.log(0.0004)))
+    if rng.random() < 0.1:
+        hum_mV = math.exp(rng.uniform(math.log(0.003), math.log(MAINS_MAX_MV)))
+    mains = hum_mV * rng.uniform(0.5, 1.0, (n_leads, 1)) * np.sin(
+        2.0 * math.pi * mains_hz * t_s + rng.uniform(0.0, 2.0 * math.pi, (n_leads, 1)))
+    # Muscle noise: band-limited Gaussian, RMS drawn per record (log-normal, a few
+    # microvolts) and per lead; filtered with scipy's causal SOS filter and rescaled.
+    white = rng.standard_normal((n_leads, n_samples))
+    emg = sp_signal.sosfilt(_emg_sos(sampling_rate_hz), white, axis=-1)
+    emg_rms = np.clip(EMG_RMS_MEDIAN_MV * math.exp(rng.normal(0.0, 0.4)) * rng.uniform(0.7, 1.3, (n_leads, 1)),
+                      0.0006, EMG_RMS_MAX_MV)
+    emg *= emg_rms / np.maximum(np.sqrt(np.mean(emg ** 2, axis=-1, keepdims=True)), 1e-12)
+    return wander + mains + emg

@@ -1,0 +1,144 @@
+"""The ``anatomy_image`` training stage of the anatomy-first generator (`cardiacnets.generation.anatomy_pipeline`).
+
+Trains the label-conditioned frame denoiser (`LabelConditionedDenoiser`) in
+the latent space of a trained frame autoencoder (``vae`` task,
+`cardiacnets.train.vae_task`), on the training set's (segmentation, cine)
+pairs: random frames of each training cine are encoded by the frozen
+autoencoder, noised at a random step, and the denoiser predicts the noise or
+velocity from the noisy latents and the frame's label map (DDPM's objective,
+`cardiacnets.generation.diffusion`). Exports ``RUN/image_denoiser`` and
+``RUN/image_scheduler``, which the ``anatomy`` stage (`cardiacnets.train.anatomy_task`)
+puts into the exported pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from cardiacnets.data.store import TrainingSet
+from cardiacnets.errors import ConfigError, InputError
+from cardiacnets.generation.diffusion import noise_scheduler_from, training_target
+from cardiacnets.train.generation_common import check_view, load_vae
+from cardiacnets.train.tasks import Task, register_task
+
+
+@dataclass
+class AnatomyImageOptions:
+    """Options of the ``anatomy_image`` task.
+
+    Attributes:
+        view: the CMR view.
+        vae: the trained frame autoencoder (``VAE_RUN/vae``).
+        frames_per_subject: random frames of each training cine per step.
+        prediction_type: ``epsilon`` or ``v_prediction``.
+        num_train_timesteps: diffusion steps of the noise schedule.
+        beta_schedule: diffusers beta schedule (``scaled_linear``, ``linear``, ``squaredcos_cap_v2``); the
+            linear ones run between diffusers' default first and last beta (`noise_scheduler_from`).
+    """
+
+    view: str = "sa"
+    vae: str = ""
+    frames_per_subject: int = 4
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    num_train_timesteps: int = 1000
+    beta_schedule: Literal["scaled_linear", "linear", "squaredcos_cap_v2"] = "scaled_linear"
+
+    def validate(self) -> None:
+        check_view(self.view)
+        if not self.vae:
+            raise ConfigError("task anatomy_image needs options.vae (a trained autoencoder, VAE_RUN/vae)")
+        if self.frames_per_subject < 1 or self.num_train_timesteps < 2:
+            raise ConfigError("options.frames_per_subject must be at least 1 and num_train_timesteps at least 2")
+
+
+@register_task
+class AnatomyImageTask(Task):
+    """Train the label-conditioned frame denoiser (see the module docstring)."""
+
+    name = "anatomy_image"
+    options_class = AnatomyImageOptions
+    default_model = "anatomy_image_unet_demo"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.vae = load_vae(self.options.vae)
+        self.noise_scheduler = noise_scheduler_from(self.options)
+
+    def views(self) -> list[str]:
+        return [self.options.view]
+
+    def required_modalities(self) -> list[str]:
+        return [self.options.view]
+
+    def segmentations(self) -> bool:
+        return True
+
+    def model_overrides(self) -> dict:
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        key = f"seg_{self.options.view}"
+        shape = TrainingSet(self.config.data.path).row_shape(key)
+        if shape is None:
+            raise InputError(self.config.data.path, f"task anatomy_image needs the stored segmentations ({key}.npy)")
+        derived = {"latent_channels": int(self.vae.config.latent_channels), "downsample_factor": factor,
+                   "latent_size": int(shape[-1]) // factor}
+        overrides = dict(self.config.model.overrides)
+        for key, value in derived.items():
+            if key in overrides and overrides[key] != value:
+                raise ConfigError(f"model.overrides.{key}={overrides[key]!r} contradicts the autoencoder and data "
+                                  f"({key} = {value}); leave it out")
+            overrides[key] = value
+        return overrides
+
+    def check_model(self, model):
+        from cardiacnets.generation.image_decoder import LabelConditionedDenoiser
+
+        if not isinstance(model, LabelConditionedDenoiser):
+            raise ConfigError(f"task anatomy_image trains a LabelConditionedDenoiser; model {self.model_name!r} is a "
+                              f"{type(model).__name__}")
+
+    def _frames(self, batch: dict, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 1, H, W) frames and (N, H, W) labels: random frames (training) or every 6th (validation)."""
+        view = self.options.view
+        cines, labels = batch[f"cmr_{view}"], batch[f"seg_{view}"]  # (B, slices, frames, H, W)
+        if generator is None:
+            return (rearrange(cines[:, :, ::6], "b s f h w -> (b s f) 1 h w"),
+                    rearrange(labels[:, :, ::6], "b s f h w -> (b s f) h w"))
+        b, s, f = cines.shape[:3]
+        k = self.options.frames_per_subject
+        slices = torch.randint(s, (b * k,), generator=generator)
+        frames = torch.randint(f, (b * k,), generator=generator)
+        subjects = torch.arange(b).repeat_interleave(k)
+        return (rearrange(cines[subjects, slices, frames], "n h w -> n 1 h w"), labels[subjects, slices, frames])
+
+    def _loss(self, model, frames: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None):
+        vae = self.vae.to(frames.device)
+        with torch.no_grad():
+            clean = vae.encode(frames.to(vae.dtype)).latent_dist.mode().float() * vae.config.scaling_factor
+        noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+        timesteps = torch.randint(0, self.options.num_train_timesteps, (clean.shape[0],),
+                                  generator=generator).to(clean.device)
+        noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
+        prediction = model(noisy, timesteps, labels).sample
+        return F.mse_loss(prediction.float(), training_target(self.noise_scheduler, clean, noise, timesteps).float())
+
+    def training_step(self, model, batch, generator):
+        return {"loss_diffusion": self._loss(model, *self._frames(batch, generator), generator)}
+
+    def validation_step(self, model, batch):
+        return {"loss_diffusion": self._loss(model, *self._frames(batch, None), None)}
+
+    def export(self, model, run_dir):
+        folder = run_dir / "image_denoiser"
+        model.save_pretrained(folder, safe_serialization=True)
+        self.noise_scheduler.save_pretrained(run_dir / "image_scheduler")
+        (run_dir / "anatomy_image.json").write_text(json.dumps(
+            {"vae": str(Path(self.options.vae).resolve()), "training_set": str(Path(self.config.data.path).resolve()),
+             "view": self.options.view}, indent=2) + "\n")
+        return {"image_denoiser": folder, "image_scheduler": run_dir / "image_scheduler"}
