@@ -16,7 +16,7 @@ from cardiacnets import __version__
 from cardiacnets.errors import CardiacNetsError
 
 COMMANDS = ("inspect", "synth", "preprocess", "bench", "demo", "evaluate", "train", "review", "study", "predict",
-            "heads", "generate")
+            "heads", "generate", "reference")
 
 
 def build_parser() -> argparse.ArgumentParser:

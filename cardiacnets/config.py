@@ -222,3 +222,13 @@ def save_config(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def shared_data_dir() -> Path:
+    """The folder of real data samples: ``$CARDIACNETS_SHARED_DATA``, else ``shared/data`` beside the checkout,
+    else ``../shared/data`` from the working directory (it may not exist; callers check)."""
+    env = os.environ.get("CARDIACNETS_SHARED_DATA")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return beside if beside.is_dir() else Path.cwd().parent / "shared" / "data"

@@ -29,13 +29,13 @@ from __future__ import annotations
 import argparse
 import ast
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from cardiacnets.config import shared_data_dir
 from cardiacnets.io.ecg_leads import STANDARD_LEADS
 
 CV_FOLDS = 5
@@ -54,15 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the shared real samples (default: $CARDIACNETS_SHARED_DATA or ../shared/data)")
     parser.add_argument("--max-real", type=int, default=None, help="read at most this many PTB-XL records")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="SynthConfig overrides")
-
-
-def default_real_data() -> Path:
-    """``$CARDIACNETS_SHARED_DATA``, else ``shared/data`` beside the checkout, else ``../shared/data``."""
-    env = os.environ.get("CARDIACNETS_SHARED_DATA")
-    if env:
-        return Path(env)
-    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
-    return beside if beside.is_dir() else Path.cwd().parent / "shared" / "data"
 
 
 # --------------------------------------------------------------------------- features
@@ -105,10 +96,8 @@ def ecg_features(signal_mV: np.ndarray, sampling_rate_hz: float, lead_names=STAN
     to_i = lambda ms: int(round(ms / 2.0))  # noqa: E731 - 500 Hz median
     q_on, q_off = to_i(f["q_onset"]), to_i(f["q_offset"])
     t_off = min(to_i(f["t_offset"]), median.shape[1] - 1)
-    base = median[:, max(q_on - 10, 0):max(q_on - 2, 1)].mean(axis=1)
-    qrs = median[:, q_on:q_off + 1] - base[:, None]
-    r = np.maximum(qrs.max(axis=1), 0.0)
-    s = np.maximum(-qrs.min(axis=1), 0.0)
+    base = d.pr_baseline_mV()
+    r, s = d.qrs_amplitudes_mV()
     slope = np.abs(np.diff(median[:, max(q_on - 5, 0):q_off + 6], axis=1)).max(axis=1) * 500.0
     for name, i in LEAD.items():
         out[f"r_{name}_mV"] = float(r[i])
@@ -413,7 +402,7 @@ def run(args: argparse.Namespace) -> dict:
     from cardiacnets.errors import InputError
     from cardiacnets.simulate import SynthConfig
 
-    real_dir = args.real_data or default_real_data()
+    real_dir = args.real_data or shared_data_dir()
     if not (real_dir / "ptbxl" / "ptbxl_database.csv").is_file():
         raise InputError(real_dir, "has no ptbxl/ptbxl_database.csv; pass --real-data or set CARDIACNETS_SHARED_DATA")
     config = load_config(SynthConfig, None, args.overrides)

@@ -14,12 +14,17 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the pipeline end to end on a simulated cohort",
-                       description="Simulate a cohort, preprocess it, train every stage, evaluate, and write "
-                                   "DIR/report.html and DIR/metrics.json. Steps done earlier in the same folder "
+                       description="Simulate a fresh cohort, preprocess it, evaluate the reference models on it, "
+                                   "train one short stage, and write DIR/report.html and DIR/metrics.json "
+                                   "(--from-scratch: train every stage). Steps done earlier in the same folder "
                                    "with the same settings are reused.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="demo config (default configs/demo/demo.yaml)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--config", type=Path, default=None,
+                      help="demo config (default configs/demo/demo.yaml)")
+    mode.add_argument("--from-scratch", action="store_true",
+                      help="train every stage on the demo cohort instead of using the reference models "
+                           "(configs/demo/from_scratch.yaml; about 20 minutes)")
     p.add_argument("--n", type=int, default=None, help="simulated subjects (overrides n_subjects)")
     p.add_argument("--seed", type=int, default=None, help="simulator seed (overrides seed)")
     p.add_argument("--workers", type=int, default=None, help="processes for simulation and preprocessing")
@@ -30,13 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cardiacnets.demo.config import FROM_SCRATCH_CONFIG
     from cardiacnets.demo.run import load_demo_config, run_demo
 
     overrides = list(args.overrides or [])
     for flag, key in ((args.n, "n_subjects"), (args.seed, "seed"), (args.workers, "workers")):
         if flag is not None:
             overrides.append(f"{key}={flag}")
-    config = load_demo_config(args.config, overrides)
+    config = load_demo_config(FROM_SCRATCH_CONFIG if args.from_scratch else args.config, overrides)
     demo = run_demo(args.out, config, force=args.force, progress=not args.no_progress)
     print()
     total = demo.timings_s.get("total", 0.0)
@@ -45,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if "ecg_to_cmr" in retrieval:
         print(f"retrieval: ECG->CMR top-1 {retrieval['ecg_to_cmr']['top1']:.3f} among {retrieval['n_candidates']} "
               f"(chance {retrieval['chance']['top1']:.3f})")
+    models = demo.metrics.get("models")
+    if models:
+        print(f"models:  {models['bundle']} (sha256 {models['sha256'][:16]}…, card {models['model_card']})")
     print(f"report:  {demo.out / 'report.html'}")
     print(f"metrics: {demo.out / 'metrics.json'}")
     if demo.metrics.get("review_command"):

@@ -1,8 +1,9 @@
-"""``cardiacnets evaluate``: evaluate trained models on a training-set split.
+"""``cardiacnets evaluate``: evaluate trained models on a training-set split or on real recordings.
 
 Subcommands: ``retrieval`` (ECG↔CMR retrieval of an aligned model, with
-embedding export and a projection plot). Later issues add ``generation`` and
-``heads`` beside it.
+embedding export and a projection plot); the modules of `EVALUATION_MODULES`
+add ``heads``, ``generation``, ``segmentation`` and ``real`` (the segmenter
+on the Sunnybrook cine, heads on PTB-XL) beside it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 
 # Modules adding further evaluations; each defines ``register(eval_subparsers)``.
-EVALUATION_MODULES: tuple[str, ...] = ("cardiacnets.commands.evaluate_heads", "cardiacnets.commands.evaluate_generation")
+EVALUATION_MODULES: tuple[str, ...] = ("cardiacnets.commands.evaluate_heads", "cardiacnets.commands.evaluate_generation",
+                                        "cardiacnets.commands.evaluate_real")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -108,8 +108,22 @@ def _read_label_table(path: Path) -> pd.DataFrame:
         raise InputError(path, f"cannot read label table ({err})") from None
 
 
-def _ptbxl_labels(raw: Path, table: pd.DataFrame) -> pd.DataFrame:
-    """PTB-XL superclass and selected statement labels from ``scp_codes``."""
+def ptbxl_labels(raw: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """PTB-XL superclass and selected statement labels from ``scp_codes``.
+
+    A record has a statement when ``scp_codes`` lists it, whatever its likelihood, and a diagnostic
+    superclass when one of its statements belongs to it (``scp_statements.csv``'s
+    ``diagnostic_class``), as the PTB-XL benchmark (Strodthoff et al., IEEE JBHI 2021) aggregates them.
+
+    Args:
+        raw: the PTB-XL folder (its ``scp_statements.csv`` maps statements to superclasses; without it
+            every superclass label is False).
+        table: ``ptbxl_database.csv`` rows.
+
+    Returns:
+        Bool columns ``label_NORM``, ``label_MI``, ``label_STTC``, ``label_CD``, ``label_HYP`` and
+        ``label_LVH`` (the LVH statement), on ``table``'s index.
+    """
     statements_path = raw / "scp_statements.csv"
     superclass = {}
     if statements_path.is_file():
@@ -156,7 +170,7 @@ def scan_wfdb(raw: Path, ptbxl_records: str = "hr") -> tuple[list[SubjectFiles],
         for col in ("ecg_id", "patient_id", "strat_fold", column):
             if col not in table.columns:
                 raise InputError(ptbxl, f"missing column {col!r}")
-        labels = _ptbxl_labels(raw, table)
+        labels = ptbxl_labels(raw, table)
         notes["label_table"] = "ptbxl_database.csv"
         for i, rec in table.iterrows():
             key = str(rec[column])

@@ -1,7 +1,8 @@
-"""The demo's evaluations: each takes the trained stages and returns (metrics, figure files).
+"""The demo's evaluations: each takes the demo's models and returns (metrics, figure files).
 
 Every function has the signature ``fn(demo, config, out_dir, progress) -> (dict, dict[str, Path])``
-and calls the same code as the corresponding ``cardiacnets evaluate`` command.
+and calls the same code as the corresponding ``cardiacnets evaluate`` command. A model is a stage's
+folder (`DemoRun.model_dir`): trained by the demo or taken from the reference bundle.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ def retrieval(demo, config, out_dir: Path, progress: bool):
     """ECG ↔ CMR retrieval of the aligned model among `retrieval_candidates` held-out candidates."""
     from cardiacnets.evaluate.retrieval import evaluate_retrieval
 
-    result = evaluate_retrieval(demo.run_dir("align"), demo.folders["dataset"], split=config.split,
+    result = evaluate_retrieval(demo.model_dir("align"), demo.folders["dataset"], split=config.split,
                                 n_candidates=config.retrieval_candidates, out_dir=out_dir, color_by="lvef_pct",
                                 precision="bf16", progress=progress)
     figures = {Path(p).stem: Path(p) for p in result.get("outputs", []) if str(p).endswith(".png")}
@@ -25,23 +26,34 @@ def retrieval(demo, config, out_dir: Path, progress: bool):
 
 
 def _acdc_dir() -> Path | None:
-    """The real ACDC samples (``$CARDIACNETS_SHARED_DATA/acdc_h5`` or ``../shared/data/acdc_h5``), if present."""
-    import os
+    """The real ACDC samples (``acdc_h5`` in `cardiacnets.config.shared_data_dir`), if present."""
+    from cardiacnets.config import shared_data_dir
 
-    from cardiacnets.demo.config import REPO_ROOT
-
-    root = os.environ.get("CARDIACNETS_SHARED_DATA")
-    candidate = Path(root) / "acdc_h5" if root else REPO_ROOT.parent / "shared" / "data" / "acdc_h5"
+    candidate = shared_data_dir() / "acdc_h5"
     return candidate if candidate.is_dir() else None
 
 
+def heads_stages(demo) -> list[str]:
+    """The demo's heads models beside the main one (``heads``): stages named ``heads_*`` (e.g. the lead-I head,
+    or heads trained by the demo from the aligned encoder and from scratch)."""
+    names = set(demo.models) | {name for name in demo.config.stages if demo.stage_enabled(name)}
+    return sorted(name for name in names if name.startswith("heads_"))
+
+
 def heads(demo, config, out_dir: Path, progress: bool):
-    """Indices and screening from the ECG alone, with bootstrap CIs, on the held-out split."""
+    """Indices and screening from the ECG alone, with bootstrap CIs, on the held-out split: the 12-lead heads (also
+    shown lead I only), then every other heads model on the same subjects (``others``)."""
     from cardiacnets.evaluate.heads import evaluate_heads
 
-    result = evaluate_heads(demo.run_dir("heads"), demo.folders["dataset"], split=config.split, out_dir=out_dir,
-                            n_boot=config.bootstrap, precision="bf16", progress=progress)
-    figures = {p.stem: p for p in sorted(out_dir.rglob("*.png"))}
+    result = evaluate_heads(demo.model_dir("heads"), demo.folders["dataset"], split=config.split, out_dir=out_dir,
+                            lead_subsets=["I"], n_boot=config.bootstrap, precision="bf16", progress=progress)
+    figures = {p.stem: p for p in sorted(out_dir.glob("*.png"))}
+    result["others"] = {}
+    for name in heads_stages(demo):
+        other = evaluate_heads(demo.model_dir(name), demo.folders["dataset"], split=config.split,
+                               out_dir=out_dir / name, n_boot=config.bootstrap, precision="bf16", progress=progress)
+        result["others"][name] = {key: other.get(key) for key in ("n_subjects", "regression", "binary", "leads")
+                                  if key in other}
     return result, figures
 
 
@@ -53,11 +65,11 @@ def generation(demo, config, out_dir: Path, progress: bool):
     """Generated cines of every enabled generator, scored against the true ones and against the baselines."""
     from cardiacnets.evaluate.generation import evaluate_generation
 
-    align = demo.run_dir("align")
-    pipelines = [demo.run_dir(stage) / "pipeline" for stage in GENERATOR_STAGES if demo.stage_enabled(stage)]
+    align = demo.model_dir("align")
+    pipelines = [demo.model_dir(stage) / "pipeline" for stage in GENERATOR_STAGES if demo.has_model(stage)]
     result = evaluate_generation(pipelines[0] if len(pipelines) == 1 else pipelines, demo.folders["dataset"],
-                                 split=config.split, segmenter=demo.run_dir("segment"),
-                                 feature_encoder=align / "cmr_sa_encoder", alignment=align,
+                                 split=config.split, segmenter=demo.model_dir("segment"),
+                                 feature_encoder=align / "model", alignment=align,
                                  limit=config.generation_subjects or None, steps=config.generation_steps,
                                  guidance=config.guidance, acdc_dir=_acdc_dir(), out_dir=out_dir,
                                  n_examples=config.report_cines, bf16=True, progress=progress)
@@ -72,7 +84,7 @@ EVALUATIONS = {"retrieval": retrieval, "heads": heads, "generation": generation}
 def needs(demo, name: str) -> list[str]:
     """The stages an evaluation needs that are not enabled (empty: it can run)."""
     required = {"retrieval": ["align"], "heads": ["align", "heads"], "generation": ["align", "segment"]}[name]
-    missing = [stage for stage in required if not demo.stage_enabled(stage)]
-    if name == "generation" and not any(demo.stage_enabled(stage) for stage in GENERATOR_STAGES):
+    missing = [stage for stage in required if not demo.has_model(stage)]
+    if name == "generation" and not any(demo.has_model(stage) for stage in GENERATOR_STAGES):
         missing.append(" or ".join(GENERATOR_STAGES))
     return missing

@@ -61,6 +61,12 @@ def _ci(block: dict, digits: int = 3) -> _Raw:
     return _Raw(text)
 
 
+def _not_evaluated(result: dict) -> bool:
+    """Whether an evaluation did not run: no result, or ``skipped`` holding the reason (a string; a heads result's
+    ``skipped`` is the dict of targets it left out, and the evaluation did run)."""
+    return not result or isinstance(result.get("skipped"), str)
+
+
 def _image(path: Path, caption: str, width: int | None = None) -> str:
     path = Path(path)
     if not path.is_file():
@@ -84,9 +90,24 @@ def _summary_section(demo) -> str:
     return out
 
 
+def _models_section(demo) -> str:
+    """Which models produced the figures: the reference bundle (name, hash, model card) and the stages trained here."""
+    m = demo.metrics.get("models")
+    if not m:
+        return ("<h2>Models</h2><p>Every model below was trained by this run on the demo cohort "
+                "(<code>--from-scratch</code>).</p>")
+    card = m.get("model_card")
+    link = (f"<a href='{_esc(Path(card).resolve().as_uri())}'>{_esc(card)}</a>" if card else "no model card")
+    rows = [[stage, source] for stage, source in sorted(m.get("stages", {}).items())]
+    return (f"<h2>Models</h2><p>The figures come from the reference bundle <b>{_esc(m['bundle'])}</b> "
+            f"(bundle.json SHA-256 <code>{_esc(m['sha256'])}</code>, package version {_esc(m['package_version'])}, "
+            f"built {_esc(m.get('built'))}; model card: {link}), trained on simulated subjects the demo's cohort "
+            f"does not contain, except the stages this run trained:</p>" + _table(["stage", "model"], rows))
+
+
 def _retrieval_section(demo) -> str:
     r = demo.metrics.get("retrieval", {})
-    if "skipped" in r or not r:
+    if _not_evaluated(r):
         return f"<h2>Retrieval</h2><p class='note'>not evaluated: {_esc(r.get('skipped', 'no result'))}</p>"
     rows = []
     for view, block in r.get("views", {}).items():
@@ -104,7 +125,7 @@ def _retrieval_section(demo) -> str:
 def _generic_section(title: str, key: str, demo) -> str:
     """A section for an evaluation without a dedicated renderer: its scalar metrics and figures."""
     r = demo.metrics.get(key, {})
-    if "skipped" in r or not r:
+    if _not_evaluated(r):
         return f"<h2>{_esc(title)}</h2><p class='note'>not evaluated: {_esc(r.get('skipped', 'no result'))}</p>"
     rows = [[k, v] for k, v in _flatten(r).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     figs = [_image(p, k.split("/", 1)[1]) for k, p in demo.figures.items() if k.startswith(f"{key}/")]
@@ -138,8 +159,8 @@ def write_report(demo) -> Path:
     from cardiacnets.demo import evaluations
 
     parts = [f"<h1>CardiacNets demo report</h1><p class='note'>{_esc(demo.out.resolve())} — every figure below was "
-             f"computed by this run (<code>metrics.json</code> holds them all).</p>", _summary_section(demo),
-             _retrieval_section(demo)]
+             f"computed by this run (<code>metrics.json</code> holds them all).</p>", _models_section(demo),
+             _summary_section(demo), _retrieval_section(demo)]
     for key in evaluations.EVALUATIONS:
         if key == "retrieval":
             continue
@@ -160,7 +181,7 @@ def write_report(demo) -> Path:
 @register_section("heads")
 def _heads_section(demo) -> str:
     r = demo.metrics.get("heads", {})
-    if "skipped" in r or not r:
+    if _not_evaluated(r):
         return f"<h2>Heads</h2><p class='note'>not evaluated: {_esc(r.get('skipped', 'no result'))}</p>"
     out = (f"<h2>Cardiac function and screening from the ECG alone</h2><p>Heads on the aligned ECG encoder, "
            f"evaluated on {_fmt(r.get('n_subjects'))} held-out subjects (split {_esc(r.get('split'))}); 95% "
@@ -184,14 +205,37 @@ def _heads_section(demo) -> str:
         rows.append([name, m.get("n"), _ci(m.get("accuracy")), _ci(m.get("balanced_accuracy")), _ci(m.get("macro_auroc"))])
     if rows:
         out += _table(["multiclass", "n", "accuracy", "balanced accuracy", "macro AUROC"], rows)
+    out += _heads_comparison(r)
     figs = [_image(p, k.split("/", 1)[1].replace("_", " ")) for k, p in demo.figures.items() if k.startswith("heads/")]
     return out + f"<div class='figs'>{''.join(figs)}</div>"
+
+
+#: Indices and screening labels compared across heads models in the report.
+_COMPARED_INDICES = [("lvedv_ml", "LVEDV R²"), ("lvef_pct", "LVEF R²"), ("lvm_g", "LV mass R²")]
+_COMPARED_LABELS = [("cardiomyopathy", "cardiomyopathy AUROC"), ("heart_failure", "heart failure AUROC")]
+
+
+def _heads_comparison(r: dict) -> str:
+    """The heads models side by side on the same subjects: the 12-lead heads, the same shown lead I only, and every
+    other heads model (lead-I heads, heads trained by this run from the aligned encoder and from scratch)."""
+    models = [("heads (12 leads)", r)] + [(f"heads, lead I shown only", block)
+                                          for subset, block in r.get("lead_subsets", {}).items() if subset == "I"]
+    models += [(name.replace("_", " "), block) for name, block in r.get("others", {}).items()]
+    if len(models) < 2:
+        return ""
+    rows = [[name] + [_ci(block.get("regression", {}).get(key, {}).get("r2")) for key, _ in _COMPARED_INDICES]
+            + [_ci(block.get("binary", {}).get(key, {}).get("auroc")) for key, _ in _COMPARED_LABELS]
+            for name, block in models]
+    return ("<h3>Heads models compared</h3><p>Same held-out subjects. <i>heads lead i</i> was trained on lead I "
+            "alone; <i>heads aligned</i> and <i>heads scratch</i>, if present, were trained by this run on its "
+            "training split (a linear probe on the aligned ECG encoder, and the same network from random "
+            "weights).</p>" + _table(["model"] + [label for _, label in _COMPARED_INDICES + _COMPARED_LABELS], rows))
 
 
 @register_section("generation")
 def _generation_section(demo) -> str:
     r = demo.metrics.get("generation", {})
-    if "skipped" in r or not r:
+    if _not_evaluated(r):
         return f"<h2>Generation</h2><p class='note'>not evaluated: {_esc(r.get('skipped', 'no result'))}</p>"
     keys = [("lvedv_r", "LVEDV r (generated vs true cine)"), ("lvedv_mae_ml", "LVEDV MAE (ml)"),
             ("lvef_r", "LVEF r"), ("lvef_mae_pct", "LVEF MAE (points)"), ("lvm_r", "LV mass r"),

@@ -1,10 +1,11 @@
 """``cardiacnets demo``: the whole CardiacNets pipeline on a simulated cohort.
 
-Simulate a UK Biobank-style cohort → preprocess it into a training set → train
-every configured stage (alignment, segmenter, CMR autoencoder, ECG-conditioned
-diffusion, heads) with the one training loop → evaluate on the held-out split
-(retrieval, generation, heads) → write ``report.html`` and ``metrics.json``
-(every figure of the report, with the time each step took).
+Simulate a UK Biobank-style cohort → preprocess it into a training set → load
+the reference bundle's models (when the config names one) → train the
+configured stages with the one training loop → evaluate every model on the
+held-out split (retrieval, heads, generation) → write ``report.html`` and
+``metrics.json`` (every figure of the report, with the models that produced it
+and the time each step took).
 
 Steps already done by an earlier run of the same demo folder with the same
 settings are reused (the simulated cohort when its settings match, the
@@ -39,6 +40,8 @@ class DemoRun:
     timings_s: dict[str, float] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
+    models: dict[str, Path] = field(default_factory=dict)
+    bundle: object | None = None
 
     def __post_init__(self):
         self.folders = {"out": self.out, "raw": self.out / "raw", "dataset": self.out / "dataset",
@@ -47,10 +50,24 @@ class DemoRun:
             self.folders[f"run:{name}"] = self.out / "runs" / name
 
     def run_dir(self, stage: str) -> Path:
+        """The folder stage `stage` trains into."""
         return self.folders[f"run:{stage}"]
 
     def stage_enabled(self, stage: str) -> bool:
         return stage in self.config.stages and self.config.stages[stage].enabled
+
+    def has_model(self, stage: str) -> bool:
+        """Whether the demo has stage `stage`'s model (trained here or from the reference bundle)."""
+        return stage in self.models or self.stage_enabled(stage)
+
+    def model_dir(self, stage: str) -> Path:
+        """The folder holding stage `stage`'s model, laid out like its run folder: trained by this demo, or the
+        reference bundle's component of that name."""
+        if self.stage_enabled(stage):
+            return self.run_dir(stage)
+        if stage in self.models:
+            return self.models[stage]
+        raise InputError(self.out, f"the demo has no {stage!r} model (not trained here, not in the reference bundle)")
 
 
 def _announce(index: int, total: int, text: str) -> None:
@@ -75,15 +92,19 @@ def run_demo(out: str | Path, config: DemoConfig, force: bool = False, progress:
     demo = DemoRun(Path(out), config)
     demo.out.mkdir(parents=True, exist_ok=True)
     stages = [name for name, stage in config.stages.items() if stage.enabled]
-    steps = ["simulate", "preprocess", *stages, "evaluate", "report"]
+    steps = [*(["load models"] if config.reference else []), "simulate", "preprocess", *stages, "evaluate", "report"]
     total = len(steps)
     started = time.perf_counter()
 
-    _announce(1, total, f"simulating {config.n_subjects} UK Biobank-style subjects into {demo.folders['raw']}")
+    if config.reference:  # first: a bundle that does not verify stops the demo before any work
+        _announce(1, total, f"loading the reference models ({config.reference})")
+        _timed(demo, "load_models", lambda: _load_reference(demo))
+    _announce(steps.index("simulate") + 1, total,
+              f"simulating {config.n_subjects} UK Biobank-style subjects into {demo.folders['raw']}")
     _timed(demo, "simulate", lambda: _simulate(demo, force, progress))
-    _announce(2, total, f"preprocessing into {demo.folders['dataset']}")
+    _announce(steps.index("preprocess") + 1, total, f"preprocessing into {demo.folders['dataset']}")
     _timed(demo, "preprocess", lambda: _preprocess(demo, force, progress))
-    for i, name in enumerate(stages, start=3):
+    for i, name in enumerate(stages, start=steps.index("preprocess") + 2):
         _announce(i, total, f"training stage {name!r} ({config.stages[name].config})")
         _timed(demo, f"train_{name}", lambda name=name: _train_stage(demo, name, force, progress))
     _announce(total - 1, total, f"evaluating on the {config.evaluate.split!r} split")
@@ -150,6 +171,26 @@ def _preprocess(demo: DemoRun, force: bool, progress: bool) -> None:
                                "failed_records": result.n_failed_records}
 
 
+# --- models -----------------------------------------------------------------------------------------------------
+def _load_reference(demo: DemoRun) -> None:
+    """Verify and load the reference bundle; its components become the models of the stages of the same name."""
+    from cardiacnets.demo.config import resolve_path
+    from cardiacnets.models.bundle import load_bundle
+
+    bundle = load_bundle(resolve_path(demo.config.reference))
+    demo.bundle = bundle
+    for key in bundle.info["components"]:
+        stage = key.split("/")[0]
+        demo.models[stage] = bundle.root / stage
+        demo.folders[f"ref:{stage}"] = bundle.root / stage
+    card = bundle.path / "MODEL_CARD.md"
+    demo.metrics["models"] = {
+        "bundle": bundle.info["name"], "bundle_path": str(bundle.path), "sha256": bundle.digest,
+        "package_version": bundle.info["package_version"], "model_card": str(card) if card.is_file() else None,
+        "built": bundle.info.get("created"), "training": (bundle.info.get("metadata") or {}).get("training"),
+        "stages": {stage: "reference bundle" for stage in sorted(demo.models)}}
+
+
 # --- training ---------------------------------------------------------------------------------------------------
 def _train_stage(demo: DemoRun, name: str, force: bool, progress: bool) -> None:
     from cardiacnets.train import TrainConfig, train
@@ -179,6 +220,8 @@ def _train_stage(demo: DemoRun, name: str, force: bool, progress: bool) -> None:
             summary.update(json.loads(summary_file.read_text()))
         marker.write_text(json.dumps({"config_sha256": digest, "summary": summary}, indent=2, default=str) + "\n")
     demo.metrics.setdefault("training", {})[name] = summary
+    if "models" in demo.metrics:
+        demo.metrics["models"]["stages"][name] = "trained by this demo"
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------
@@ -208,10 +251,10 @@ def _review_folder(demo: DemoRun) -> None:
     model = demo.out / "model"
     from cardiacnets.demo.evaluations import GENERATOR_STAGES
 
-    generator = next((demo.run_dir(stage) / "pipeline" for stage in GENERATOR_STAGES if demo.stage_enabled(stage)),
+    generator = next((demo.model_dir(stage) / "pipeline" for stage in GENERATOR_STAGES if demo.has_model(stage)),
                      None)
     exports = {"generator": generator,
-               "heads": demo.run_dir("heads") / "model" if demo.stage_enabled("heads") else None}
+               "heads": demo.model_dir("heads") / "model" if demo.has_model("heads") else None}
     present = {name: folder for name, folder in exports.items() if folder is not None and folder.is_dir()}
     if not present:
         return

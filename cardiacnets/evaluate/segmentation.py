@@ -269,6 +269,7 @@ def evaluate_acdc(segmenter: Segmenter, acdc_dir: str | os.PathLike, geometry: C
         raise InputError(segmenter.folder, f"records no cine geometry ({GEOMETRY_FILE}); give it explicitly")
     started = time.perf_counter()
     volume_rows, mid_rows, phase_rows, coverage, failures = [], [], {"ED": [], "ES": []}, [], []
+    ef_rows = []
     for patient, ed_path, es_path in acdc_pairs(acdc_dir):
         try:
             case = standardize_acdc(ed_path, es_path, geometry, assumed_spacing_mm)
@@ -285,12 +286,14 @@ def evaluate_acdc(segmenter: Segmenter, acdc_dir: str | os.PathLike, geometry: C
             volume_rows.append(scores)
             phase_rows[phase].append(scores)
             mid_rows.append(dice_scores(predicted[mid, frame], truth[mid, frame]))
+        ef_rows.append({"patient": patient, "expert": _voxel_ef(truth), "segmenter": _voxel_ef(predicted)})
     if not volume_rows:
         raise InputError(acdc_dir, f"no ACDC patient could be evaluated ({failures[0]['reason'] if failures else ''})")
     return {
         "dice_volume": _mean_dice(volume_rows),
         "dice_mid_slice": _mean_dice(mid_rows),
         "dice_by_phase": {phase: _mean_dice(rows) for phase, rows in phase_rows.items()},
+        "lvef": _ef_agreement(ef_rows),
         "n_patients": len(coverage),
         "n_volumes": len(volume_rows),
         "label_coverage": float(np.mean(coverage)),
@@ -299,6 +302,24 @@ def evaluate_acdc(segmenter: Segmenter, acdc_dir: str | os.PathLike, geometry: C
         "failures": failures,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _voxel_ef(labels: np.ndarray) -> float | None:
+    """LVEF (%) of (slices, [ED, ES], H, W) labels from LV blood-pool voxel counts: the voxel volume cancels, so
+    ACDC's unknown slice spacing does not matter. ``None`` without an ED blood pool."""
+    counts = (labels == SEG_LABELS["lv_cavity"]).sum(axis=(0, 2, 3)).astype(float)
+    return None if counts[0] <= 0 else float(100.0 * (1.0 - counts[1] / counts[0]))
+
+
+def _ef_agreement(rows: list[dict]) -> dict:
+    """MAE, bias and r of the segmenter's LVEF against the expert labels' over the patients where both exist."""
+    pairs = np.array([(r["expert"], r["segmenter"]) for r in rows if r["expert"] is not None
+                      and r["segmenter"] is not None], dtype=float).reshape(-1, 2)
+    error = pairs[:, 1] - pairs[:, 0]
+    r = float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1]) if len(pairs) > 2 and pairs.std(axis=0).min() > 0 else None
+    return {"n": int(len(pairs)), "mae_pct": float(np.abs(error).mean()) if len(pairs) else None,
+            "bias_pct": float(error.mean()) if len(pairs) else None, "r": r, "per_patient": rows,
+            "method": "voxel counts of the LV blood pool at ED and ES over the whole stack"}
 
 
 # --- a training-set split ----------------------------------------------------------------------------------------

@@ -243,6 +243,12 @@ def _frame_sort_key(source: DicomSource, frame: _Frame, use_trigger: bool) -> tu
     return trigger, float(instance) if has_instance else 0.0
 
 
+def _instance_number(frame: _Frame) -> int | None:
+    """The frame's InstanceNumber (checked finite by `_parse_frame`), None when absent."""
+    instance = frame.ds.get("InstanceNumber")
+    return None if instance in (None, "") else int(float(instance))
+
+
 def _pixels(source: DicomSource, frame: _Frame) -> np.ndarray:
     """The frame's pixel values after RescaleSlope/Intercept, float32 (rows, columns)."""
     try:
@@ -350,8 +356,9 @@ def read_dicom_series(path: str | os.PathLike, *, series: str | None = None, vie
         A `CMRImage` with float32 data (x = columns, y = rows, slices, frames)
         in the rescaled units, the RAS affine, ``frame_interval_ms`` from the
         TriggerTime steps (else NominalInterval / CardiacNumberOfImages), and
-        metadata with the series descriptions, UIDs, trigger times and slice
-        positions.
+        metadata with the series descriptions, UIDs, trigger times, slice
+        positions and ``instance_numbers`` (slices x frames, the InstanceNumber of
+        the file behind each image, None where absent).
 
     Raises:
         InputError: no DICOM images, missing, non-finite or implausible
@@ -432,6 +439,7 @@ def read_dicom_series(path: str | os.PathLike, *, series: str | None = None, vie
             "n_files": sum(counts),
             "trigger_times_ms": trigger_ms,
             "slice_positions_mm": [float(p) for p in positions],
+            "instance_numbers": [[_instance_number(f) for f in group] for group in groups],
             "image_type": image_type,
             "synthetic": any("SYNTHETIC" in d.upper() for d in descriptions),
         },

@@ -37,8 +37,8 @@ def load_saved_encoder(folder: str | os.PathLike, kind: str, view: str | None = 
 
     Args:
         folder: a ``save_pretrained`` folder.
-        kind: ``ecg`` (an `ECGViT`/`ResNet1D`, or the encoder of an `ECGMAE`) or ``cmr`` (a
-            `CMREncoder`, or the `view` encoder of a `CMRMaskedModel`).
+        kind: ``ecg`` (an `ECGViT`/`ResNet1D`, or the encoder of an `ECGMAE` or a `CardiacCLIP`) or ``cmr``
+            (a `CMREncoder`, or the `view` encoder of a `CMRMaskedModel` or a `CardiacCLIP`).
         view: the CMR view (``kind="cmr"``).
         where: what the encoder is for, named in errors (e.g. ``"cmr.sa"`` of a config).
 
@@ -49,17 +49,24 @@ def load_saved_encoder(folder: str | os.PathLike, kind: str, view: str | None = 
         InputError: the folder holds another kind of model, or no encoder of `view`.
     """
     purpose = f" (for {where})" if where else ""
+    from cardiacnets.models.clip import CardiacCLIP  # (clip builds its encoders with this module)
+
     saved = load_pretrained(folder)
+    if isinstance(saved, CardiacCLIP):
+        saved = saved.ecg_encoder if kind == "ecg" else _view_encoder(folder, saved.cmr_encoders, view, "CardiacCLIP")
     if kind == "ecg":
         saved = saved.encoder if isinstance(saved, ECGMAE) else saved
         if not is_ecg_encoder(saved):
             raise InputError(folder, f"holds a {type(saved).__name__}, not an ECG encoder{purpose}")
         return saved
     if isinstance(saved, CMRMaskedModel):
-        if view not in saved.encoders:
-            raise InputError(folder, f"the saved CMRMaskedModel has no encoder for view {view!r} "
-                                     f"(it has {', '.join(saved.encoders)})")
-        return saved.encoders[view]
+        return _view_encoder(folder, saved.encoders, view, "CMRMaskedModel")
     if not isinstance(saved, CMREncoder):
         raise InputError(folder, f"holds a {type(saved).__name__}, not a CMR encoder{purpose}")
     return saved
+
+
+def _view_encoder(folder, encoders, view: str | None, owner: str) -> nn.Module:
+    if view not in encoders:
+        raise InputError(folder, f"the saved {owner} has no encoder for view {view!r} (it has {', '.join(encoders)})")
+    return encoders[view]

@@ -115,6 +115,26 @@ class Delineation:
             "t_axis_deg": net_area_axis_deg(self.median_mV, f["q_offset"], f["t_offset"]),
         }
 
+    def pr_baseline_mV(self) -> np.ndarray:
+        """Each lead's level on the PR segment of the median beat (2-20 ms before QRS onset), (12,) mV."""
+        q_on = int(round(self.fiducials_ms["q_onset"] / 1000.0 * MEDIAN_RATE_HZ))
+        return self.median_mV[:, max(q_on - 10, 0):max(q_on - 2, 1)].mean(axis=1)
+
+    def qrs_amplitudes_mV(self) -> tuple[np.ndarray, np.ndarray]:
+        """R and S amplitudes of every lead of the median beat, against the PR baseline.
+
+        R is the QRS's highest point above the baseline and S its deepest point below it (each 0 when
+        the QRS never crosses the baseline that way), between QRS onset and offset: the amplitudes the
+        voltage criteria of left ventricular hypertrophy use (Sokolow-Lyon, Cornell).
+
+        Returns:
+            ``(r_mV, s_mV)``: two (12,) arrays, >= 0, in `STANDARD_LEADS` order.
+        """
+        to_index = lambda ms: int(round(ms / 1000.0 * MEDIAN_RATE_HZ))  # noqa: E731
+        q_on, q_off = to_index(self.fiducials_ms["q_onset"]), to_index(self.fiducials_ms["q_offset"])
+        qrs = self.median_mV[:, q_on:q_off + 1] - self.pr_baseline_mV()[:, None]
+        return np.maximum(qrs.max(axis=1), 0.0), np.maximum(-qrs.min(axis=1), 0.0)
+
 
 # --------------------------------------------------------------------------- filters
 

@@ -41,6 +41,7 @@ __all__ = [
     "classification_metrics",
     "multiclass_metrics",
     "regression_metrics",
+    "separation_metrics",
     "supports_batches",
     "youden_threshold",
 ]
@@ -312,6 +313,33 @@ def classification_metrics(y_true, y_score, threshold: float | None = None, n_bi
         "n_positive": n_positive,
         "prevalence": n_positive / n,
     }
+    return _unbatch(result, single)
+
+
+@supports_batches
+def separation_metrics(y_true, y_score) -> dict:
+    """How well a continuous score (a measurement, not a probability) separates two groups.
+
+    Args:
+        y_true: (n,) 0/1 group labels (1 = the group expected to score higher), or (B, n) resamples.
+        y_score: any finite real values (e.g. an LV mass in g or a voltage in mV), same shape.
+
+    Returns:
+        ``auroc`` (the Mann–Whitney probability that a random member of group 1 scores higher than one
+        of group 0, ties counting 1/2) and ``mean_difference`` (mean of group 1 minus mean of group 0,
+        in the score's unit): floats, or (B,) arrays for a batch; NaN where a group is empty.
+
+    Raises:
+        ValueError: labels not 0/1, scores not finite, or mismatched shapes.
+    """
+    positive = _binary_labels(y_true)
+    score = _finite_float(y_score, "y_score")
+    _check_shapes(positive, score, ("y_true", "y_score"))
+    single, (positive, score) = _batch(positive, score)
+    n_positive = positive.sum(axis=1)
+    mean_positive = _safe_divide(np.where(positive, score, 0.0).sum(axis=1), n_positive)
+    mean_negative = _safe_divide(np.where(positive, 0.0, score).sum(axis=1), positive.shape[1] - n_positive)
+    result = {"auroc": _auroc_rows(positive, score), "mean_difference": mean_positive - mean_negative}
     return _unbatch(result, single)
 
 

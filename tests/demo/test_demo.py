@@ -1,5 +1,7 @@
-"""`cardiacnets demo`: the end-to-end run on a tiny cohort, its report, metrics and reuse of finished steps."""
+"""`cardiacnets reference build` and `cardiacnets demo`: a tiny reference bundle trained by the build command, then
+the demo evaluating it on a fresh cohort (report, metrics, provenance, reuse of finished steps, a tampered bundle)."""
 
+import hashlib
 import json
 
 import pytest
@@ -7,58 +9,128 @@ import yaml
 
 from cardiacnets.cli import main
 from cardiacnets.demo.config import DemoConfig, StageConfig, fill_placeholders
+from cardiacnets.demo.reference import BUNDLE_STAGES
 from cardiacnets.errors import ConfigError
 from support import REPO_ROOT
 
 SHORT = ["schedule.epochs=null", "schedule.max_steps=2", "schedule.warmup_steps=1", "data.batch_size=8"]
 
 
-def tiny_demo_config(path):
-    """configs/demo/demo.yaml with every stage cut to 2 steps of 8 and small evaluations."""
-    config = yaml.safe_load((REPO_ROOT / "configs" / "demo" / "demo.yaml").read_text())
+def tiny_config(source, path, batch_size=8, **changes):
+    """A demo-format config (`source`) with every stage cut to 2 steps of `batch_size` and small evaluations."""
+    config = yaml.safe_load(source.read_text())
     for name, stage in config["stages"].items():
-        extra = ["precise_bn_batches=1"] if name in ("align", "segment") else []
+        extra = [f"data.batch_size={batch_size}"]
+        extra += ["precise_bn_batches=1"] if name in ("align", "segment") else []
         if name == "anatomy":  # 30 subjects: fewer training cines than the demo's 32 shape components
-            extra = ["options.n_components=8", "options.readout_folds=2", "options.selection_steps=2"]
+            extra += ["options.n_components=8", "options.readout_folds=2", "options.selection_steps=2"]
         stage["overrides"] = stage.get("overrides", []) + SHORT + extra
     config["evaluate"].update(generation_subjects=3, generation_steps=2, bootstrap=50, report_cines=1)
+    config.update(changes)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """`cardiacnets reference build` of configs/reference/reference.yaml on 30 subjects, 2 steps per stage."""
+    root = tmp_path_factory.mktemp("reference")
+    config = tiny_config(REPO_ROOT / "configs" / "reference" / "reference.yaml", root / "reference.yaml")
+    build = root / "build"
+    assert main(["reference", "build", "--out", str(build), "--config", str(config), "--name", "tiny-reference",
+                 "--no-real-data", "--no-progress", "n_subjects=30"]) == 0
+    return build
+
+
 @pytest.mark.slow
-def test_demo_end_to_end_on_a_tiny_cohort(tmp_path, capsys):
+def test_reference_build_exports_a_sealed_bundle_with_its_model_card(tiny_bundle, capsys):
+    bundle = tiny_bundle / "bundle"
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert info["name"] == "tiny-reference" and info["metadata"]["n_subjects"] == 30 and info["metadata"]["seed"] == 1
+    assert {key.split("/")[0] for key in info["components"]} == set(BUNDLE_STAGES)
+    assert (bundle / "anatomy" / "pipeline" / "model_index.json").is_file()
+    assert (bundle / "heads_lead_i" / "model").is_dir() and (bundle / "align" / "model").is_dir()
+    on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert on_disk - set(info["files"]) == {"bundle.json", "SHA256SUMS"}
+    for path, entry in info["files"].items():  # every file's recorded hash, recomputed here
+        assert sha256(bundle / path) == entry["sha256"], path
+    card = (bundle / "MODEL_CARD.md").read_text()
+    metrics = json.loads((tiny_bundle / "metrics.json").read_text())
+    assert "Not for clinical use" in card and "reference build" in card
+    assert f"{metrics['retrieval']['views']['sa']['ecg_to_cmr']['top1']:.3f}" in card  # measured, not typed in
+    assert f"{metrics['generation']['lvedv_r']:.3f}" in card
+    assert info["files"]["anatomy/pipeline/model_index.json"]["sha256"] in card
+    assert metrics["real_data"] == {"skipped": "not requested (--no-real-data)"}
+    capsys.readouterr()
+    assert main(["reference", "verify", str(bundle), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "tiny-reference"
+
+
+@pytest.mark.slow
+def test_demo_evaluates_the_bundle_on_a_fresh_cohort(tiny_bundle, tmp_path, capsys):
+    bundle = tiny_bundle / "bundle"
+    config = tiny_config(REPO_ROOT / "configs" / "demo" / "demo.yaml", tmp_path / "demo.yaml", batch_size=4,
+                         reference=str(bundle))
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--n", "30", "--no-progress", "--config",
-            str(tiny_demo_config(tmp_path / "demo.yaml"))]
+    argv = ["demo", "--out", str(out), "--n", "30", "--seed", "7", "--no-progress", "--config", str(config)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"report:  {out / 'report.html'}" in printed and "[1/" in printed
+    assert f"report:  {out / 'report.html'}" in printed and "models:  tiny-reference" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["cohort"]["n_subjects"] == 30
-    assert metrics["training"]["align"]["exports"]["ecg_encoder"].endswith("ecg_encoder")
-    # fewer test subjects than candidates: every test subject is a candidate, chance = 1/N
-    retrieval = metrics["retrieval"]
-    assert retrieval["chance"]["top1"] == pytest.approx(1 / retrieval["n_candidates"])
-    assert set(metrics["timings_s"]) >= {"simulate", "preprocess", "train_align", "evaluate", "total"}
-    assert set(metrics["training"]) == {"align", "heads", "segment", "frame_vae", "anatomy_image", "anatomy"}
-    for key in ("ssim", "psnr", "lvedv_r", "temporal"):
-        assert key in metrics["generation"] and key in metrics["generation"]["nn_baseline"]
-        assert key in metrics["generation"]["rendered_readout"]
-    assert "dice_vs_segmented_cine" in metrics["generation"]["anatomy"]
-    assert "r2" in metrics["heads"]["regression"]["lvedv_ml"]
+    models = metrics["models"]
+    assert models["bundle"] == "tiny-reference" and models["sha256"] == sha256(bundle / "bundle.json")
+    assert models["stages"] == {**{stage: "reference bundle" for stage in BUNDLE_STAGES},
+                                "heads_aligned": "trained by this demo", "heads_scratch": "trained by this demo"}
+    assert set(metrics["training"]) == {"heads_aligned", "heads_scratch"}
+    assert metrics["cohort"] == {"n_subjects": 30, "seed": 7, "raw": str(out / "raw")}
+    heads = metrics["heads"]
+    assert set(heads["others"]) == {"heads_aligned", "heads_lead_i", "heads_scratch"}
+    assert heads["others"]["heads_lead_i"]["leads"] == "I" and "I" in heads["lead_subsets"]
+    assert "r2" in heads["regression"]["lvedv_ml"]
+    assert "lvedv_r" in metrics["generation"] and "lvedv_r" in metrics["generation"]["nn_baseline"]
     html = (out / "report.html").read_text()
-    assert "ECG ↔ CMR retrieval" in html and "data:image/png;base64," in html and "data:image/gif;base64," in html
-    assert f"{retrieval['ecg_to_cmr']['top1']:.3f}" in html  # the tables show the measured figures
+    assert "tiny-reference" in html and models["sha256"] in html and "Heads models compared" in html
     assert f"{metrics['generation']['ssim']:.3f}" in html and "SYNTHETIC" in html
     assert metrics["review_command"] == f"cardiacnets review --data {out / 'dataset'} --model {out / 'model'}"
-    assert (out / "model" / "generator" / "model_index.json").is_file() and (out / "model" / "heads").is_dir()
     assert "AnatomyFirstPipeline" in (out / "model" / "generator" / "model_index.json").read_text()
 
-    # A second run reuses the cohort and the trained stage.
+    # A second run reuses the cohort and the trained stages.
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "reusing the cohort" in printed and "reusing stage 'align'" in printed
+    assert "reusing the cohort" in printed and "reusing stage 'heads_aligned'" in printed
+
+
+@pytest.mark.slow
+def test_demo_refuses_a_modified_bundle(tiny_bundle, tmp_path, capsys):
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle / "bundle", bundle)
+    weights = next((bundle / "segment" / "model").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    config = tiny_config(REPO_ROOT / "configs" / "demo" / "demo.yaml", tmp_path / "demo.yaml", reference=str(bundle))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--n", "12", "--no-progress", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "segment/model/" in error and weights.name in error
+
+
+def test_shipped_demo_configs_resolve():
+    """The default demo names the committed bundle and trains only short stages; --from-scratch trains the rest."""
+    from cardiacnets.demo.config import DEFAULT_CONFIG, FROM_SCRATCH_CONFIG, resolve_path
+    from cardiacnets.demo.run import load_demo_config
+
+    demo = load_demo_config(DEFAULT_CONFIG)
+    demo.validate()
+    assert resolve_path(demo.reference).is_dir() and set(demo.stages) == {"heads_aligned", "heads_scratch"}
+    scratch = load_demo_config(FROM_SCRATCH_CONFIG)
+    scratch.validate()
+    assert scratch.reference is None and {"align", "heads", "segment", "anatomy"} <= set(scratch.stages)
 
 
 def test_demo_config_checks_placeholders():
@@ -70,10 +142,16 @@ def test_demo_config_checks_placeholders():
         DemoConfig(stages={"align": StageConfig("a.yaml", ["x={data}"])}).validate()
     with pytest.raises(ConfigError, match="n_subjects must be at least 10"):
         DemoConfig(n_subjects=3).validate()
+    with pytest.raises(ConfigError, match=r"refers to \{ref:align\} but no reference bundle is set"):
+        DemoConfig(stages={"heads": StageConfig("h.yaml", ["init.ecg_encoder={ref:align}/model"])}).validate()
 
 
 def test_fill_placeholders(tmp_path):
-    folders = {"out": tmp_path, "dataset": tmp_path / "ds", "run:align": tmp_path / "runs" / "align"}
+    folders = {"out": tmp_path, "dataset": tmp_path / "ds", "run:align": tmp_path / "runs" / "align",
+               "ref:segment": tmp_path / "bundle" / "segment"}
     assert fill_placeholders("init.ecg_encoder={run:align}/ecg_encoder", folders) == \
         f"init.ecg_encoder={tmp_path}/runs/align/ecg_encoder"
     assert fill_placeholders("data.path={dataset}", folders) == f"data.path={tmp_path}/ds"
+    assert fill_placeholders("x={ref:segment}/model", folders) == f"x={tmp_path}/bundle/segment/model"
+    with pytest.raises(ConfigError, match="the reference bundle has no 'align'"):
+        fill_placeholders("x={ref:align}", folders)

@@ -8,7 +8,6 @@ forward pass of the standardised record.
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -16,33 +15,11 @@ import torch
 
 from cardiacnets.cli import main
 from cardiacnets.errors import ConfigError, InputError
-from cardiacnets.heads.model import HeadsModel, HeadsModelConfig
+from cardiacnets.heads.model import HeadsModel
 from cardiacnets.heads.predict import format_prediction, predict_record
-from cardiacnets.models.clip import EncoderSpec
 
-DEMO_ECG = {"sampling_rate_hz": 250.0, "duration_s": 10.0, "crop": "start", "bandpass_hz": [0.5, 100.0],
-            "bandpass_order": 2, "notch_hz": 50.0, "notch_quality": 30.0, "baseline_removal": "bandpass",
-            "normalization": "none", "derive_limb_leads": True}
-TINY_RESNET = {"n_samples": 2500, "stem_width": 8, "widths": [8, 16], "blocks": [1, 1], "embed_dim": 16}
-
-
-def save_model(folder, provenance=None, leads=None, film=False):
-    torch.manual_seed(0)
-    config = HeadsModelConfig(
-        encoder=EncoderSpec("ecg_resnet1d", {**TINY_RESNET, "film": film}),
-        regression_targets=["lvedv_ml", "lvef_pct"], regression_units=["ml", "%"], target_mean=[150.0, 55.0],
-        target_std=[30.0, 8.0], binary_targets=["label_heart_failure", "label_cardiomyopathy"],
-        multiclass_target="cardiomyopathy_subtype", multiclass_classes=["none", "dilated", "hypertrophic",
-                                                                        "restrictive"], leads=leads)
-    config.calibration.split, config.calibration.n_subjects = "val", 184
-    config.calibration.thresholds = {"label_heart_failure": 0.2}  # none for cardiomyopathy
-    config.calibration.interval_halfwidth = {"lvedv_ml": 40.0, "lvef_pct": math.inf}
-    config.provenance = provenance if provenance is not None else {
-        "mode": "finetune", "data": "runs/demo/dataset", "n_train_used": 163, "ecg_preprocessing": DEMO_ECG}
-    if film:
-        config.provenance["demographics"] = {"columns": ["age_years", "sex_male", "bmi"], "mean": [60.0, 0.5, 26.0],
-                                             "std": [10.0, 0.5, 4.0]}
-    return HeadsModel(config).save_pretrained(folder)
+from support.datasets import DEMO_ECG
+from support.datasets import save_tiny_heads_model as save_model
 
 
 @pytest.fixture(scope="module")

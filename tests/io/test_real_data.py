@@ -57,3 +57,10 @@ def test_acdc_labels_remap(acdc_dir):
     with h5py.File(acdc_dir / "patient001_frame01.h5", "r") as f:
         label = np.transpose(np.asarray(f["label"]), (1, 2, 0))
     np.testing.assert_array_equal(seg.data[..., 0], ACDC_TO_UKB[label.astype(np.uint8)])
+
+
+def test_sunnybrook_cine_records_each_images_instance_number(shared_data):
+    image = read_cmr(shared_data / "sunnybrook" / "SCD0000101", view="sa")
+    assert image.shape == (256, 256, 12, 20)
+    # Files 1-20 are the first slice's phases, 21-40 the second's, ...: InstanceNumber = 20 * slice + phase + 1.
+    assert image.metadata["instance_numbers"] == [[20 * s + f + 1 for f in range(20)] for s in range(12)]

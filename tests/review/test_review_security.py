@@ -395,9 +395,10 @@ def test_shipped_demo_study_runs_on_the_demo_cohort(tmp_path, capsys):
 
     Rendering and preprocessing 600 subjects takes minutes, but a subject's diagnoses
     and split depend only on its drawn physiology (cheap) and its id: this draws the
-    demo's 600 subjects (configs/demo/demo.yaml: n_subjects, seed), maps their ICD-10
-    codes with preprocess's default map and splits them with configs/demo/preprocess.yaml,
-    as `cardiacnets demo` does, and checks the study on that manifest.
+    demo's subjects (configs/demo/demo.yaml: n_subjects, seed), maps their ICD-10
+    codes with preprocess's default map and splits them with configs/demo/preprocess.yaml
+    and the demo's preprocess overrides, as `cardiacnets demo` does, and checks the study
+    on that manifest.
     """
     from cardiacnets.config import load_config
     from cardiacnets.data.labels import ICD10Mapper
@@ -407,7 +408,8 @@ def test_shipped_demo_study_runs_on_the_demo_cohort(tmp_path, capsys):
     from cardiacnets.simulate.physiology import SynthConfig, icd10_codes, sample_physiology
 
     demo = yaml.safe_load((REPO_ROOT / "configs/demo/demo.yaml").read_text())
-    split = load_config(PreprocessConfig, REPO_ROOT / "configs/demo/preprocess.yaml").split
+    split = load_config(PreprocessConfig, REPO_ROOT / "configs/demo/preprocess.yaml",
+                        demo.get("preprocess_overrides", [])).split
     mapper, rows = ICD10Mapper(), []
     for index in range(demo["n_subjects"]):
         eid = str(EID_START + index)
@@ -416,7 +418,7 @@ def test_shipped_demo_study_runs_on_the_demo_cohort(tmp_path, capsys):
         rows.append({"subject_id": eid, "split": assign_split(eid, split), "has_ecg": True, "has_sa": True, **labels})
     manifest = pd.DataFrame(rows)
     test = manifest[manifest["split"] == "test"]
-    assert len(test) == 59 and int(test["label_coronary_artery_disease"].sum()) == 1  # the demo's one CAD subject
+    assert len(test) == 250 and int(test["label_coronary_artery_disease"].sum()) == 22  # enough for per_choice up to 22
     data = tmp_path / "data"
     data.mkdir()
     manifest.to_csv(data / "manifest.csv", index=False)

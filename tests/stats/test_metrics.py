@@ -21,6 +21,7 @@ from cardiacnets.stats.metrics import (
     classification_metrics,
     multiclass_metrics,
     regression_metrics,
+    separation_metrics,
     supports_batches,
     youden_threshold,
 )
@@ -406,3 +407,29 @@ def test_delong_identical_models():
     y, score = _binormal(rng, 50, 1.0)
     result = delong_test(y, score, score)
     assert (result["diff"], result["se"], result["z"], result["p_value"]) == (0.0, 0.0, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------- separation of two groups by a measurement
+
+def test_separation_metrics_by_hand_and_against_scipy_and_the_batched_path():
+    # Group 1 {3, 5}, group 0 {1, 3, 4}: pairs (3>1, 3=3, 3<4, 5>1, 5>3, 5>4) -> (1 + 0.5 + 0 + 3) / 6 = 0.75.
+    y = np.array([1, 0, 1, 0, 0])
+    score = np.array([3.0, 1.0, 5.0, 3.0, 4.0])  # any unit, not probabilities
+    result = separation_metrics(y, score)
+    assert result["auroc"] == pytest.approx(0.75)
+    assert result["mean_difference"] == pytest.approx(4.0 - 8.0 / 3.0)
+    u = stats.mannwhitneyu(score[y == 1], score[y == 0]).statistic
+    assert result["auroc"] == pytest.approx(u / (2 * 3))
+    rng = np.random.default_rng(3)
+    y, score = _random_binary(rng, 40, decimals=1)
+    score = score * 200.0 - 50.0  # outside [0, 1]
+    assert separation_metrics(y, score)["auroc"] == pytest.approx(skm.roc_auc_score(y, score))
+    rows = bootstrap_indices(40, 5, seed=1)
+    batched = separation_metrics(y[rows], score[rows])
+    for b, row in enumerate(rows):
+        single = separation_metrics(y[row], score[row])
+        for key in ("auroc", "mean_difference"):
+            assert batched[key][b] == pytest.approx(single[key], nan_ok=True)
+    assert np.isnan(separation_metrics(np.ones(3), np.arange(3.0))["auroc"])
+    with pytest.raises(ValueError, match="NaN"):
+        separation_metrics(y, np.full(40, np.nan))

@@ -111,6 +111,43 @@ def save_tiny_resnet_clip(folder, frames: int = 8):
     return folder
 
 
+#: The demo's ECG preprocessing (250 Hz, 10 s), as the heads task records it in a model's provenance.
+DEMO_ECG = {"sampling_rate_hz": 250.0, "duration_s": 10.0, "crop": "start", "bandpass_hz": [0.5, 100.0],
+            "bandpass_order": 2, "notch_hz": 50.0, "notch_quality": 30.0, "baseline_removal": "bandpass",
+            "normalization": "none", "derive_limb_leads": True}
+TINY_RESNET = {"n_samples": 2500, "stem_width": 8, "widths": [8, 16], "blocks": [1, 1], "embed_dim": 16}
+#: Unit, mean and SD of the indices a tiny heads model can predict.
+TINY_HEADS_TARGETS = {"lvedv_ml": ("ml", 150.0, 30.0), "lvef_pct": ("%", 55.0, 8.0), "lvm_g": ("g", 100.0, 25.0),
+                      "rvedv_ml": ("ml", 160.0, 40.0)}
+
+
+def save_tiny_heads_model(folder, provenance=None, leads=None, film=False, regression_targets=("lvedv_ml", "lvef_pct")):
+    """A tiny untrained `HeadsModel` (12 x 2500 ECG ResNet) saved with the calibration and provenance the heads
+    task writes (demo ECG preprocessing), so `predict_record` runs it without training."""
+    import torch
+
+    from cardiacnets.heads.model import HeadsModel, HeadsModelConfig
+    from cardiacnets.models.clip import EncoderSpec
+
+    torch.manual_seed(0)
+    units, means, stds = zip(*(TINY_HEADS_TARGETS[name] for name in regression_targets))
+    config = HeadsModelConfig(
+        encoder=EncoderSpec("ecg_resnet1d", {**TINY_RESNET, "film": film}),
+        regression_targets=list(regression_targets), regression_units=list(units), target_mean=list(means),
+        target_std=list(stds), binary_targets=["label_heart_failure", "label_cardiomyopathy"],
+        multiclass_target="cardiomyopathy_subtype", multiclass_classes=["none", "dilated", "hypertrophic",
+                                                                        "restrictive"], leads=leads)
+    config.calibration.split, config.calibration.n_subjects = "val", 184
+    config.calibration.thresholds = {"label_heart_failure": 0.2}  # none for cardiomyopathy
+    config.calibration.interval_halfwidth = {"lvedv_ml": 40.0, "lvef_pct": math.inf}
+    config.provenance = provenance if provenance is not None else {
+        "mode": "finetune", "data": "runs/demo/dataset", "n_train_used": 163, "ecg_preprocessing": DEMO_ECG}
+    if film:
+        config.provenance["demographics"] = {"columns": ["age_years", "sex_male", "bmi"], "mean": [60.0, 0.5, 26.0],
+                                             "std": [10.0, 0.5, 4.0]}
+    return HeadsModel(config).save_pretrained(folder)
+
+
 def disc_labels(size: int, lv_radius: float, rv_radius: float, wall: float = 2.0) -> np.ndarray:
     """(size, size) UK Biobank labels: LV cavity disc, myocardial ring, RV disc beside it."""
     yy, xx = np.mgrid[:size, :size].astype(float)
