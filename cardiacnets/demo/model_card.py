@@ -34,6 +34,23 @@ def _num(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _timing_rows(metadata: dict) -> list[list[str]]:
+    timings, reused = metadata.get("timings_s", {}), metadata.get("reused_s", {})
+    rows, work = [], 0.0
+    for step, seconds in timings.items():
+        if step == "total":
+            continue
+        if step in reused:
+            seconds, by = reused[step], "an earlier run"
+        else:
+            by = "this run"
+        work += seconds or 0.0
+        rows.append([step, _num(seconds, 1), _num(None if seconds is None else seconds / 60, 1), by])
+    unknown = " (steps of unknown time left out)" if any(v is None for v in reused.values()) else ""
+    rows.append([f"all steps{unknown}", _num(work, 1), _num(work / 60, 1), ""])
+    return rows
+
+
 def _table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_num(cell) if not isinstance(cell, str) else cell for cell in row) + " |"
@@ -130,9 +147,9 @@ def write_model_card(bundle: str | Path, metrics: dict, metadata: dict) -> Path:
              f"(loads with `{info['requires']}`); built {info.get('created')}",
              "- Weights stored in float16 (safetensors) and restored to float32 when loaded; the figures below were "
              "measured on the float32 models before export.", "",
-             "Build log summary (wall time of each step on the build machine, seconds; training steps):", ""]
-    timings = metadata.get("timings_s", {})
-    lines += _table(["step", "seconds"], [[k, _num(v, 1)] for k, v in timings.items()])
+             "Build log summary (wall time of each step on the build machine; a step that an earlier run of the "
+             "build in the same folder had done is reused, and its time is that run's; training steps):", ""]
+    lines += _table(["step", "seconds", "minutes", "done by"], _timing_rows(metadata))
     lines += _table(["stage", "training steps"], [[k, _num(v)] for k, v in metadata.get("training", {}).items()])
     lines += ["## Components", ""]
     lines += _table(["component", "folder", "what"], [

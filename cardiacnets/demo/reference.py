@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from cardiacnets.demo.config import REPO_ROOT
@@ -69,7 +70,9 @@ def build_reference(out: str | Path, config_path: str | Path | None = None, over
         raise InputError(config_path or REFERENCE_CONFIG, f"the reference build needs the stage(s) {', '.join(missing)}")
     config.reference = None
     demo = run_demo(out, config, force=force, progress=progress)
+    t0 = time.perf_counter()
     demo.metrics["real_data"] = real_data(demo, shared) if real else {"skipped": "not requested (--no-real-data)"}
+    demo.timings_s["evaluate_real_data"] = round(time.perf_counter() - t0, 1)
     (demo.out / "metrics.json").write_text(json.dumps(demo.metrics, indent=2, default=str) + "\n")
 
     staging = demo.out / "bundle_staging"
@@ -82,7 +85,7 @@ def build_reference(out: str | Path, config_path: str | Path | None = None, over
                 "commit": _git_commit(), "config": str(config_path or REFERENCE_CONFIG),
                 "training": {stage: demo.metrics.get("training", {}).get(stage, {}).get("step")
                              for stage in BUNDLE_STAGES},
-                "timings_s": demo.timings_s}
+                "timings_s": demo.timings_s, "reused_s": demo.reused_s}
     export_bundle(sources, bundle, name=name, metadata=metadata)
     shutil.rmtree(staging)
     from cardiacnets.demo.model_card import write_model_card

@@ -28,6 +28,7 @@ from cardiacnets.demo.config import DemoConfig, fill_placeholders, resolve_path
 from cardiacnets.errors import InputError
 
 STAGE_MARKER = "demo_stage.json"
+STEPS_RECORD = "demo_steps.json"  # seconds each step took when it last did its work in this folder
 
 
 @dataclass
@@ -38,6 +39,7 @@ class DemoRun:
     config: DemoConfig
     folders: dict[str, Path] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    reused_s: dict[str, float | None] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
     models: dict[str, Path] = field(default_factory=dict)
@@ -113,6 +115,7 @@ def run_demo(out: str | Path, config: DemoConfig, force: bool = False, progress:
     _announce(total, total, "writing the report")
     demo.timings_s["total"] = round(time.perf_counter() - started, 1)
     demo.metrics["timings_s"] = demo.timings_s
+    demo.metrics["reused_s"] = demo.reused_s
     demo.metrics["config"] = to_dict(config)
     _timed(demo, "report", lambda: write_report(demo))
     (demo.out / "metrics.json").write_text(json.dumps(demo.metrics, indent=2, default=str) + "\n")
@@ -120,19 +123,30 @@ def run_demo(out: str | Path, config: DemoConfig, force: bool = False, progress:
 
 
 def _timed(demo: DemoRun, name: str, fn) -> None:
+    """Run step `name` and record its wall time. A step that reuses what an earlier run of this folder made (`fn`
+    returns True) also records, in `DemoRun.reused_s`, the seconds that earlier run spent on it (from
+    ``STEPS_RECORD``; None when that run predates the record)."""
     t0 = time.perf_counter()
-    fn()
+    reused = fn() is True
     demo.timings_s[name] = round(time.perf_counter() - t0, 1)
+    record_file = demo.out / STEPS_RECORD
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    if reused:
+        demo.reused_s[name] = record.get(name)
+    else:
+        record[name] = demo.timings_s[name]
+        record_file.write_text(json.dumps(record, indent=2) + "\n")
 
 
 # --- data -------------------------------------------------------------------------------------------------------
-def _simulate(demo: DemoRun, force: bool, progress: bool) -> None:
+def _simulate(demo: DemoRun, force: bool, progress: bool) -> bool:
     from cardiacnets.simulate import write_cohort
 
     raw, c = demo.folders["raw"], demo.config
     marker = raw / "demo_cohort.json"
     wanted = {"n_subjects": c.n_subjects, "seed": c.seed}
-    if not force and marker.is_file() and json.loads(marker.read_text()) == wanted:
+    reused = not force and marker.is_file() and json.loads(marker.read_text()) == wanted
+    if reused:
         print(f"reusing the cohort simulated earlier in {raw}")
     else:
         if force and demo.folders["dataset"].exists():
@@ -144,6 +158,7 @@ def _simulate(demo: DemoRun, force: bool, progress: bool) -> None:
     ceiling = raw / "ceiling.json"
     if ceiling.is_file():
         demo.metrics["ceiling"] = json.loads(ceiling.read_text()).get("r2", {})
+    return reused
 
 
 def _remove_training_set(dataset: Path) -> None:
@@ -155,20 +170,24 @@ def _remove_training_set(dataset: Path) -> None:
     shutil.rmtree(dataset)
 
 
-def _preprocess(demo: DemoRun, force: bool, progress: bool) -> None:
+def _preprocess(demo: DemoRun, force: bool, progress: bool) -> bool:
     from cardiacnets.data.preprocess import PreprocessConfig, preprocess
 
     dataset = demo.folders["dataset"]
     if dataset.exists() and not (dataset / "dataset.yaml").exists():
         raise InputError(dataset, "exists but is not a training set; choose another --out")
+    reused = False
     if dataset.exists():
         info = yaml.safe_load((dataset / "dataset.yaml").read_text()) or {}
         if info.get("n_subjects") != demo.config.n_subjects or force:
             _remove_training_set(dataset)
+        else:
+            reused = True  # preprocess below only adds records the earlier run did not write
     config = load_config(PreprocessConfig, resolve_path(demo.config.preprocess), demo.config.preprocess_overrides)
     result = preprocess("ukb", demo.folders["raw"], dataset, config, workers=demo.config.workers, progress=progress)
     demo.metrics["dataset"] = {"path": str(dataset), "counts": result.counts,
                                "failed_records": result.n_failed_records}
+    return reused
 
 
 # --- models -----------------------------------------------------------------------------------------------------
@@ -192,7 +211,7 @@ def _load_reference(demo: DemoRun) -> None:
 
 
 # --- training ---------------------------------------------------------------------------------------------------
-def _train_stage(demo: DemoRun, name: str, force: bool, progress: bool) -> None:
+def _train_stage(demo: DemoRun, name: str, force: bool, progress: bool) -> bool:
     from cardiacnets.train import TrainConfig, train
 
     stage = demo.config.stages[name]
@@ -202,7 +221,8 @@ def _train_stage(demo: DemoRun, name: str, force: bool, progress: bool) -> None:
     run_dir = demo.run_dir(name)
     digest = hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()
     marker = run_dir / STAGE_MARKER
-    if not force and marker.is_file() and json.loads(marker.read_text()).get("config_sha256") == digest:
+    reused = not force and marker.is_file() and json.loads(marker.read_text()).get("config_sha256") == digest
+    if reused:
         print(f"reusing stage {name!r} trained earlier in {run_dir}")
         summary = json.loads(marker.read_text())["summary"]
     else:
@@ -222,6 +242,7 @@ def _train_stage(demo: DemoRun, name: str, force: bool, progress: bool) -> None:
     demo.metrics.setdefault("training", {})[name] = summary
     if "models" in demo.metrics:
         demo.metrics["models"]["stages"][name] = "trained by this demo"
+    return reused
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------

@@ -155,3 +155,30 @@ def test_fill_placeholders(tmp_path):
     assert fill_placeholders("x={ref:segment}/model", folders) == f"x={tmp_path}/bundle/segment/model"
     with pytest.raises(ConfigError, match="the reference bundle has no 'align'"):
         fill_placeholders("x={ref:align}", folders)
+
+
+def test_reused_steps_keep_the_time_of_the_run_that_did_them(tmp_path):
+    from cardiacnets.demo.model_card import _timing_rows
+    from cardiacnets.demo.run import STEPS_RECORD, DemoRun, _timed
+
+    first = DemoRun(tmp_path, DemoConfig())
+    _timed(first, "simulate", lambda: None)  # did the work
+    _timed(first, "train_align", lambda: False)
+    record = json.loads((tmp_path / STEPS_RECORD).read_text())
+    assert set(record) == {"simulate", "train_align"} and first.reused_s == {}
+
+    record["simulate"] = 120.0  # as if simulating had taken two minutes
+    (tmp_path / STEPS_RECORD).write_text(json.dumps(record))
+    second = DemoRun(tmp_path, DemoConfig())
+    _timed(second, "simulate", lambda: True)  # reused: keeps the earlier time, the record is not overwritten
+    _timed(second, "train_heads", lambda: True)  # reused, but no earlier time on record
+    assert second.reused_s == {"simulate": 120.0, "train_heads": None}
+    assert json.loads((tmp_path / STEPS_RECORD).read_text())["simulate"] == 120.0
+
+    rows = _timing_rows({"timings_s": {"simulate": 0.1, "train_align": 60.0, "total": 60.1},
+                         "reused_s": {"simulate": 120.0}})
+    assert rows == [["simulate", "120.0", "2.0", "an earlier run"], ["train_align", "60.0", "1.0", "this run"],
+                    ["all steps", "180.0", "3.0", ""]]
+    rows = _timing_rows({"timings_s": {"train_heads": 0.2}, "reused_s": {"train_heads": None}})
+    assert rows == [["train_heads", "–", "–", "an earlier run"], ["all steps (steps of unknown time left out)",
+                                                                   "0.0", "0.0", ""]]

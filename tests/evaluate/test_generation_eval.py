@@ -282,7 +282,7 @@ def test_evaluate_generation_cli_baselines_and_errors(disc_set, models, tmp_path
                                   "--feature-encoder", str(models["feature_encoder"]))
     assert "no such pipeline folder" in error("--model", str(tmp_path / "nowhere"), "--no-baselines",
                                               "--feature-encoder", str(models["feature_encoder"]))
-    assert "not a CMR encoder" in error("--baselines-only", "--feature-encoder", str(models["alignment"] / "model"),
+    assert "not a CMR encoder" in error("--baselines-only", "--feature-encoder", str(models["segmenter"] / "model"),
                                         "--alignment", str(models["alignment"]))
 
 
