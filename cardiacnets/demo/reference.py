@@ -49,7 +49,8 @@ def build_reference(out: str | Path, config_path: str | Path | None = None, over
         out: the build folder (cohort, training set, runs, evaluation, ``metrics.json``).
         config_path: the build's demo config (default ``configs/reference/reference.yaml``).
         overrides: its ``key=value`` overrides.
-        bundle_out: where the bundle is written (default ``OUT/bundle``; must not exist or be empty).
+        bundle_out: where the bundle is written (default ``OUT/bundle``): a new or empty folder, or the bundle of
+            an earlier build (a folder holding ``bundle.json``), which the new export replaces.
         name: the bundle's name (default ``cardiacnets-reference-<version>``).
         shared: the folder of real samples (default ``$CARDIACNETS_SHARED_DATA`` or ``../shared/data``).
         command: the command line recorded in the model card.
@@ -69,6 +70,8 @@ def build_reference(out: str | Path, config_path: str | Path | None = None, over
     if missing:
         raise InputError(config_path or REFERENCE_CONFIG, f"the reference build needs the stage(s) {', '.join(missing)}")
     config.reference = None
+    bundle = Path(bundle_out) if bundle_out else Path(out) / "bundle"
+    earlier = _check_bundle_target(bundle)  # before hours of work, not after
     demo = run_demo(out, config, force=force, progress=progress)
     t0 = time.perf_counter()
     demo.metrics["real_data"] = real_data(demo, shared) if real else {"skipped": "not requested (--no-real-data)"}
@@ -79,7 +82,9 @@ def build_reference(out: str | Path, config_path: str | Path | None = None, over
     if staging.exists():
         shutil.rmtree(staging)
     sources = _stage_components(demo, staging)
-    bundle = Path(bundle_out) if bundle_out else demo.out / "bundle"
+    if earlier:
+        print(f"replacing the bundle an earlier build exported to {bundle}")
+        shutil.rmtree(bundle)
     name = name or f"cardiacnets-reference-{__version__}"
     metadata = {"seed": config.seed, "n_subjects": config.n_subjects, "command": command,
                 "commit": _git_commit(), "config": str(config_path or REFERENCE_CONFIG),
@@ -93,6 +98,16 @@ def build_reference(out: str | Path, config_path: str | Path | None = None, over
     write_model_card(bundle, demo.metrics, metadata)
     seal_bundle(bundle)
     return bundle
+
+
+def _check_bundle_target(bundle: Path) -> bool:
+    """Whether `bundle` holds an earlier build's bundle (to be replaced); raise when it holds anything else."""
+    if not bundle.exists() or (bundle.is_dir() and not any(bundle.iterdir())):
+        return False
+    if bundle.is_dir() and (bundle / "bundle.json").is_file():
+        return True
+    raise InputError(bundle, "exists and is neither empty nor a bundle of an earlier build; choose another "
+                             "--bundle-out")
 
 
 def _stage_components(demo, staging: Path) -> dict[str, Path]:

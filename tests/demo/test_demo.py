@@ -182,3 +182,24 @@ def test_reused_steps_keep_the_time_of_the_run_that_did_them(tmp_path):
     rows = _timing_rows({"timings_s": {"train_heads": 0.2}, "reused_s": {"train_heads": None}})
     assert rows == [["train_heads", "–", "–", "an earlier run"], ["all steps (steps of unknown time left out)",
                                                                    "0.0", "0.0", ""]]
+
+
+@pytest.mark.slow
+def test_a_second_build_reuses_the_runs_and_replaces_its_bundle(tiny_bundle, tmp_path, capsys):
+    config = tmp_path / "reference.yaml"
+    tiny_config(REPO_ROOT / "configs" / "reference" / "reference.yaml", config)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    common = ["reference", "build", "--config", str(config), "--name", "tiny-reference", "--no-real-data",
+              "--no-progress", "n_subjects=30"]
+    assert main([*common, "--out", str(tmp_path / "other"), "--bundle-out", str(taken)]) == 2
+    assert "neither empty nor a bundle" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists() and (taken / "notes.txt").read_text() == "mine"  # refused before work
+
+    assert main([*common, "--out", str(tiny_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "reusing stage 'anatomy'" in out and "replacing the bundle" in out
+    card = (tiny_bundle / "bundle" / "MODEL_CARD.md").read_text()
+    assert "| train_align |" in card and "an earlier run" in card
+    assert main(["reference", "verify", str(tiny_bundle / "bundle")]) == 0
