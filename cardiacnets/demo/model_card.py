@@ -44,8 +44,10 @@ def _timing_rows(metadata: dict) -> list[list[str]]:
             seconds, by = reused[step], "an earlier run"
         else:
             by = "this run"
-        work += seconds or 0.0
-        rows.append([step, _num(seconds, 1), _num(None if seconds is None else seconds / 60, 1), by])
+        part = step.startswith("evaluate_")  # a part of the step "evaluate", counted there
+        work += 0.0 if part else seconds or 0.0
+        rows.append([f"– {step} (part of evaluate)" if part else step, _num(seconds, 1),
+                     _num(None if seconds is None else seconds / 60, 1), by])
     unknown = " (steps of unknown time left out)" if any(v is None for v in reused.values()) else ""
     rows.append([f"all steps{unknown}", _num(work, 1), _num(work / 60, 1), ""])
     return rows

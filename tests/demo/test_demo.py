@@ -175,10 +175,11 @@ def test_reused_steps_keep_the_time_of_the_run_that_did_them(tmp_path):
     assert second.reused_s == {"simulate": 120.0, "train_heads": None}
     assert json.loads((tmp_path / STEPS_RECORD).read_text())["simulate"] == 120.0
 
-    rows = _timing_rows({"timings_s": {"simulate": 0.1, "train_align": 60.0, "total": 60.1},
-                         "reused_s": {"simulate": 120.0}})
+    rows = _timing_rows({"timings_s": {"simulate": 0.1, "train_align": 60.0, "evaluate_heads": 6.0,
+                                       "evaluate": 30.0, "total": 90.1}, "reused_s": {"simulate": 120.0}})
     assert rows == [["simulate", "120.0", "2.0", "an earlier run"], ["train_align", "60.0", "1.0", "this run"],
-                    ["all steps", "180.0", "3.0", ""]]
+                    ["– evaluate_heads (part of evaluate)", "6.0", "0.1", "this run"],
+                    ["evaluate", "30.0", "0.5", "this run"], ["all steps", "210.0", "3.5", ""]]
     rows = _timing_rows({"timings_s": {"train_heads": 0.2}, "reused_s": {"train_heads": None}})
     assert rows == [["train_heads", "–", "–", "an earlier run"], ["all steps (steps of unknown time left out)",
                                                                    "0.0", "0.0", ""]]
