@@ -434,8 +434,8 @@ class ReviewState:
             except (TypeError, ValueError):
                 return np.array([np.nan])
 
-        return pipeline_inputs(pipe, torch.as_tensor(np.asarray(ecg.signal_mV[None], dtype=np.float32)),
-                               torch.as_tensor(np.asarray(ecg.lead_mask[None], dtype=bool)),
+        return pipeline_inputs(pipe, torch.from_numpy(np.array(ecg.signal_mV[None], dtype=np.float32)),
+                               torch.from_numpy(np.array(ecg.lead_mask[None], dtype=bool)),
                                {c: raw(c) for c in demographic_columns} or None,
                                {m: raw(f"ecg_{m}") for m in measurement_names} or None)
 
