@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "cardiacnets.bench.train",
     "generate": "cardiacnets.bench.generate",
     "realism": "cardiacnets.bench.realism",
+    "ceiling": "cardiacnets.bench.ceiling",
 }
 
 

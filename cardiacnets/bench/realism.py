@@ -22,6 +22,10 @@ repeated 5 times) AUROC of a standardised logistic regression telling
 simulated from real on all features, on the clinical ones only, and healthy
 simulated subjects (no disease, sinus rhythm, no block) against PTB-XL NORM.
 An AUROC of 0.5 means the classifier cannot tell them apart.
+
+``--modality`` picks the side: ``ecg`` (this module, its results at the top
+level), ``cmr`` (short-axis frames against ACDC and Sunnybrook,
+`cardiacnets.bench.realism_cmr`, under the key ``cmr``) or ``all`` (both).
 """
 
 from __future__ import annotations
@@ -53,7 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real-data", type=Path, default=None,
                         help="folder of the shared real samples (default: $CARDIACNETS_SHARED_DATA or ../shared/data)")
     parser.add_argument("--max-real", type=int, default=None, help="read at most this many PTB-XL records")
+    parser.add_argument("--modality", choices=("ecg", "cmr", "all"), default="all",
+                        help="measure the ECG side, the CMR side (under the key 'cmr') or both (default)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="SynthConfig overrides")
+    from cardiacnets.bench.realism_cmr import add_arguments as add_cmr_arguments
+
+    add_cmr_arguments(parser)
 
 
 # --------------------------------------------------------------------------- features
@@ -398,6 +407,19 @@ def realism_report(sim_rows: list[dict], real_rows: list[dict], seed: int = 0) -
 
 
 def run(args: argparse.Namespace) -> dict:
+    """The ECG side under the top-level keys and, with ``--modality cmr`` or ``all``, the CMR side under ``cmr``."""
+    modality = getattr(args, "modality", "all")
+    result = {"modality": modality}
+    if modality in ("ecg", "all"):
+        result.update(run_ecg(args))
+    if modality in ("cmr", "all"):
+        from cardiacnets.bench.realism_cmr import run_cmr
+
+        result["cmr"] = run_cmr(args)
+    return result
+
+
+def run_ecg(args: argparse.Namespace) -> dict:
     from cardiacnets.config import load_config
     from cardiacnets.errors import InputError
     from cardiacnets.simulate import SynthConfig

@@ -196,7 +196,8 @@ def test_simulated_ecg_is_deterministic():
 @pytest.mark.slow
 def test_bench_realism_json(capsys, tmp_path):
     out = tmp_path / "realism.json"
-    status = main(["bench", "realism", "--json", "--n", "12", "--max-real", "30", "--output", str(out)])
+    status = main(["bench", "realism", "--json", "--n", "12", "--max-real", "30", "--modality", "ecg",
+                   "--output", str(out)])
     assert status == 0
     result = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == result
