@@ -19,6 +19,7 @@ import numpy as np
 from einops import rearrange
 
 from cardiacnets.io.cmr_image import CMRImage
+from cardiacnets.simulate.cmr_texture import blur_in_plane, paint_blood_structure
 from cardiacnets.simulate.heart_model import D_THETA, N_THETA, THETA, HeartModel, smooth_bump
 
 # Tissue signal of a bSSFP cine, relative to LV blood.
@@ -301,6 +302,12 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
                      np.float32(model.slice_u_mm[k] / px), px, frames)
         image[k, frames] = sub.image
     _heart_layers(comp, r_px, phys.effusion_mm / px, np.take(fat_theta_px.astype(np.float32), theta_idx))
+    if config.cmr_texture:
+        xi = model.long_axis_fraction(model.slice_u_mm[:, None] * np.ones((1, n_frames)))
+        paint_blood_structure(image, seg, r["endo"], xi, (x_h / px).astype(np.float32), (y_h / px).astype(np.float32),
+                              theta_idx, rho_px, (phys.lvedv_ml / model.lv_volume_ml) ** (1.0 / 3.0), px,
+                              SIGNAL["myocardium"], rng)
+    blur_in_plane(image, config.psf_sigma_px)
     image *= gain[:, None]
     sa_int = _rician_int16(image, sigma, rng)
 

@@ -297,6 +297,10 @@ class HeartModel:
         self.rv_width_mm = (-lin + np.sqrt(lin**2 + 4.0 * quad * rv_target)) / (2.0 * quad)
         self.mass_g = wall.mass_g
 
+    def long_axis_fraction(self, u_mm: np.ndarray) -> np.ndarray:
+        """Position along the LV per frame: 0 at the mitral plane, 1 at the apex (``u_mm`` broadcast with frames)."""
+        return self._xi(u_mm)
+
     def _xi(self, u: np.ndarray) -> np.ndarray:
         return (u - self.base_mm) / (self.phys.lv_long_axis_mm - self.base_mm)
 

@@ -247,6 +247,9 @@ class SynthConfig:
         n_frames: cine frames over one cardiac cycle.
         noise_sigma: Rician noise level relative to the blood-pool signal.
         bias_field: peak relative amplitude of the smooth coil sensitivity field.
+        cmr_texture: paint papillary muscles, trabeculae and flow variation into the short-axis blood
+            pool (`cardiacnets.simulate.cmr_texture`; labels and indices unchanged).
+        psf_sigma_px: in-plane Gaussian point-spread function of the short-axis cine, pixels (0: none).
         ecg_sampling_rate_hz, ecg_duration_s: the resting ECG strip.
         mains_hz: mains frequency of the ECG hum (50 in the UK).
         ecg_noise: add baseline wander, hum and EMG noise to the ECG.
@@ -266,6 +269,8 @@ class SynthConfig:
     n_frames: int = 50
     noise_sigma: float = 0.05
     bias_field: float = 0.2
+    cmr_texture: bool = False
+    psf_sigma_px: float = 0.0
     ecg_sampling_rate_hz: float = 500.0
     ecg_duration_s: float = 10.0
     mains_hz: float = 50.0
@@ -296,6 +301,8 @@ class SynthConfig:
             raise ConfigError("slice_thickness_mm must not exceed slice_spacing_mm (slices would overlap)")
         if not 0.0 <= self.noise_sigma <= 0.5 or not 0.0 <= self.bias_field < 0.9:
             raise ConfigError("noise_sigma must be in [0, 0.5] and bias_field in [0, 0.9)")
+        if not 0.0 <= self.psf_sigma_px <= 3.0:
+            raise ConfigError(f"psf_sigma_px must be in [0, 3] pixels, got {self.psf_sigma_px}")
         if self.ecg_sampling_rate_hz < 100 or self.ecg_duration_s < 2:
             raise ConfigError("ecg_sampling_rate_hz >= 100 and ecg_duration_s >= 2 are required")
         if self.mains_hz not in (50.0, 60.0):
