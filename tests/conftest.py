@@ -19,6 +19,18 @@ def shared_data_dir() -> Path:
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_bundle_cache(tmp_path_factory):
+    """Bundles the tests load are materialised in a temporary cache, not in the user's ~/.cache/cardiacnets."""
+    previous = os.environ.get("CARDIACNETS_CACHE")
+    os.environ["CARDIACNETS_CACHE"] = str(tmp_path_factory.mktemp("bundle-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("CARDIACNETS_CACHE", None)
+    else:
+        os.environ["CARDIACNETS_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()

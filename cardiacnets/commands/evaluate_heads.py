@@ -43,6 +43,9 @@ def register(eval_sub: argparse._SubParsersAction) -> None:
                    help="inference precision (bf16 = autocast)")
     p.add_argument("--device", default="auto", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the measurement baselines (ridge / logistic on the ECG device's measurements and "
+                        "demographics, and on the Sokolow-Lyon voltage alone, fitted on the train split)")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=run_heads)
@@ -99,7 +102,8 @@ def run_heads(args: argparse.Namespace) -> int:
     result = evaluate_heads(args.model, args.data, split=args.split, val_split=val_split,
                             lead_subsets=args.lead_subsets, compare=args.compare, out_dir=args.out,
                             n_boot=args.n_boot, seed=args.seed, batch_size=args.batch_size, precision=args.precision,
-                            device=args.device, num_workers=args.workers, progress=args.progress)
+                            device=args.device, num_workers=args.workers, progress=args.progress,
+                            baselines=not args.no_baselines)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -114,15 +118,26 @@ def run_heads(args: argparse.Namespace) -> int:
         print("\n".join(format_scores(scores)))
     if "compare" in result:
         c = result["compare"]
-        print(f"compared with {c['a']} (differences {c['difference']}, paired bootstrap; DeLong for AUROC):")
-        for name, e in c["regression"].items():
-            r2 = e["r2"]
-            print(f"  {name:16} R² {r2['a']:.3f} -> {r2['b']:.3f}, diff {r2['diff']:+.3f} "
-                  f"({r2['low']:+.3f} to {r2['high']:+.3f}), p {r2['p_value']:.3g}")
-        for name, e in c["binary"].items():
-            d = e["delong"]
-            print(f"  {name:30} AUROC {d['auroc_a']:.3f} -> {d['auroc_b']:.3f}, diff {d['diff']:+.3f} "
-                  f"({d['ci_low']:+.3f} to {d['ci_high']:+.3f}), DeLong p {d['p_value']:.3g}")
+        _print_comparison(c, f"compared with {c['a']} (differences {c['difference']}, paired bootstrap; DeLong for "
+                             "AUROC):")
+    for name, block in result["baselines"].items():
+        if "skipped" in block and "heads_minus_baseline" not in block:
+            print(f"baseline {name}: not scored ({block['skipped']})")
+            continue
+        _print_comparison(block["heads_minus_baseline"],
+                          f"baseline {name} (fitted on {block['n_train']} train subjects; baseline -> heads):")
     if "outputs" in result:
         print("files: " + ", ".join(result["outputs"]))
     return 0
+
+
+def _print_comparison(c: dict, header: str) -> None:
+    print(header)
+    for name, e in c["regression"].items():
+        r2 = e["r2"]
+        print(f"  {name:16} R² {r2['a']:.3f} -> {r2['b']:.3f}, diff {r2['diff']:+.3f} "
+              f"({r2['low']:+.3f} to {r2['high']:+.3f}), p {r2['p_value']:.3g}")
+    for name, e in c["binary"].items():
+        d = e["delong"]
+        print(f"  {name:30} AUROC {d['auroc_a']:.3f} -> {d['auroc_b']:.3f}, diff {d['diff']:+.3f} "
+              f"({d['ci_low']:+.3f} to {d['ci_high']:+.3f}), DeLong p {d['p_value']:.3g}")

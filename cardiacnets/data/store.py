@@ -155,7 +155,7 @@ class TrainingSet:
         if not manifest_path.is_file():
             raise InputError(self.root, f"not a cardiacnets training set (no {MANIFEST}); run 'cardiacnets preprocess' first")
         self.info = read_dataset_info(self.root)
-        manifest = pd.read_csv(manifest_path, dtype={"subject_id": str, "patient_id": str})
+        manifest = pd.read_csv(manifest_path, dtype={"subject_id": str, "patient_id": str, "ecg_quality": str})
         if split is not None:
             manifest = manifest[manifest["split"] == split]
         for modality in require:

@@ -51,7 +51,8 @@ def heads(demo, config, out_dir: Path, progress: bool):
     result["others"] = {}
     for name in heads_stages(demo):
         other = evaluate_heads(demo.model_dir(name), demo.folders["dataset"], split=config.split,
-                               out_dir=out_dir / name, n_boot=config.bootstrap, precision="bf16", progress=progress)
+                               out_dir=out_dir / name, n_boot=config.bootstrap, precision="bf16", progress=progress,
+                               baselines=False)
         result["others"][name] = {key: other.get(key) for key in ("n_subjects", "regression", "binary", "leads")
                                   if key in other}
     return result, figures

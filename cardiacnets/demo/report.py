@@ -221,6 +221,8 @@ def _heads_comparison(r: dict) -> str:
     models = [("heads (12 leads)", r)] + [(f"heads, lead I shown only", block)
                                           for subset, block in r.get("lead_subsets", {}).items() if subset == "I"]
     models += [(name.replace("_", " "), block) for name, block in r.get("others", {}).items()]
+    baselines = {name: block for name, block in r.get("baselines", {}).items() if "regression" in block}
+    models += [(f"baseline: {name}", block) for name, block in baselines.items()]
     if len(models) < 2:
         return ""
     rows = [[name] + [_ci(block.get("regression", {}).get(key, {}).get("r2")) for key, _ in _COMPARED_INDICES]
@@ -229,7 +231,19 @@ def _heads_comparison(r: dict) -> str:
     return ("<h3>Heads models compared</h3><p>Same held-out subjects. <i>heads lead i</i> was trained on lead I "
             "alone; <i>heads aligned</i> and <i>heads scratch</i>, if present, were trained by this run on its "
             "training split (a linear probe on the aligned ECG encoder, and the same network from random "
-            "weights).</p>" + _table(["model"] + [label for _, label in _COMPARED_INDICES + _COMPARED_LABELS], rows))
+            "weights).</p>" + _baseline_note(baselines)
+            + _table(["model"] + [label for _, label in _COMPARED_INDICES + _COMPARED_LABELS], rows))
+
+
+def _baseline_note(baselines: dict) -> str:
+    if not baselines:
+        return ""
+    n_train = {block.get("n_train") for block in baselines.values()}
+    return ("<p><i>baseline: measurements</i> is a ridge (indices) or logistic regression (labels) on the ECG "
+            "device's measurements and the demographics; <i>baseline: sokolow</i> the Sokolow-Lyon voltage alone; "
+            f"both fitted on the {', '.join(_fmt(n) for n in sorted(n_train))} subjects of this cohort's training "
+            "split. Where a heads model does not beat them, its waveform adds nothing the device's numbers do not "
+            "already say (paired differences with CIs in metrics.json, <code>heads.baselines</code>).</p>")
 
 
 @register_section("generation")

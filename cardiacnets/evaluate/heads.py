@@ -24,6 +24,7 @@ import numpy as np
 
 from cardiacnets.data.store import DATASET_YAML, read_dataset_info
 from cardiacnets.errors import InputError
+from cardiacnets.evaluate.heads_baseline import BASELINES, MeasurementBaseline
 from cardiacnets.evaluate.report_tables import results_table, write_table
 from cardiacnets.heads.inference import (
     SplitPredictions, calibrate_thresholds_only, load_heads_model, model_columns, predict_split, resolve_device,
@@ -92,13 +93,13 @@ def score_split(model, test: SplitPredictions, val: SplitPredictions | None = No
     config = model.config
     film = bool(getattr(model.encoder.config, "film", False))
     out: dict = {"regression": {}, "binary": {}, "multiclass": {}, "skipped": {}}
-    for j, (column, (truth, predicted)) in enumerate(test.regression.items()):
+    for column, (truth, predicted) in test.regression.items():
         rows = _finite_rows(truth)
         if rows.sum() < MIN_SUBJECTS:
             out["skipped"][column] = f"{int(rows.sum())} labelled subjects"
             continue
         ci = bootstrap_ci(regression_metrics, truth[rows], predicted[rows], n_boot=n_boot, seed=seed)
-        entry = {"unit": config.regression_units[j], "n": int(rows.sum()), **_ci(ci, REGRESSION_METRICS),
+        entry = {"unit": config.regression_units[config.regression_targets.index(column)], "n": int(rows.sum()), **_ci(ci, REGRESSION_METRICS),
                  "bias": ci["bias"]["value"]}
         halfwidth = config.calibration.interval_halfwidth.get(column)
         if halfwidth is not None and math.isfinite(halfwidth):
@@ -316,7 +317,7 @@ def evaluate_heads(run: str | os.PathLike, data: str | os.PathLike, split: str =
                    lead_subsets: list[str] | None = None, compare: str | os.PathLike | None = None,
                    out_dir: str | os.PathLike | None = None, n_boot: int = 1000, seed: int = 0,
                    batch_size: int = 64, precision: str = "fp32", device: str = "auto", num_workers: int = 0,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, baselines: bool = True) -> dict:
     """Evaluate a heads model on a split of a training set (``cardiacnets evaluate heads``).
 
     Args:
@@ -332,10 +333,12 @@ def evaluate_heads(run: str | os.PathLike, data: str | os.PathLike, split: str =
         n_boot: bootstrap resamples of the CIs.
         seed: bootstrap seed.
         batch_size, precision, device, num_workers, progress: inference settings.
+        baselines: also score the measurement baselines (`cardiacnets.evaluate.heads_baseline`) fitted
+            on the training set's ``train`` split, and compare the model with them.
 
     Returns:
         The results (JSON-serialisable): ``regression``, ``binary``, ``multiclass``,
-        ``skipped``, ``lead_subsets``, ``compare``, ``ceiling``, provenance and timing.
+        ``skipped``, ``lead_subsets``, ``compare``, ``baselines``, ``ceiling``, provenance and timing.
 
     Raises:
         InputError: missing or unusable model or data.
@@ -366,6 +369,7 @@ def evaluate_heads(run: str | os.PathLike, data: str | os.PathLike, split: str =
         "timing": {"predict_seconds": round(test.seconds, 3),
                    "subjects_per_s": round(len(test.subject_ids) / max(test.seconds, 1e-9), 1)},
     }
+    result["baselines"] = score_baselines(model, data, test, val, n_boot, seed, ceiling) if baselines else {}
     result["lead_subsets"] = {}
     for subset in lead_subsets or []:
         reduced_test = infer(model, test_set, leads=subset)
@@ -395,6 +399,31 @@ def evaluate_heads(run: str | os.PathLike, data: str | os.PathLike, split: str =
         result["outputs"] = outputs + [str(out_dir / "heads.json")]
         (out_dir / "heads.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     return result
+
+
+def score_baselines(model, data, test: SplitPredictions, val: SplitPredictions | None, n_boot: int, seed: int,
+                    ceiling: dict | None) -> dict:
+    """Every baseline of `BASELINES` scored like the model on its subjects, and the paired heads − baseline.
+
+    Returns:
+        Baseline name -> its `score_split` result plus ``features``, ``n_train`` and ``heads_minus_baseline``
+        (`compare_predictions` with the baseline as A); ``{"skipped": reason}`` where it cannot be fitted.
+    """
+    out = {}
+    for name in BASELINES:
+        try:
+            baseline = MeasurementBaseline(data, name, list(model.config.regression_targets),
+                                           list(model.config.binary_targets))
+        except InputError as err:
+            out[name] = {"skipped": str(err)}
+            continue
+        base_test = baseline.predict(test)
+        base_val = baseline.predict(val) if val is not None else None
+        out[name] = {**baseline.info(), **score_split(model, base_test, base_val, n_boot=n_boot, seed=seed,
+                                                       ceiling=ceiling),
+                     "heads_minus_baseline": compare_predictions(model, base_test, model, test, base_val, val,
+                                                                 n_boot=n_boot, seed=seed)}
+    return out
 
 
 def _json_default(value):

@@ -42,9 +42,12 @@ from cardiacnets.config import apply_overrides, from_dict, load_config, read_yam
 from cardiacnets.data.store import TrainingSet
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.evaluate.heads import compare_predictions, load_ceiling, result_rows, score_split
+from cardiacnets.evaluate.heads_baseline import BASELINES, MeasurementBaseline
 from cardiacnets.evaluate.report_tables import results_table, write_table
 from cardiacnets.heads.inference import load_heads_model, model_columns, predict_split
-from cardiacnets.heads.targets import open_heads_split
+from cardiacnets.heads.targets import (
+    HeadTargets, labelled_rows, open_heads_split, select_label_fraction, with_derived_targets,
+)
 from cardiacnets.train import TrainConfig, train
 from cardiacnets.train.checkpoint import latest_checkpoint
 
@@ -361,6 +364,8 @@ class HeadsComparison:
                                         leads=subset, run=record.run_dir.name)
                 self.log(f"[{mode} {fraction:g}] evaluated {record.run_dir.name}")
         comparisons = {}
+        for fraction in sorted(self.config.label_fractions):
+            rows += self._score_baselines(fraction, predictions, scores, comparisons, ceiling)
         for reference, other in ev.comparisons:
             if reference not in self.config.modes or other not in self.config.modes:
                 continue
@@ -385,6 +390,47 @@ class HeadsComparison:
                        "comparisons.md", "comparisons.json", "selection.csv", "compare.json")]}
         (self.out_dir / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+    def _score_baselines(self, fraction: float, predictions: dict, scores: dict, comparisons: dict,
+                         ceiling: dict | None) -> list[dict]:
+        """The measurement baselines fitted on the same label fraction of the training split as the heads runs
+        (the seeded stratified draw of `select_label_fraction`, before any case-control balancing), scored on the
+        same test subjects and compared with every mode at that fraction."""
+        ev = self.config.evaluation
+        modes = [m for m in self.config.modes if (m, fraction) in predictions]
+        if not modes:
+            return []
+        model, test, val = predictions[(modes[0], fraction)]
+        c = model.config
+        targets = HeadTargets(list(c.regression_targets), list(c.regression_units), list(c.binary_targets),
+                              c.multiclass_target, list(c.multiclass_classes))
+        train = with_derived_targets(TrainingSet(self.base.data.path, split=self.base.data.train_split,
+                                                 require=("ecg",)).manifest)
+        keep = labelled_rows(train, targets)
+        if fraction < 1.0:
+            keep &= select_label_fraction(train, targets, fraction, self.config.fraction_seed)
+        subjects = set(train.loc[keep, "subject_id"].astype(str))
+        rows = []
+        for name in BASELINES:
+            try:
+                baseline = MeasurementBaseline(self.base.data.path, name, list(c.regression_targets),
+                                               list(c.binary_targets), split=self.base.data.train_split,
+                                               subjects=subjects)
+            except InputError as err:
+                scores[f"baseline_{name}@{fraction:g}"] = {"skipped": str(err)}
+                continue
+            base_test = baseline.predict(test)
+            base_val = baseline.predict(val)
+            result = score_split(model, base_test, base_val, n_boot=ev.n_boot, seed=ev.seed, ceiling=ceiling)
+            scores[f"baseline_{name}@{fraction:g}"] = {**baseline.info(), "leads": "none", **result}
+            rows += result_rows(result, mode=f"baseline: {name}", label_fraction=fraction, leads="12",
+                                run=f"baseline_{name}")
+            for mode in modes:
+                mode_model, mode_test, mode_val = predictions[(mode, fraction)]
+                comparisons[f"{mode} - baseline {name} @ {fraction:g}"] = compare_predictions(
+                    model, base_test, mode_model, mode_test, base_val, mode_val, n_boot=ev.n_boot, seed=ev.seed)
+        self.log(f"[baselines {fraction:g}] fitted on {len(subjects)} training subjects")
+        return rows
 
     def _selection_table(self) -> list[dict]:
         import pandas as pd

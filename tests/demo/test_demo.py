@@ -91,9 +91,17 @@ def test_demo_evaluates_the_bundle_on_a_fresh_cohort(tiny_bundle, tmp_path, caps
     assert set(heads["others"]) == {"heads_aligned", "heads_lead_i", "heads_scratch"}
     assert heads["others"]["heads_lead_i"]["leads"] == "I" and "I" in heads["lead_subsets"]
     assert "r2" in heads["regression"]["lvedv_ml"]
+    # The measurement baselines are scored once, on the reference heads' subjects, and shown in the report.
+    assert set(heads["baselines"]) == {"measurements", "sokolow"}
+    assert "baselines" not in heads["others"]["heads_scratch"]
+    measurements = heads["baselines"]["measurements"]
+    assert "ecg_sokolov_lvh_index_mV" in measurements["features"]
+    assert set(measurements["fitted"]) | set(measurements["not_fitted"]) >= set(heads["regression"])
+    assert set(measurements["regression"]) <= set(measurements["fitted"])
     assert "lvedv_r" in metrics["generation"] and "lvedv_r" in metrics["generation"]["nn_baseline"]
     html = (out / "report.html").read_text()
     assert "tiny-reference" in html and models["sha256"] in html and "Heads models compared" in html
+    assert "baseline: measurements" in html and "baseline: sokolow" in html
     assert f"{metrics['generation']['ssim']:.3f}" in html and "SYNTHETIC" in html
     assert metrics["review_command"] == f"cardiacnets review --data {out / 'dataset'} --model {out / 'model'}"
     assert "AnatomyFirstPipeline" in (out / "model" / "generator" / "model_index.json").read_text()

@@ -21,7 +21,6 @@ import yaml
 
 from cardiacnets.cli import main
 from cardiacnets.config import from_dict, load_config, to_dict
-from cardiacnets.data.store import ArraySpec, create_arrays
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.evaluate.heads import compare_predictions, score_split
 from cardiacnets.heads.inference import SplitPredictions, calibrate, conformal_halfwidth
@@ -32,12 +31,9 @@ from cardiacnets.heads.targets import (CARDIOMYOPATHY_SUBTYPE, HeadTargets, Targ
 from cardiacnets.models.clip import EncoderSpec
 
 from support import REPO_ROOT
+from support.datasets import ECG_50HZ, write_heads_set
 
 TINY_RESNET = {"n_samples": 500, "stem_width": 8, "widths": [8, 16], "blocks": [1, 1], "embed_dim": 16}
-ECG_50HZ = {"sampling_rate_hz": 50.0, "duration_s": 10.0, "crop": "start", "bandpass_hz": [0.5, 20.0],
-            "bandpass_order": 2, "notch_hz": None, "notch_quality": 30.0, "baseline_removal": "bandpass",
-            "normalization": "none", "derive_limb_leads": True}
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -307,43 +303,6 @@ def test_compare_predictions_identical_and_better_models():
 
 # --- end to end: a tiny training set, the task through the CLI, evaluation, comparison --------------------------
 
-def write_heads_set(root: Path, n: int = 40, seed: int = 0) -> Path:
-    """A store-layout training set (ECG 12 x 500 at 50 Hz): amplitude ~ LV mass, labels, ICD-10, a ceiling."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True)
-    specs = [ArraySpec("ecg", (12, 500), "float16"), ArraySpec("ecg_lead_mask", (12,), "bool")]
-    create_arrays(root, n, specs)
-    lvm = rng.normal(100, 25, n)
-    t = np.arange(500) / 50.0
-    beats = np.sin(2 * np.pi * 1.1 * t) ** 15  # a spiky "QRS" train
-    ecg = np.load(root / "ecg.npy", mmap_mode="r+")
-    ecg[:] = (lvm[:, None, None] / 100.0) * beats[None, None] + rng.normal(0, 0.05, (n, 12, 500))
-    ecg.flush()
-    mask = np.load(root / "ecg_lead_mask.npy", mmap_mode="r+")
-    mask[:] = True
-    mask.flush()
-    splits = ["train"] * 24 + ["val"] * 8 + ["test"] * 8
-    hf = lvm > np.median(lvm)
-    icd = np.where(hf, "I420;I500", np.where(np.arange(n) % 3 == 0, "I421", ""))
-    manifest = pd.DataFrame({
-        "row": np.arange(n), "subject_id": [str(5000 + i) for i in range(n)],
-        "patient_id": [str(5000 + i) for i in range(n)], "split": splits, "has_ecg": True,
-        "ecg_valid_start": 0, "ecg_valid_end": 500, "sex_male": np.arange(n) % 2,
-        "age_years": rng.integers(40, 80, n), "bmi": rng.normal(26, 3, n),
-        "lvm_g": lvm, "lvedv_ml": 60 + lvm + rng.normal(0, 10, n),
-        "lvef_pct": np.where(np.arange(n) % 6 == 0, np.nan, rng.normal(55, 6, n)),
-        "label_heart_failure": hf, "label_myocarditis": False, "icd10": icd,
-    })
-    manifest.to_csv(root / "manifest.csv", index=False)
-    raw = root.parent / "raw"
-    raw.mkdir(exist_ok=True)
-    (raw / "ceiling.json").write_text(json.dumps({"r2": {"lvm_g": 0.8, "lvedv_ml": 0.6, "lvef_pct": 0.5}}))
-    info = {"format_version": 1, "source": "ukb", "raw": str(raw), "n_subjects": n, "config": {"ecg": ECG_50HZ},
-            "arrays": [{"name": s.name, "row_shape": list(s.row_shape), "dtype": s.dtype} for s in specs]}
-    (root / "dataset.yaml").write_text(yaml.safe_dump(info))
-    return root
-
-
 @pytest.fixture(scope="module")
 def heads_set(tmp_path_factory) -> Path:
     return write_heads_set(tmp_path_factory.mktemp("heads") / "dataset")
@@ -446,6 +405,12 @@ def test_evaluate_heads_cli(trained_runs, heads_set, tmp_path, capsys):
     assert hf["threshold_source"] == "validation (Youden)" and set(hf) >= {"auroc", "auprc", "sensitivity",
                                                                              "specificity", "ece"}
     assert set(result["lead_subsets"]) == {"I"}
+    # The tiny set has demographics but no device measurements: one baseline on them, the Sokolow one skipped.
+    measurements = result["baselines"]["measurements"]
+    assert measurements["features"] == ["sex_male", "age_years"] and measurements["n_train"] == 24
+    assert measurements["regression"]["lvm_g"]["n"] == 8
+    assert measurements["heads_minus_baseline"]["regression"]["lvm_g"]["r2"]["b"] == pytest.approx(lvm["r2"]["value"])
+    assert "none of the columns the sokolow baseline uses" in result["baselines"]["sokolow"]["skipped"]
     assert set(result["compare"]["binary"]["heart_failure"]) >= {"auroc", "delong"}
     assert result["compare"]["difference"] == "b - a"
     for name in ("roc.png", "calibration.png", "scatter_lvm_g.png", "bland_altman_lvm_g.png", "predictions.csv",
@@ -520,14 +485,22 @@ def test_heads_compare_end_to_end_and_rerun_reuses_runs(heads_set, aligned_encod
     assert json.loads(scratch[scratch["label_fraction"] == 1.0]["overrides"].iloc[0]) == chosen_lr
     assert selection[selection["mode"] == "finetune"]["label_fraction"].tolist() == [1.0]
     table = pd.read_csv(out / "results.csv")
-    assert set(table["mode"]) == {"linear_probe", "finetune", "scratch"} and set(table["leads"]) == {12}
+    assert set(table["mode"]) == {"linear_probe", "finetune", "scratch", "baseline: measurements"}
+    assert set(table["leads"]) == {12}
     assert set(pd.read_csv(out / "results_reduced_leads.csv")["mode"]) == {
         "linear_probe [leads I]", "finetune [leads I]", "scratch [leads I]"}
     assert set(table["label_fraction"]) == {0.5, 1.0}
     assert set(table[table["mode"] == "finetune"]["label_fraction"]) == {1.0}
     assert "| lvm_g | r2 |" in (out / "results.md").read_text()
     comparisons = json.loads((out / "comparisons.json").read_text())
-    assert set(comparisons) == {"finetune - scratch @ 1"}
+    # Every mode against the measurement baseline fitted on the same label fraction (no device measurements in
+    # this tiny set: the Sokolow baseline is skipped, the other uses the demographics).
+    assert set(comparisons) == {"finetune - scratch @ 1", "linear_probe - baseline measurements @ 0.5",
+                                "scratch - baseline measurements @ 0.5", "linear_probe - baseline measurements @ 1",
+                                "finetune - baseline measurements @ 1", "scratch - baseline measurements @ 1"}
+    scores = json.loads((out / "compare.json").read_text())["scores"]
+    assert scores["baseline_measurements@0.5"]["n_train"] == 12 and scores["baseline_measurements@1"]["n_train"] == 24
+    assert "none of the columns the sokolow baseline uses" in scores["baseline_sokolow@1"]["skipped"]
     assert "finetune - scratch @ 1" in (out / "comparisons.md").read_text()
     finetune = HeadsModel.from_pretrained(out / "runs" / "finetune_f100" / "model")
     assert finetune.config.provenance["init_model"] == str(out / "runs" / "linear_probe_f100" / "model")

@@ -3,6 +3,7 @@ preprocessed with the demo config (the real pipeline)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from cardiacnets.cmr.indices import cavity_measurements
 from cardiacnets.data.store import ArraySpec, create_arrays
 from cardiacnets.models import create_model
 from support import DEMO_PREPROCESS_CONFIG
+
+ECG_50HZ = {"sampling_rate_hz": 50.0, "duration_s": 10.0, "crop": "start", "bandpass_hz": [0.5, 20.0],
+            "bandpass_order": 2, "notch_hz": None, "notch_quality": 30.0, "baseline_removal": "bandpass",
+            "normalization": "none", "derive_limb_leads": True}
 
 
 def synth_cohort(raw: Path, n: int, seed: int) -> Path:
@@ -211,3 +216,40 @@ def write_disc_set(root: Path, n: int = 12, frames: int = 8, size: int = 32, ecg
 
 #: A tiny segmenter (MONAI UNet) for the disc sets.
 TINY_UNET = {"channels": [4, 8], "strides": [2], "num_res_units": 0}
+
+
+def write_heads_set(root: Path, n: int = 40, seed: int = 0) -> Path:
+    """A store-layout training set (ECG 12 x 500 at 50 Hz): amplitude ~ LV mass, labels, ICD-10, a ceiling."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    specs = [ArraySpec("ecg", (12, 500), "float16"), ArraySpec("ecg_lead_mask", (12,), "bool")]
+    create_arrays(root, n, specs)
+    lvm = rng.normal(100, 25, n)
+    t = np.arange(500) / 50.0
+    beats = np.sin(2 * np.pi * 1.1 * t) ** 15  # a spiky "QRS" train
+    ecg = np.load(root / "ecg.npy", mmap_mode="r+")
+    ecg[:] = (lvm[:, None, None] / 100.0) * beats[None, None] + rng.normal(0, 0.05, (n, 12, 500))
+    ecg.flush()
+    mask = np.load(root / "ecg_lead_mask.npy", mmap_mode="r+")
+    mask[:] = True
+    mask.flush()
+    splits = ["train"] * 24 + ["val"] * 8 + ["test"] * 8
+    hf = lvm > np.median(lvm)
+    icd = np.where(hf, "I420;I500", np.where(np.arange(n) % 3 == 0, "I421", ""))
+    manifest = pd.DataFrame({
+        "row": np.arange(n), "subject_id": [str(5000 + i) for i in range(n)],
+        "patient_id": [str(5000 + i) for i in range(n)], "split": splits, "has_ecg": True,
+        "ecg_valid_start": 0, "ecg_valid_end": 500, "sex_male": np.arange(n) % 2,
+        "age_years": rng.integers(40, 80, n), "bmi": rng.normal(26, 3, n),
+        "lvm_g": lvm, "lvedv_ml": 60 + lvm + rng.normal(0, 10, n),
+        "lvef_pct": np.where(np.arange(n) % 6 == 0, np.nan, rng.normal(55, 6, n)),
+        "label_heart_failure": hf, "label_myocarditis": False, "icd10": icd,
+    })
+    manifest.to_csv(root / "manifest.csv", index=False)
+    raw = root.parent / "raw"
+    raw.mkdir(exist_ok=True)
+    (raw / "ceiling.json").write_text(json.dumps({"r2": {"lvm_g": 0.8, "lvedv_ml": 0.6, "lvef_pct": 0.5}}))
+    info = {"format_version": 1, "source": "ukb", "raw": str(raw), "n_subjects": n, "config": {"ecg": ECG_50HZ},
+            "arrays": [{"name": s.name, "row_shape": list(s.row_shape), "dtype": s.dtype} for s in specs]}
+    (root / "dataset.yaml").write_text(yaml.safe_dump(info))
+    return root
