@@ -5,8 +5,9 @@ stand-in generator, and from a real, tiny, untrained anatomy-first pipeline); an
 upload becomes a case; a reader's answers autosave and survive a reload, a browser
 crash and a server restart; two readers answering at once lose nothing.
 
-The tests save screenshots of the pages to ``docs/screenshots/`` (or to
-``$CARDIACNETS_SCREENSHOTS``). They fail, never skip, when Chromium is missing:
+The tests save screenshots of the pages to a temporary folder, or to
+``$CARDIACNETS_SCREENSHOTS`` (``CARDIACNETS_SCREENSHOTS=docs/screenshots`` refreshes
+the README's; a plain test run never rewrites tracked files). They fail, never skip, when Chromium is missing:
 ``make test`` installs it (``apt-get install -y chromium``).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +25,6 @@ import yaml
 from cardiacnets.review.app import ReviewSettings, create_app
 from cardiacnets.review.jobs import ReviewModels
 
-from support import REPO_ROOT
 from support.review import fake_predict, FakeCinePipeline, serve
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path(os.environ.get("CARDIACNETS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = Path(os.environ.get("CARDIACNETS_SCREENSHOTS", REPO_ROOT / "docs" / "screenshots"))
+SCREENSHOTS = Path(os.environ.get("CARDIACNETS_SCREENSHOTS",
+                                   Path(tempfile.gettempdir()) / "cardiacnets-screenshots"))
 TOKEN = "review-token-0001"
 READER_TOKEN = "reader-token-0001"
 ADMIN_TOKEN = "admin-token-00001"
