@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 
 from cardiacnets.errors import InputError
+from cardiacnets.io.ukb_xml import SUMMARY_MEASUREMENTS
 
 #: A generator under evaluation: a collated batch of the split → (B, frames, H, W) or (B, slices, frames, H, W) cines.
 GenerateFn = Callable[[dict], np.ndarray]
 
 #: Device measurements of a UK Biobank ECG XML the rendered read-out uses (manifest ``ecg_<name>``).
-DEVICE_MEASUREMENTS = ("ventricular_rate_bpm", "pq_interval_ms", "qrs_duration_ms", "qt_interval_ms",
-                       "qtc_interval_ms", "p_axis_deg", "r_axis_deg", "t_axis_deg", "sokolov_lvh_index_mV")
+DEVICE_MEASUREMENTS = SUMMARY_MEASUREMENTS
 #: Demographics the rendered read-out uses.
 READOUT_DEMOGRAPHICS = ("sex_male", "age_years", "height_cm", "weight_kg")
 #: Indices the rendered read-out estimates and draws.

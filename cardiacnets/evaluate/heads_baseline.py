@@ -27,13 +27,12 @@ import pandas as pd
 
 from cardiacnets.errors import InputError
 from cardiacnets.heads.inference import SplitPredictions
+from cardiacnets.io.ukb_xml import SUMMARY_MEASUREMENTS
 
 #: Device measurements (``ecg_<name>`` manifest columns) the ``measurements`` baseline uses.
-DEVICE_FEATURES = ("ventricular_rate_bpm", "pq_interval_ms", "p_duration_ms", "qrs_duration_ms", "qt_interval_ms",
-                   "qtc_interval_ms", "p_axis_deg", "r_axis_deg", "t_axis_deg", "sokolov_lvh_index_mV")
 DEMOGRAPHIC_FEATURES = ("sex_male", "age_years", "height_cm", "weight_kg")
 BASELINES: dict[str, tuple[str, ...]] = {
-    "measurements": tuple(f"ecg_{m}" for m in DEVICE_FEATURES) + DEMOGRAPHIC_FEATURES,
+    "measurements": tuple(f"ecg_{m}" for m in SUMMARY_MEASUREMENTS) + DEMOGRAPHIC_FEATURES,
     "sokolow": ("ecg_sokolov_lvh_index_mV",),
 }
 RIDGE_PENALTIES = np.logspace(-3, 4, 15)

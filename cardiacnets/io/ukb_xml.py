@@ -58,6 +58,12 @@ MEASUREMENT_TAGS: dict[str, str] = {
     "TOffset": "t_offset_ms",
 }
 
+#: The device's summary measurements that models and baselines take as features (manifest columns
+#: ``ecg_<name>``): rate, intervals, axes and the Sokolow-Lyon voltage.
+SUMMARY_MEASUREMENTS: tuple[str, ...] = ("ventricular_rate_bpm", "pq_interval_ms", "qrs_duration_ms", "qt_interval_ms",
+                                         "qtc_interval_ms", "p_axis_deg", "r_axis_deg", "t_axis_deg",
+                                         "sokolov_lvh_index_mV")
+
 # Samples are stored as integers; anything beyond 32 bits cannot be a real ADC value.
 _MAX_ABS_SAMPLE = 2**31 - 1
 # Plausible sampling rates (CardioSoft writes 500 Hz); checked before the samples are parsed.

@@ -37,14 +37,14 @@ from cardiacnets.data.store import TrainingSet, read_dataset_info
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.generation.diffusion import noise_scheduler_from, training_target
 from cardiacnets.generation.index_readout import index_statistics
+from cardiacnets.io.ukb_xml import SUMMARY_MEASUREMENTS
 from cardiacnets.train.generation_common import (
     check_view, generation_provenance, load_diffusers_weights, load_vae, pipeline_settings,
 )
 from cardiacnets.train.tasks import Task, batch_size_of, register_task
 
 #: Device measurements of a UK Biobank ECG XML used by the read-out (manifest columns ``ecg_<name>``).
-DEFAULT_MEASUREMENTS = ("ventricular_rate_bpm", "pq_interval_ms", "qrs_duration_ms", "qt_interval_ms",
-                        "qtc_interval_ms", "p_axis_deg", "r_axis_deg", "t_axis_deg", "sokolov_lvh_index_mV")
+DEFAULT_MEASUREMENTS = SUMMARY_MEASUREMENTS
 #: CMR indices the read-out estimates (measured on the stored segmentations).
 DEFAULT_INDICES = ("lvedv_ml", "lvesv_ml", "lvef_pct", "lvm_g", "rvedv_ml", "rvesv_ml")
 

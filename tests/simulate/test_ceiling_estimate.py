@@ -36,6 +36,20 @@ def test_sample_draws_the_same_subjects_as_synth(sample):
             assert row[f"ecg_{name}"] == pytest.approx(float(value)), name
 
 
+def test_measurement_sample_keeps_the_xml_numbers_and_is_scored():
+    config = SynthConfig()
+    frame = physiology_sample(60, seed=3, config=config, measurements=True)
+    _, _, ecg = simulate_ecg(5, 3, config)
+    assert frame.loc[5, "device_qrs_duration_ms"] == ecg.measurements["qrs_duration_ms"]
+    assert frame.loc[5, "device_sokolov_lvh_index_mV"] == ecg.measurements["sokolov_lvh_index_mV"]
+    result = estimate_ceiling(frame, n_boot=20, curve=(), ridge=False)
+    block = result["from_measurements_with_demographics"]
+    assert set(block) == set(PHYSIOLOGY_TARGETS) and -1.0 < block["lvm_g"]["value"] <= 1.0
+    assert result["seconds"]["measurements"] >= 0
+    assert estimate_ceiling(frame.drop(columns=[c for c in frame if c.startswith("device_")]), n_boot=0, curve=(),
+                            ridge=False)["from_measurements_with_demographics"] is None
+
+
 def test_r2_with_ci_against_hand_values():
     y = np.array([[1.0], [2.0], [3.0], [4.0]])
     assert r2_with_ci(y, y.copy(), n_boot=0)[0]["value"] == pytest.approx(1.0)
@@ -72,10 +86,12 @@ def test_estimate_errors_name_the_problem(sample):
 
 
 def test_bench_ceiling_json(capsys):
-    status = main(["bench", "ceiling", "--json", "--n", "120", "--n-boot", "20", "--curve", "60", "--no-ridge"])
+    status = main(["bench", "ceiling", "--json", "--n", "120", "--n-boot", "20", "--curve", "60", "--no-ridge",
+                   "--no-measurements"])
     assert status == 0
     result = json.loads(capsys.readouterr().out)
     assert result["benchmark"] == "ceiling" and result["n"] == 120 and result["ridge_quadratic"] is None
+    assert result["from_measurements_with_demographics"] is None
     assert -1.0 < result["estimate"]["lvm_g"]["value"] <= 1.0
     assert set(result["curve"]) == {"60", "120"} and result["seconds"]["total"] > 0
     assert main(["bench", "ceiling", "--n", "10"]) == 2
