@@ -28,6 +28,7 @@ import pandas as pd
 from cardiacnets.errors import InputError
 from cardiacnets.heads.inference import SplitPredictions
 from cardiacnets.io.ukb_xml import SUMMARY_MEASUREMENTS
+from cardiacnets.stats.features import tabular_features
 
 #: Device measurements (``ecg_<name>`` manifest columns) the ``measurements`` baseline uses.
 DEMOGRAPHIC_FEATURES = ("sex_male", "age_years", "height_cm", "weight_kg")
@@ -38,18 +39,6 @@ BASELINES: dict[str, tuple[str, ...]] = {
 RIDGE_PENALTIES = np.logspace(-3, 4, 15)
 #: Fewest labelled training subjects a regression baseline is fitted on.
 MIN_TRAIN = 5
-
-
-def _features(manifest: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """Numeric features; ``*_deg`` columns become sine and cosine."""
-    out = []
-    for column in columns:
-        values = pd.to_numeric(manifest[column], errors="coerce").to_numpy(np.float64)
-        if column.endswith("_deg"):
-            out += [np.sin(np.radians(values)), np.cos(np.radians(values))]
-        else:
-            out.append(values)
-    return np.stack(out, axis=1)
 
 
 class MeasurementBaseline:
@@ -85,7 +74,7 @@ class MeasurementBaseline:
             train = train[train["subject_id"].astype(str).isin(subjects)]
         if train.empty:
             raise InputError(data, f"has no subjects in split {split!r} to fit the {name} baseline on")
-        x = _features(train, self.columns)
+        x, _ = tabular_features(train, self.columns)
         self.fill = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
         x = np.where(np.isfinite(x), x, self.fill)
         self.mean, self.std = x.mean(axis=0), np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
@@ -118,7 +107,7 @@ class MeasurementBaseline:
         missing = [s for s in reference.subject_ids if s not in self.manifest.index]
         if missing:
             raise InputError("<baseline>", f"subjects not in the manifest: {', '.join(missing[:3])}")
-        x = _features(self.manifest.loc[reference.subject_ids], self.columns)
+        x, _ = tabular_features(self.manifest.loc[reference.subject_ids], self.columns)
         xs = (np.where(np.isfinite(x), x, self.fill) - self.mean) / self.std
         out = SplitPredictions(list(reference.subject_ids))
         for column, (truth, _) in reference.regression.items():

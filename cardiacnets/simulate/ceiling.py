@@ -22,6 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cardiacnets.errors import InputError
+from cardiacnets.stats.features import tabular_features
 
 ECG_PREFIX = "ecg_"
 SEG_PREFIX = "seg_"
@@ -47,21 +48,6 @@ MODEL_DESCRIPTION = (
     "plus all pairwise products and squares scaled by a weight in {0, 0.1, 0.3, 1}; weight and penalty "
     "chosen per target and training fold by exact leave-one-out CV (weight 0 = linear ridge)"
 )
-
-
-def _base_features(frame, columns: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Numeric feature matrix: ``*_deg`` columns become sine and cosine."""
-    out, names = [], []
-    for name in columns:
-        values = frame[name].to_numpy()
-        values = values.astype(np.float64)
-        if name.endswith("_deg"):
-            out += [np.sin(np.radians(values)), np.cos(np.radians(values))]
-            names += [f"sin({name})", f"cos({name})"]
-        else:
-            out.append(values)
-            names.append(name)
-    return np.stack(out, axis=1), names
 
 
 def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +116,7 @@ def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -
     return prediction, chosen
 
 
-def _cv_r2(x_base: np.ndarray, y: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def cross_validated_r2(x_base: np.ndarray, y: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold R² per target column, and the mean chosen (quadratic weight, penalty)."""
     n = len(y)
     order = np.random.default_rng(seed).permutation(n)
@@ -177,13 +163,13 @@ def measure_ceiling(ground_truth, *, folds: int = 5, seed: int = 0) -> dict:
         raise InputError("<ground_truth>",
                          f"need at least {2 * folds} subjects for {folds}-fold CV, got {len(ground_truth)}")
     y = ground_truth[list(CEILING_TARGETS.values())].to_numpy(dtype=np.float64)
-    x_ecg, names = _base_features(ground_truth, latents)
-    x_demo, _ = _base_features(ground_truth, list(DEMOGRAPHIC_COLUMNS))
+    x_ecg, names = tabular_features(ground_truth, latents)
+    x_demo, _ = tabular_features(ground_truth, list(DEMOGRAPHIC_COLUMNS))
     # One BLAS thread: these matrices are small, and a multi-threaded BLAS on a busy
     # 2-core machine took 25 s instead of 3 s for 200 subjects.
     with threadpool_limits(limits=1, user_api="blas"):
-        r2, chosen = _cv_r2(x_ecg, y, folds, seed)
-        r2_demo, _ = _cv_r2(np.concatenate([x_ecg, x_demo], axis=1), y, folds, seed)
+        r2, chosen = cross_validated_r2(x_ecg, y, folds, seed)
+        r2_demo, _ = cross_validated_r2(np.concatenate([x_ecg, x_demo], axis=1), y, folds, seed)
     n_base = x_ecg.shape[1]
     return {
         "model": MODEL_DESCRIPTION,

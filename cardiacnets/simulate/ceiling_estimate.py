@@ -28,7 +28,8 @@ from threadpoolctl import threadpool_limits
 
 from cardiacnets.errors import InputError
 from cardiacnets.io.ukb_xml import SUMMARY_MEASUREMENTS
-from cardiacnets.simulate.ceiling import DEMOGRAPHIC_COLUMNS, ECG_PREFIX, _base_features, _cv_r2
+from cardiacnets.simulate.ceiling import DEMOGRAPHIC_COLUMNS, ECG_PREFIX, cross_validated_r2
+from cardiacnets.stats.features import tabular_features
 
 # Index name (as in `CEILING_TARGETS`) -> `Physiology.as_dict()` key.
 PHYSIOLOGY_TARGETS: dict[str, str] = {
@@ -164,8 +165,8 @@ def estimate_ceiling(frame, *, folds: int = 5, seed: int = 0, n_boot: int = 1000
         raise InputError("<physiology sample>", f"need at least {10 * folds} subjects for {folds}-fold CV, "
                          f"got {len(frame)}")
     y = frame[targets].to_numpy(dtype=np.float64)
-    x_ecg, _ = _base_features(frame, latents)
-    x_demo, _ = _base_features(frame, list(DEMOGRAPHIC_COLUMNS))
+    x_ecg, _ = tabular_features(frame, latents)
+    x_demo, _ = tabular_features(frame, list(DEMOGRAPHIC_COLUMNS))
     x_both = np.concatenate([x_ecg, x_demo], axis=1)
     names = list(PHYSIOLOGY_TARGETS)
     seconds = {}
@@ -186,7 +187,7 @@ def estimate_ceiling(frame, *, folds: int = 5, seed: int = 0, n_boot: int = 1000
     if device:
         t0 = time.perf_counter()
         # The gradient-boosted learner handles missing measurements (no P wave in AF) natively.
-        x_device = np.concatenate([_base_features(frame, device)[0], x_demo], axis=1)
+        x_device = np.concatenate([tabular_features(frame, device)[0], x_demo], axis=1)
         with threadpool_limits(limits=1):
             oof = _boosted_oof(x_device, y, folds, seed)
         from_measurements = dict(zip(names, r2_with_ci(y, oof, n_boot, seed)))
@@ -195,7 +196,7 @@ def estimate_ceiling(frame, *, folds: int = 5, seed: int = 0, n_boot: int = 1000
     if ridge:
         t0 = time.perf_counter()
         with threadpool_limits(limits=1, user_api="blas"):
-            r2, _ = _cv_r2(x_ecg, y, folds, seed)
+            r2, _ = cross_validated_r2(x_ecg, y, folds, seed)
         ridge_r2 = {k: round(float(v), 4) for k, v in zip(names, r2)}
         seconds["ridge_quadratic"] = round(time.perf_counter() - t0, 1)
     return {

@@ -17,7 +17,7 @@ from cardiacnets.data.ukb_fields import CMR_FIELD_BY_NAME, column
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.io.nifti import read_nifti
 from cardiacnets.simulate import DiseasePrevalence, SynthConfig, measure_ceiling, sample_physiology, write_cohort
-from cardiacnets.simulate.ceiling import CEILING_TARGETS, _cv_r2
+from cardiacnets.simulate.ceiling import CEILING_TARGETS, cross_validated_r2
 from cardiacnets.simulate.cmr_model import render_cmr
 from cardiacnets.simulate.cohort import ECG_PREFIX, SEG_PREFIX, ecg_filename, simulate_subject, subject_rngs
 from cardiacnets.simulate.ecg_model import ECG_VISIBLE_LATENTS, ecg_parameters
@@ -306,7 +306,7 @@ def test_ceiling_regressor_recovers_a_known_function():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4))
     y = np.stack([x[:, 0] * x[:, 1] + 0.5 * x[:, 2], rng.normal(size=200)], axis=1)
-    r2, _ = _cv_r2(x, y, folds=5, seed=0)
+    r2, _ = cross_validated_r2(x, y, folds=5, seed=0)
     assert r2[0] > 0.97  # a second-order function is inside the model class
     assert -0.1 < r2[1] < 0.05  # pure noise is not predictable
 
