@@ -354,6 +354,15 @@ def _matrix(rows: list[dict], names: list[str]) -> np.ndarray:
     return np.array([[r[n] for n in names] for r in rows], dtype=np.float64)
 
 
+def set_auroc(sim_rows: list[dict], real_rows: list[dict], columns: list[str], seed: int = 0) -> dict:
+    """`cv_auroc` of simulated (1) vs real (0) feature rows on `columns`; None with fewer rows than folds."""
+    if len(sim_rows) < CV_FOLDS or len(real_rows) < CV_FOLDS:
+        return {"auroc": None, "n_sim": len(sim_rows), "n_real": len(real_rows)}
+    x = np.concatenate([_matrix(sim_rows, columns), _matrix(real_rows, columns)])
+    y = np.r_[np.ones(len(sim_rows)), np.zeros(len(real_rows))].astype(int)
+    return cv_auroc(x, y, seed)
+
+
 def realism_report(sim_rows: list[dict], real_rows: list[dict], seed: int = 0) -> dict:
     """AUROCs and distributions from the feature rows (see `run`)."""
     from scipy.stats import spearmanr
@@ -362,13 +371,6 @@ def realism_report(sim_rows: list[dict], real_rows: list[dict], seed: int = 0) -
     clinical = [n for n in names if n.startswith(CLINICAL_PREFIXES)]
     healthy = [r for r in sim_rows if r["healthy"]]
     norm = [r for r in real_rows if r.get("norm")]
-
-    def auroc(sim, real, columns):
-        if len(sim) < CV_FOLDS or len(real) < CV_FOLDS:
-            return {"auroc": None, "n_sim": len(sim), "n_real": len(real)}
-        x = np.concatenate([_matrix(sim, columns), _matrix(real, columns)])
-        y = np.r_[np.ones(len(sim)), np.zeros(len(real))].astype(int)
-        return cv_auroc(x, y, seed)
 
     xml = np.array([r["xml_qrs_duration_ms"] for r in sim_rows])
     measured = np.array([r["qrs_duration_ms"] for r in sim_rows])
@@ -384,10 +386,10 @@ def realism_report(sim_rows: list[dict], real_rows: list[dict], seed: int = 0) -
                                "ratio": round(sim_median / real_median, 3) if real_median > 0 else None}
     return {
         "auroc": {
-            "all_features": auroc(sim_rows, real_rows, names),
-            "clinical_features": auroc(sim_rows, real_rows, clinical),
-            "healthy_vs_ptbxl_norm": auroc(healthy, norm, names),
-            "healthy_vs_ptbxl_norm_clinical": auroc(healthy, norm, clinical),
+            "all_features": set_auroc(sim_rows, real_rows, names, seed),
+            "clinical_features": set_auroc(sim_rows, real_rows, clinical, seed),
+            "healthy_vs_ptbxl_norm": set_auroc(healthy, norm, names, seed),
+            "healthy_vs_ptbxl_norm_clinical": set_auroc(healthy, norm, clinical, seed),
         },
         "precordial_medians_mV": precordial,
         "qrs_duration_agreement": {

@@ -51,7 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cardiacnets.bench.realism import CV_FOLDS, _summary, compare, cv_auroc
+from cardiacnets.bench.realism import CV_FOLDS, _summary, compare, set_auroc
+from cardiacnets.cmr.indices import mid_ventricular_slice
 from cardiacnets.io.cmr_image import SEG_LABELS
 
 LV, MYO = SEG_LABELS["lv_cavity"], SEG_LABELS["lv_myocardium"]
@@ -174,19 +175,6 @@ def _surroundings(x: np.ndarray, lap: np.ndarray, dist_r: np.ndarray) -> dict[st
         "ring_noise_sd": _robust_sd(lap[ring]) / LAPLACE_NOISE_GAIN,
         "dark_noise_sd": _robust_sd(lap[dark]) / LAPLACE_NOISE_GAIN if dark.sum() >= 20 else math.nan,
     }
-
-
-def mid_ventricular_slice(ed_labels: np.ndarray) -> int | None:
-    """The middle of the slices with an LV cavity at end-diastole.
-
-    Args:
-        ed_labels: (H, W, slices) labels at end-diastole.
-
-    Returns:
-        The slice index, or None when no slice has an LV cavity.
-    """
-    with_lv = np.flatnonzero((ed_labels == LV).any(axis=(0, 1)))
-    return int((with_lv[0] + with_lv[-1]) // 2) if with_lv.size else None
 
 
 # --------------------------------------------------------------------------- frames
@@ -411,14 +399,6 @@ def frechet_report(sim_frames: list[dict], real_frames: list[dict], bundle_path:
 
 # --------------------------------------------------------------------------- report
 
-def _auroc(sim_rows: list[dict], real_rows: list[dict], names: list[str], seed: int) -> dict:
-    if len(sim_rows) < CV_FOLDS or len(real_rows) < CV_FOLDS:
-        return {"auroc": None, "n_sim": len(sim_rows), "n_real": len(real_rows)}
-    x = np.array([[r[n] for n in names] for r in sim_rows + real_rows], dtype=np.float64)
-    y = np.r_[np.ones(len(sim_rows)), np.zeros(len(real_rows))].astype(int)
-    return cv_auroc(x, y, seed)
-
-
 def _range(rows: list[dict], name: str) -> dict:
     values = np.array([r[name] for r in rows], dtype=np.float64)
     values = values[np.isfinite(values)]
@@ -434,9 +414,9 @@ def cmr_realism_report(sim_rows: list[dict], real_rows: list[dict], seed: int = 
     without_blood = [n for n in names if not n.startswith("blood_")]
     ranked = sorted(names, key=lambda n: -(vs_all[n]["univariate_auroc"] or 0.0))
     return {
-        "auroc": {"all_features_vs_all_real": _auroc(sim_rows, real_rows, names, seed),
-                  **{f"all_features_vs_{s}": _auroc(sim_rows, rows, names, seed) for s, rows in by_set.items()},
-                  "without_blood_pool_vs_all_real": _auroc(sim_rows, real_rows, without_blood, seed)},
+        "auroc": {"all_features_vs_all_real": set_auroc(sim_rows, real_rows, names, seed),
+                  **{f"all_features_vs_{s}": set_auroc(sim_rows, rows, names, seed) for s, rows in by_set.items()},
+                  "without_blood_pool_vs_all_real": set_auroc(sim_rows, real_rows, without_blood, seed)},
         "blood_pool_cv": {"simulated": _range(sim_rows, "blood_cv"), "real": _range(real_rows, "blood_cv"),
                           **{s: _range(rows, "blood_cv") for s, rows in by_set.items()}},
         "most_separating": [{"feature": n, "univariate_auroc": vs_all[n]["univariate_auroc"],

@@ -147,3 +147,18 @@ def cavity_measurements(labels: np.ndarray, spacing_mm: float, slice_spacing_mm:
         es = int(np.argmin(np.where(lv[i] > 0, lv[i], np.inf)))
         rows.append({**_indices_from_volumes({k: v[i] for k, v in volumes.items()}, ed, es), "failure": ""})
     return pd.DataFrame(rows, columns=[*INDEX_COLUMNS, "failure"])
+
+
+def mid_ventricular_slice(ed_labels: np.ndarray, slice_axis: int = -1) -> int | None:
+    """The middle of the slices with an LV cavity at end-diastole.
+
+    Args:
+        ed_labels: end-diastolic labels (`SEG_LABELS`) with the slices along `slice_axis`, e.g. (H, W, slices).
+        slice_axis: the slice axis.
+
+    Returns:
+        The slice index, or None when no slice has an LV cavity.
+    """
+    lv = np.moveaxis(np.asarray(ed_labels) == SEG_LABELS["lv_cavity"], slice_axis, -1)
+    with_lv = np.flatnonzero(lv.reshape(-1, lv.shape[-1]).any(axis=0))
+    return int((with_lv[0] + with_lv[-1]) // 2) if with_lv.size else None

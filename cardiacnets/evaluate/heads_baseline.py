@@ -41,6 +41,11 @@ RIDGE_PENALTIES = np.logspace(-3, 4, 15)
 MIN_TRAIN = 5
 
 
+def _labels(train: pd.DataFrame, column: str) -> np.ndarray:
+    """A target column as floats (NaN where missing); empty when the manifest has no such column."""
+    return pd.to_numeric(train[column], errors="coerce").to_numpy(np.float64) if column in train else np.array([])
+
+
 class MeasurementBaseline:
     """One baseline (`BASELINES`) fitted on the training split of a training set.
 
@@ -81,7 +86,7 @@ class MeasurementBaseline:
         xs = (x - self.mean) / self.std
         self.regression, self.binary, self.not_fitted = {}, {}, {}
         for column in regression:
-            y = pd.to_numeric(train[column], errors="coerce").to_numpy(np.float64) if column in train else np.array([])
+            y = _labels(train, column)
             rows = np.isfinite(y)
             if rows.sum() < MIN_TRAIN:
                 self.not_fitted[column] = f"{int(rows.sum())} labelled training subjects (< {MIN_TRAIN})"
@@ -89,7 +94,7 @@ class MeasurementBaseline:
             weight, bias, _, _ = ridge_loo(xs[rows], y[rows], RIDGE_PENALTIES)
             self.regression[column] = (weight, bias)
         for column in binary:
-            y = pd.to_numeric(train[column], errors="coerce").to_numpy(np.float64) if column in train else np.array([])
+            y = _labels(train, column)
             rows = np.isfinite(y)
             positives = int(y[rows].sum())
             if min(positives, int(rows.sum()) - positives) < 2:

@@ -43,7 +43,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cardiacnets.cmr.indices import DEFAULT_SLICE_SPACING_MM, INDEX_COLUMNS, cavity_measurements  # noqa: F401
+from cardiacnets.cmr.indices import (  # noqa: F401
+    DEFAULT_SLICE_SPACING_MM, INDEX_COLUMNS, cavity_measurements, mid_ventricular_slice,
+)
 from cardiacnets.errors import InputError
 from cardiacnets.io.cmr_image import SEG_LABELS, CMRImage
 from cardiacnets.models.segmenter import GEOMETRY_FILE, CineGeometry
@@ -236,8 +238,8 @@ def acdc_label_cines(acdc_dir: str | os.PathLike, geometry: CineGeometry,
     cines = []
     for _, ed_path, es_path in acdc_pairs(acdc_dir):
         labels = standardize_acdc(ed_path, es_path, geometry, assumed_spacing_mm, crop_center="auto")["labels"]
-        lv_at_ed = np.flatnonzero((labels[:, 0] == SEG_LABELS["lv_cavity"]).any(axis=(1, 2)))
-        mid = int((lv_at_ed[0] + lv_at_ed[-1]) // 2) if lv_at_ed.size else labels.shape[0] // 2
+        mid = mid_ventricular_slice(labels[:, 0], slice_axis=0)
+        mid = labels.shape[0] // 2 if mid is None else mid
         cines.append(labels[mid][None])
     return np.stack(cines).astype(np.uint8)
 
@@ -278,8 +280,8 @@ def evaluate_acdc(segmenter: Segmenter, acdc_dir: str | os.PathLike, geometry: C
             continue
         predicted = segment_cines(segmenter.model, case["cine"][None], device=device, bf16=bf16)[0]
         truth = case["labels"]
-        lv_at_ed = np.flatnonzero((truth[:, 0] == SEG_LABELS["lv_cavity"]).any(axis=(1, 2)))
-        mid = int((lv_at_ed[0] + lv_at_ed[-1]) // 2) if lv_at_ed.size else truth.shape[0] // 2
+        mid = mid_ventricular_slice(truth[:, 0], slice_axis=0)
+        mid = truth.shape[0] // 2 if mid is None else mid
         coverage.append(case["coverage"])
         for frame, phase in enumerate(("ED", "ES")):
             scores = dice_scores(predicted[:, frame], truth[:, frame])

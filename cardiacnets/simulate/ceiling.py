@@ -116,12 +116,17 @@ def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -
     return prediction, chosen
 
 
-def cross_validated_r2(x_base: np.ndarray, y: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold R² per target column, and the mean chosen (quadratic weight, penalty)."""
-    n = len(y)
+def fold_assignment(n: int, folds: int, seed: int) -> np.ndarray:
+    """(n,) fold index of each row: a seeded permutation dealt round-robin, so fold sizes differ by at most 1."""
     order = np.random.default_rng(seed).permutation(n)
     fold_of = np.empty(n, dtype=int)
     fold_of[order] = np.arange(n) % folds
+    return fold_of
+
+
+def cross_validated_r2(x_base: np.ndarray, y: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold R² per target column, and the mean chosen (quadratic weight, penalty)."""
+    fold_of = fold_assignment(len(y), folds, seed)
     predictions = np.empty_like(y)
     chosen = []
     for k in range(folds):

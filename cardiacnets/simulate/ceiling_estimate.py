@@ -28,8 +28,10 @@ from threadpoolctl import threadpool_limits
 
 from cardiacnets.errors import InputError
 from cardiacnets.io.ukb_xml import SUMMARY_MEASUREMENTS
-from cardiacnets.simulate.ceiling import DEMOGRAPHIC_COLUMNS, ECG_PREFIX, cross_validated_r2
+from cardiacnets.simulate.ceiling import DEMOGRAPHIC_COLUMNS, ECG_PREFIX, cross_validated_r2, fold_assignment
+from cardiacnets.stats.bootstrap import bootstrap_ci
 from cardiacnets.stats.features import tabular_features
+from cardiacnets.stats.metrics import regression_metrics
 
 # Index name (as in `CEILING_TARGETS`) -> `Physiology.as_dict()` key.
 PHYSIOLOGY_TARGETS: dict[str, str] = {
@@ -90,10 +92,7 @@ def _boosted_oof(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndar
     """Out-of-fold predictions of one boosted model per target column."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    n = len(y)
-    order = np.random.default_rng(seed).permutation(n)
-    fold_of = np.empty(n, dtype=int)
-    fold_of[order] = np.arange(n) % folds
+    fold_of = fold_assignment(len(y), folds, seed)
     predictions = np.empty_like(y)
     for k in range(folds):
         train, test = fold_of != k, fold_of == k
@@ -117,18 +116,14 @@ def r2_with_ci(y: np.ndarray, prediction: np.ndarray, n_boot: int = 1000, seed: 
     Returns:
         One ``{"value", "low", "high"}`` per column.
     """
-    def r2(idx):
-        yy, pp = y[idx], prediction[idx]
-        return 1.0 - ((yy - pp) ** 2).sum(axis=0) / ((yy - yy.mean(axis=0)) ** 2).sum(axis=0)
-
-    n = len(y)
-    point = r2(np.arange(n))
     if n_boot < 1:
-        return [{"value": float(v), "low": None, "high": None} for v in point]
-    rng = np.random.default_rng(seed)
-    boots = np.stack([r2(rng.integers(0, n, n)) for _ in range(n_boot)])
-    low, high = np.percentile(boots, [2.5, 97.5], axis=0)
-    return [{"value": float(v), "low": float(lo), "high": float(hi)} for v, lo, hi in zip(point, low, high)]
+        r2 = regression_metrics(y.T, prediction.T)["r2"]
+        return [{"value": float(v), "low": None, "high": None} for v in np.atleast_1d(r2)]
+    out = []
+    for j in range(y.shape[1]):
+        ci = bootstrap_ci(regression_metrics, y[:, j], prediction[:, j], n_boot=n_boot, seed=seed)["r2"]
+        out.append({"value": float(ci["value"]), "low": float(ci["low"]), "high": float(ci["high"])})
+    return out
 
 
 def estimate_ceiling(frame, *, folds: int = 5, seed: int = 0, n_boot: int = 1000,

@@ -98,6 +98,7 @@ def test_too_small_cavity_and_mid_slice():
     stack[3:5, 3:5, 2:7] = LV
     assert mid_ventricular_slice(stack) == 4
     assert mid_ventricular_slice(np.zeros((8, 8, 3), np.uint8)) is None
+    assert mid_ventricular_slice(np.moveaxis(stack, -1, 0), slice_axis=0) == 4  # (slices, H, W) as ACDC's
 
 
 def test_encoder_input_scales_the_cavity_to_the_target_radius():
