@@ -433,9 +433,9 @@ def run_cmr(args: argparse.Namespace) -> dict:
     Raises:
         InputError: the shared data folder lacks ``acdc_h5`` or ``sunnybrook``.
     """
-    import cardiacnets
     from cardiacnets.config import load_config, shared_data_dir
     from cardiacnets.errors import InputError
+    from cardiacnets.models.bundle import committed_bundle
     from cardiacnets.simulate import SynthConfig
 
     real_dir = Path(args.real_data or shared_data_dir())
@@ -457,8 +457,7 @@ def run_cmr(args: argparse.Namespace) -> dict:
         raise InputError(real_dir, f"no measurable frames ({len(sim_rows)} simulated, {len(real_rows)} real)")
     report = cmr_realism_report(sim_rows, real_rows, seed=args.seed)
     # 3. Fréchet distance on the frame encoder.
-    bundle = args.cmr_bundle or (Path(cardiacnets.__file__).parent / "reference_models"
-                                 / f"cardiacnets-reference-{cardiacnets.__version__}")
+    bundle = args.cmr_bundle or committed_bundle()
     measured = {(r["set"], r["id"], r["phase"]) for r in sim_rows + real_rows}
     keep = lambda frames: [f for f in frames if (f["set"], f["id"], f["phase"]) in measured]  # noqa: E731
     frechet = {"value": None, "reason": "skipped (--no-frechet)"} if args.no_frechet else \

@@ -75,6 +75,9 @@ class DemoConfig:
     Attributes:
         n_subjects: simulated subjects.
         seed: simulator seed.
+        synth: `SynthConfig` overrides of the simulated cohort (``key=value``). With a reference bundle
+            and no ``version=`` here, the cohort is drawn with the simulator version the bundle was
+            trained on (its metadata; 1 for bundles that predate the record).
         workers: worker processes for simulation and preprocessing (``None``: all CPUs).
         preprocess: preprocessing config.
         preprocess_overrides: its overrides.
@@ -87,6 +90,7 @@ class DemoConfig:
 
     n_subjects: int = 600
     seed: int = 0
+    synth: list[str] = field(default_factory=list)
     workers: int | None = None
     preprocess: str = "configs/demo/preprocess.yaml"
     preprocess_overrides: list[str] = field(default_factory=list)

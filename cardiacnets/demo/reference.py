@@ -62,7 +62,7 @@ def build_reference(out: str | Path, config_path: str | Path | None = None, over
         The bundle folder.
     """
     from cardiacnets import __version__
-    from cardiacnets.demo.run import load_demo_config, run_demo
+    from cardiacnets.demo.run import cohort_synth_config, load_demo_config, run_demo
     from cardiacnets.models.bundle import export_bundle, seal_bundle
 
     config = load_demo_config(config_path or REFERENCE_CONFIG, overrides)
@@ -86,7 +86,9 @@ def build_reference(out: str | Path, config_path: str | Path | None = None, over
         print(f"replacing the bundle an earlier build exported to {bundle}")
         shutil.rmtree(bundle)
     name = name or f"cardiacnets-reference-{__version__}"
-    metadata = {"seed": config.seed, "n_subjects": config.n_subjects, "command": command,
+    synth = cohort_synth_config(config, None)
+    metadata = {"seed": config.seed, "n_subjects": config.n_subjects, "simulator_version": synth.version,
+                "synth": list(config.synth), "command": command,
                 "commit": _git_commit(), "config": str(config_path or REFERENCE_CONFIG),
                 "training": {stage: demo.metrics.get("training", {}).get(stage, {}).get("step")
                              for stage in BUNDLE_STAGES},

@@ -143,22 +143,49 @@ def _simulate(demo: DemoRun, force: bool, progress: bool) -> bool:
     from cardiacnets.simulate import write_cohort
 
     raw, c = demo.folders["raw"], demo.config
+    synth = cohort_synth_config(c, demo.bundle.info if demo.bundle is not None else None)
     marker = raw / "demo_cohort.json"
-    wanted = {"n_subjects": c.n_subjects, "seed": c.seed}
-    reused = not force and marker.is_file() and json.loads(marker.read_text()) == wanted
+    wanted = {"n_subjects": c.n_subjects, "seed": c.seed, "synth": c.synth, "version": synth.version}
+    earlier = json.loads(marker.read_text()) if marker.is_file() else None
+    if earlier is not None and "version" not in earlier:  # cohorts of cardiacnets 0.1.0: version 1, defaults
+        earlier = {**earlier, "synth": [], "version": 1}
+    reused = not force and earlier == wanted
     if reused:
         print(f"reusing the cohort simulated earlier in {raw}")
     else:
-        if force and demo.folders["dataset"].exists():
+        if demo.folders["dataset"].exists():  # built from another cohort (or --force): stale
             _remove_training_set(demo.folders["dataset"])
-        summary = write_cohort(raw, c.n_subjects, seed=c.seed, workers=c.workers, progress=progress)
+        summary = write_cohort(raw, c.n_subjects, seed=c.seed, config=synth, workers=c.workers, progress=progress)
         marker.write_text(json.dumps(wanted) + "\n")
         del summary
-    demo.metrics["cohort"] = {"n_subjects": c.n_subjects, "seed": c.seed, "raw": str(raw)}
+    demo.metrics["cohort"] = {"n_subjects": c.n_subjects, "seed": c.seed, "raw": str(raw),
+                              "simulator_version": synth.version, "synth": list(c.synth), "key": wanted}
     ceiling = raw / "ceiling.json"
     if ceiling.is_file():
         demo.metrics["ceiling"] = json.loads(ceiling.read_text()).get("r2", {})
     return reused
+
+
+def cohort_synth_config(config, bundle_info: dict | None):
+    """The simulator settings of the demo's cohort: ``config.synth``, with the bundle's simulator version.
+
+    A bundle records the version of the simulator it was trained on (``metadata.simulator_version``;
+    bundles without the record were trained on version 1). Unless ``config.synth`` names a version, the
+    cohort is drawn with it, so the models are scored on the data they were trained for; a different
+    version named explicitly is allowed (a domain-shift test) and announced.
+    """
+    from cardiacnets.config import apply_overrides, from_dict
+    from cardiacnets.simulate import SynthConfig
+
+    data = apply_overrides({}, config.synth)
+    if bundle_info is not None:
+        trained_on = int(bundle_info.get("metadata", {}).get("simulator_version", 1))
+        if "version" not in data:
+            data["version"] = trained_on
+        elif int(data["version"]) != trained_on:
+            print(f"note: the reference models were trained on simulator version {trained_on}; this cohort is "
+                  f"drawn with version {data['version']} (a domain shift)")
+    return from_dict(SynthConfig, data)
 
 
 def _remove_training_set(dataset: Path) -> None:
@@ -219,7 +246,9 @@ def _train_stage(demo: DemoRun, name: str, force: bool, progress: bool) -> bool:
     overrides.insert(0, f"data.path={demo.folders['dataset']}")
     config = load_config(TrainConfig, resolve_path(stage.config), overrides)
     run_dir = demo.run_dir(name)
-    digest = hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()
+    # The stage is reused only when both its config and the cohort it trains on are the same.
+    key = {"config": to_dict(config), "cohort": demo.metrics.get("cohort", {}).get("key")}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     marker = run_dir / STAGE_MARKER
     reused = not force and marker.is_file() and json.loads(marker.read_text()).get("config_sha256") == digest
     if reused:

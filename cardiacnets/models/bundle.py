@@ -63,6 +63,16 @@ class Bundle:
     digest: str = ""
 
 
+#: The reference bundle committed with the package (`cardiacnets/reference_models/`), which `make demo`
+#: evaluates and the CMR realism benchmark encodes frames with.
+COMMITTED_BUNDLE_NAME = "cardiacnets-reference-0.1.0"
+
+
+def committed_bundle() -> Path:
+    """The folder of the committed reference bundle (`COMMITTED_BUNDLE_NAME`)."""
+    return Path(__file__).resolve().parents[1] / "reference_models" / COMMITTED_BUNDLE_NAME
+
+
 # --- export and sealing -----------------------------------------------------------------------------------------
 def default_requires(version: str) -> str:
     """The PEP 440 specifier of the package versions that may load a bundle built by `version`: same major.minor."""

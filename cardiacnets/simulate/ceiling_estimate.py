@@ -79,7 +79,7 @@ def physiology_sample(n: int, seed: int, config=None, measurements: bool = False
         else:
             physiology_rng, ecg_rng, _ = subject_rngs(seed, i)
             phys = sample_physiology(EID_START + i, physiology_rng, config)
-            params = ecg_parameters(phys, ecg_rng, config.rhythm)
+            params = ecg_parameters(phys, ecg_rng, config.rhythm, version=config.version)
         row = {k: v for k, v in phys.as_dict().items() if k != "akinetic_segments"}
         row.update({f"{ECG_PREFIX}{k}": v for k, v in params.as_dict().items()})
         if measurements:

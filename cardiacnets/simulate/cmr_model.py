@@ -19,6 +19,7 @@ import numpy as np
 from einops import rearrange
 
 from cardiacnets.io.cmr_image import CMRImage
+from cardiacnets.simulate.cmr_body import BodyCanvas, body_background_v2, sample_acquisition, soft_inside
 from cardiacnets.simulate.cmr_texture import blur_in_plane, paint_blood_structure
 from cardiacnets.simulate.heart_model import D_THETA, N_THETA, THETA, HeartModel, smooth_bump
 
@@ -83,45 +84,22 @@ def _sample_pose(phys, rng: np.random.Generator) -> _Pose:
     )
 
 
-def _soft(distance_outside_mm: np.ndarray, pixel_mm: float) -> np.ndarray:
-    """Partial-volume weight of being inside, from a signed distance (negative inside)."""
-    return np.clip(0.5 - distance_outside_mm / pixel_mm, 0.0, 1.0).astype(np.float32)
-
-
 def _body_background(xyz: np.ndarray, phys, pixel_mm: float) -> np.ndarray:
-    """bSSFP signal of the static body (no heart) at world points (..., 3)."""
-    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
-    bmi = phys.bmi
-    half_w = 150.0 + 3.0 * (bmi - 25.0) + 8.0 * phys.is_male
-    half_d = 105.0 + 3.0 * (bmi - 25.0)
-    fat_mm = float(np.clip(6.0 + 1.3 * (bmi - 20.0), 4.0, 35.0))
-
-    def ellipse_distance(cx, cy, ax, ay):
-        r = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2)
-        return (r - 1.0) * min(ax, ay)
+    """Version 1's bSSFP signal of the static body (no heart) at world points (..., 3): one grey mediastinum."""
+    body = BodyCanvas(xyz, phys, pixel_mm)
+    thorax = body.chest_wall(SIGNAL)
+    body.paint(SIGNAL["mediastinum"], thorax)
+    body.paint(SIGNAL["liver"], body.below_diaphragm() * thorax)
+    x, y, z = body.x, body.y, body.z
 
     def ellipsoid_distance(c, axes):
         r = np.sqrt(sum(((v - cv) / av) ** 2 for v, cv, av in zip((x, y, z), c, axes)))
         return (r - 1.0) * min(axes)
 
-    out = np.zeros(x.shape, np.float32)
-
-    def paint(value, alpha):
-        nonlocal out
-        out = out + alpha * (np.float32(value) - out)
-
-    paint(SIGNAL["fat"], _soft(ellipse_distance(0.0, 0.0, half_w, half_d), pixel_mm))
-    paint(SIGNAL["muscle"], _soft(ellipse_distance(0.0, 0.0, half_w - fat_mm, half_d - fat_mm), pixel_mm))
-    thorax = _soft(ellipse_distance(0.0, 0.0, half_w - fat_mm - 12, half_d - fat_mm - 12), pixel_mm)
-    paint(SIGNAL["mediastinum"], thorax)
-    liver_top = -45.0 + 0.3 * x - 0.002 * (x**2 + y**2)  # diaphragm dome, higher on the right
-    paint(SIGNAL["liver"], _soft(z - liver_top, pixel_mm) * thorax)
-    paint(SIGNAL["lung"], _soft(ellipsoid_distance((-88.0, -8.0, 25.0), (58.0, 72.0, 120.0)), pixel_mm))
-    paint(SIGNAL["lung"], _soft(ellipsoid_distance((82.0, -8.0, 35.0), (62.0, 78.0, 120.0)), pixel_mm))
-    paint(SIGNAL["spine"], _soft(ellipse_distance(0.0, -78.0, 18.0, 16.0), pixel_mm))
-    paint(SIGNAL["csf"], _soft(ellipse_distance(0.0, -102.0, 7.0, 7.0), pixel_mm))
-    paint(SIGNAL["aorta"], _soft(ellipse_distance(-22.0, -58.0, 12.0, 12.0), pixel_mm))
-    return out
+    body.paint(SIGNAL["lung"], soft_inside(ellipsoid_distance((-88.0, -8.0, 25.0), (58.0, 72.0, 120.0)), pixel_mm))
+    body.paint(SIGNAL["lung"], soft_inside(ellipsoid_distance((82.0, -8.0, 35.0), (62.0, 78.0, 120.0)), pixel_mm))
+    body.posterior(SIGNAL)
+    return body.out
 
 
 def _bias_field(shape_xy: tuple[int, int], n_slices: int, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -135,8 +113,14 @@ def _bias_field(shape_xy: tuple[int, int], n_slices: int, strength: float, rng: 
     return np.exp(strength * (field2d[None] + 0.3 * c[5] * ks)).astype(np.float32)
 
 
-def _rician_int16(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+def _rician_int16(clean: np.ndarray, sigma: float, rng: np.random.Generator,
+                  relative_sd: float = 0.0) -> np.ndarray:
     """Magnitude of the clean signal plus complex Gaussian noise (Rician), rounded to int16.
+
+    With ``relative_sd`` > 0 the complex noise's SD is ``sqrt(sigma^2 + (relative_sd s)^2)``
+    per voxel: thermal noise plus noise proportional to the signal (reconstruction, flow,
+    ghosting), which real cines show as more noise in tissue than in air. It costs no extra
+    draws (the same two uniforms per voxel).
 
     The complex noise is drawn in polar form (Box-Muller: radius
     ``sigma * sqrt(-2 ln u1)``, phase ``2 pi u2``), so the magnitude is
@@ -148,7 +132,15 @@ def _rician_int16(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> 
     radius2 = rng.random(clean.shape, dtype=np.float32)
     np.subtract(np.float32(1.0), radius2, out=radius2)  # (0, 1]: log stays finite
     np.log(radius2, out=radius2)
-    radius2 *= np.float32(-2.0 * sigma * sigma)  # (sigma r)^2
+    if relative_sd > 0:
+        variance = clean * clean
+        variance *= np.float32(relative_sd * relative_sd)
+        variance += np.float32(sigma * sigma)
+        radius2 *= np.float32(-2.0)
+        radius2 *= variance  # (sigma r)^2, sigma per voxel
+        del variance
+    else:
+        radius2 *= np.float32(-2.0 * sigma * sigma)  # (sigma r)^2
     cross = rng.random(clean.shape, dtype=np.float32)
     cross *= np.float32(2.0 * np.pi)
     np.cos(cross, out=cross)
@@ -195,24 +187,25 @@ class _Compositor:
         self.image += value
 
 
-def _heart_layers(comp: _Compositor, r_px: dict[str, np.ndarray], effusion_px: float, fat_px: np.ndarray) -> None:
+def _heart_layers(comp: _Compositor, r_px: dict[str, np.ndarray], effusion_px: float, fat_px: np.ndarray,
+                  signal: dict = SIGNAL) -> None:
     """Paint fat, effusion, RV wall, RV blood, LV wall and LV blood, outside in (consumes `r_px`)."""
     outer = r_px["rv_wall"]
     if effusion_px > 0:
         fluid = comp.neg_rho + np.float32(effusion_px)
-        comp.paint(comp.weight(outer, fluid + np.float32(1.0) + fat_px), SIGNAL["fat"])
-        comp.paint(comp.weight(outer, fluid + np.float32(1.0)), SIGNAL["myocardium"] * 0.4)  # pericardium
-        comp.paint(comp.weight(outer, fluid), SIGNAL["fluid"])
+        comp.paint(comp.weight(outer, fluid + np.float32(1.0) + fat_px), signal["fat"])
+        comp.paint(comp.weight(outer, fluid + np.float32(1.0)), signal["myocardium"] * 0.4)  # pericardium
+        comp.paint(comp.weight(outer, fluid), signal["fluid"])
     else:
-        comp.paint(comp.weight(outer, comp.neg_rho + fat_px), SIGNAL["fat"])
-    comp.paint(comp.weight(outer, inplace=True), SIGNAL["myocardium"])
-    comp.paint(comp.weight(r_px["rv"], inplace=True), SIGNAL["rv_blood"], label=3)
-    comp.paint(comp.weight(r_px["epi"], inplace=True), SIGNAL["myocardium"], label=2)
-    comp.paint(comp.weight(r_px["endo"], inplace=True), SIGNAL["blood"], label=1)
+        comp.paint(comp.weight(outer, comp.neg_rho + fat_px), signal["fat"])
+    comp.paint(comp.weight(outer, inplace=True), signal["myocardium"])
+    comp.paint(comp.weight(r_px["rv"], inplace=True), signal["rv_blood"], label=3)
+    comp.paint(comp.weight(r_px["epi"], inplace=True), signal["myocardium"], label=2)
+    comp.paint(comp.weight(r_px["endo"], inplace=True), signal["blood"], label=1)
 
 
 def _paint_atria(comp: _Compositor, model: HeartModel, lateral_px: np.ndarray, anterior_px: np.ndarray,
-                 along_px: np.ndarray, px: float, frames: np.ndarray | None = None) -> None:
+                 along_px: np.ndarray, px: float, frames: np.ndarray | None = None, signal: dict = SIGNAL) -> None:
     """Paint both atria (wall, then blood; the LA over the RA) above the valve plane.
 
     Args:
@@ -232,7 +225,7 @@ def _paint_atria(comp: _Compositor, model: HeartModel, lateral_px: np.ndarray, a
         du = (along_px - (a["u"] / px)[:, None, None]) / hl
         dl = (lateral_px - (a["lateral_mm"] / px)[:, None, None]) / rad
         dist = (np.sqrt(du**2 + dl**2 + (anterior_px / rad) ** 2) - 1.0) * rad  # ~ distance outside, pixels
-        for extra, value in ((2.0 / px, SIGNAL["myocardium"]), (0.0, SIGNAL["atrial_blood"])):
+        for extra, value in ((2.0 / px, signal["myocardium"]), (0.0, signal["atrial_blood"])):
             coverage = np.clip(0.5 - dist + np.float32(extra), 0.0, 1.0) * valve
             comp.paint((1.0 - coverage).astype(np.float32), value)
 
@@ -255,8 +248,13 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     n_frames = config.n_frames
     frame_ms = 60000.0 / phys.heart_rate_bpm / n_frames
     signal_scale = float(rng.uniform(280.0, 480.0))
-    sigma = config.noise_sigma * float(rng.uniform(0.8, 1.25)) * signal_scale
+    sigma = config.setting("noise_sigma") * float(rng.uniform(0.8, 1.25)) * signal_scale
     fat_harmonics = rng.normal(0.0, 1.0, 2)
+    acq = sample_acquisition(SIGNAL, rng) if config.version >= 2 else None
+    signal = acq.signal if acq else SIGNAL
+    psf_px = config.setting("psf_sigma_px") * (acq.psf if acq else 1.0)
+    signal_noise = config.setting("signal_noise") * (acq.signal_noise if acq else 1.0)
+    sigma *= acq.thermal_noise if acq else 1.0
     fat_theta_px = np.clip(3.0 + 2.0 * (fat_harmonics[0] * np.cos(THETA) + fat_harmonics[1] * np.sin(2 * THETA))
                            + 3.0 * smooth_bump(120.0, 40.0), 0.5, 9.0) / px
     meta = dict(simulated=True, eid=phys.eid, heart_rate_bpm=phys.heart_rate_bpm,
@@ -285,7 +283,10 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     # 2. Static body background, coil bias and signal scale.
     world = origin + ii[None, ..., None] * sa_affine[:3, 0] + jj[None, ..., None] * sa_affine[:3, 1] \
         + np.arange(config.n_slices)[:, None, None, None] * sa_affine[:3, 2]
-    background = _body_background(world, phys, px)  # (K, x, y)
+    if config.version >= 2:
+        background = body_background_v2(world, phys, model, pose, px, acq, rng)  # (K, x, y)
+    else:
+        background = _body_background(world, phys, px)
     gain = _bias_field((n, n), config.n_slices, config.bias_field, rng) * np.float32(signal_scale)
 
     # 3. Heart: wall radii per slice, frame and angle, gathered onto the pixels.
@@ -299,28 +300,28 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
         frames = np.flatnonzero(above[k])
         sub = _Compositor(image[k, frames], rho_px)
         _paint_atria(sub, model, (x_h / px).astype(np.float32), (y_h / px).astype(np.float32),
-                     np.float32(model.slice_u_mm[k] / px), px, frames)
+                     np.float32(model.slice_u_mm[k] / px), px, frames, signal)
         image[k, frames] = sub.image
-    _heart_layers(comp, r_px, phys.effusion_mm / px, np.take(fat_theta_px.astype(np.float32), theta_idx))
-    if config.cmr_texture:
+    _heart_layers(comp, r_px, phys.effusion_mm / px, np.take(fat_theta_px.astype(np.float32), theta_idx), signal)
+    if config.setting("cmr_texture"):
         xi = model.long_axis_fraction(model.slice_u_mm[:, None] * np.ones((1, n_frames)))
         paint_blood_structure(image, seg, r["endo"], xi, (x_h / px).astype(np.float32), (y_h / px).astype(np.float32),
                               theta_idx, rho_px, (phys.lvedv_ml / model.lv_volume_ml) ** (1.0 / 3.0), px,
-                              SIGNAL["myocardium"], rng)
-    blur_in_plane(image, config.psf_sigma_px)
+                              signal["myocardium"], rng)
+    blur_in_plane(image, psf_px)
     image *= gain[:, None]
-    sa_int = _rician_int16(image, sigma, rng)
+    sa_int = _rician_int16(image, sigma, rng, signal_noise)
 
     sa_img = CMRImage(rearrange(sa_int, "k t x y -> x y k t"), sa_affine, format="nifti", view="sa",
                       frame_interval_ms=frame_ms, metadata=dict(meta))
     seg_img = CMRImage(rearrange(seg, "k t x y -> x y k t"), sa_affine.copy(), format="nifti", view="sa",
                        frame_interval_ms=frame_ms, is_segmentation=True, metadata=dict(meta))
-    la_img = _render_la(phys, model, pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms, meta)
+    la_img = _render_la(phys, model, pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms, meta, acq)
     return SimulatedCMR(sa=sa_img, seg_sa=seg_img, la_4ch=la_img, model=model)
 
 
 def _render_la(phys, model: HeartModel, pose: _Pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms,
-               meta) -> CMRImage:
+               meta, acq=None) -> CMRImage:
     """The 4-chamber cine: the plane through the long axis and the septal-lateral direction."""
     px = config.pixel_spacing_mm
     n = config.la_image_size
@@ -350,14 +351,19 @@ def _render_la(phys, model: HeartModel, pose: _Pose, config, rng, signal_scale, 
     side = (b > 0).astype(np.intp)
     r_px = {k: (rearrange(v, "u t s -> t u s")[:, ubin, side] / px).astype(np.float32)  # (T, x, y)
             for k, v in r.items()}
-    background = _body_background(world, phys, px)
+    if config.version >= 2:
+        background = body_background_v2(world, phys, model, pose, px, acq, rng)
+    else:
+        background = _body_background(world, phys, px)
     image = np.repeat(background[None], n_frames, axis=0)
     comp = _Compositor(image, (np.abs(b) / px).astype(np.float32))
     lateral_px, along_px = (-b / px).astype(np.float32)[None], (u / px).astype(np.float32)[None]
-    _paint_atria(comp, model, lateral_px, np.float32(0.0), along_px, px)
+    signal = acq.signal if acq else SIGNAL
+    _paint_atria(comp, model, lateral_px, np.float32(0.0), along_px, px, signal=signal)
     fat_px = np.where(side > 0, fat_theta_px[N_THETA // 2], fat_theta_px[0]).astype(np.float32)
-    _heart_layers(comp, r_px, phys.effusion_mm / px, fat_px)
+    _heart_layers(comp, r_px, phys.effusion_mm / px, fat_px, signal)
+    blur_in_plane(image, config.setting("psf_sigma_px") * (acq.psf if acq else 1.0))
     image *= _bias_field((n, n), 1, config.bias_field, rng) * np.float32(signal_scale)
-    la_int = _rician_int16(image, sigma, rng)
+    la_int = _rician_int16(image, sigma, rng, config.setting("signal_noise") * (acq.signal_noise if acq else 1.0))
     return CMRImage(rearrange(la_int, "t x y -> x y 1 t"), affine, format="nifti", view="la_4ch",
                     frame_interval_ms=frame_ms, metadata=dict(meta))

@@ -120,9 +120,10 @@ def simulate_ecg(index: int, seed: int, config: SynthConfig):
 
     physiology_rng, ecg_rng, _ = subject_rngs(seed, index)
     phys = sample_physiology(EID_START + index, physiology_rng, config)
-    params = ecg_parameters(phys, ecg_rng, config.rhythm)
+    params = ecg_parameters(phys, ecg_rng, config.rhythm, version=config.version)
     ecg = synthesize_ecg(params, ecg_rng, sampling_rate_hz=config.ecg_sampling_rate_hz,
-                         duration_s=config.ecg_duration_s, mains_hz=config.mains_hz, noise=config.ecg_noise)
+                         duration_s=config.ecg_duration_s, mains_hz=config.mains_hz, noise=config.ecg_noise,
+                         version=config.version)
     return phys, params, ecg
 
 
@@ -149,9 +150,10 @@ def simulate_subject(index: int, seed: int, config: SynthConfig):
     t0 = time.perf_counter()
     phys = sample_physiology(EID_START + index, physiology_rng, config)
     t1 = time.perf_counter()
-    params = ecg_parameters(phys, ecg_rng, config.rhythm)
+    params = ecg_parameters(phys, ecg_rng, config.rhythm, version=config.version)
     ecg = synthesize_ecg(params, ecg_rng, sampling_rate_hz=config.ecg_sampling_rate_hz,
-                         duration_s=config.ecg_duration_s, mains_hz=config.mains_hz, noise=config.ecg_noise)
+                         duration_s=config.ecg_duration_s, mains_hz=config.mains_hz, noise=config.ecg_noise,
+                         version=config.version)
     t2 = time.perf_counter()
     cmr = render_cmr(phys, cmr_rng, config)
     t3 = time.perf_counter()

@@ -73,7 +73,8 @@ from scipy import signal as sp_signal
 from cardiacnets.io.ecg_leads import STANDARD_LEADS
 from cardiacnets.io.ecg_record import ECGRecord
 from cardiacnets.simulate.ecg_beats import (
-    BEAT_LOBE_JITTER, p_wave_lobes, pvc_lobes, qrst_lobes, render_vcg,
+    BEAT_LOBE_JITTER, BEAT_LOBE_JITTER_V2, BEAT_T_JITTER_V2, BeatLobes, p_wave_lobes, pvc_lobes, qrst_lobes,
+    render_vcg,
 )
 from cardiacnets.simulate.ecg_device import (
     MEDIAN_N_SAMPLES, MEDIAN_QRS_ONSET_MS, MEDIAN_SAMPLING_RATE_HZ, device_measurements,
@@ -87,7 +88,7 @@ from cardiacnets.simulate.ecg_noise import (
     recording_noise,
 )
 from cardiacnets.simulate.ecg_params import ECG_VISIBLE_LATENTS, ECGParams, ecg_parameters
-from cardiacnets.simulate.ecg_rhythm import PAC, PVC, SINUS, beat_schedule, fibrillatory_waves, pacing_spikes
+from cardiacnets.simulate.ecg_rhythm import PAC, PVC, SINUS, BeatSchedule, beat_schedule, fibrillatory_waves, pacing_spikes
 
 __all__ = [
     "BASELINE_WANDER_MAX_MV", "DEVICE_LOWPASS_HZ", "DOWER_LEADS", "DOWER_MATRIX", "ECG_VISIBLE_LATENTS",
@@ -136,8 +137,38 @@ class SimulatedECG:
         )
 
 
+def _ventricular_vcg_v2(qrst: BeatLobes, pvc: BeatLobes, s: BeatSchedule, rng: np.random.Generator,
+                        n_samples: int, fs: float) -> np.ndarray:
+    """Version 2's ventricular VCG: conducted and ectopic beats with beat-to-beat morphology, smoothed.
+
+    Each conducted beat's QRS lobes vary in size (`BEAT_LOBE_JITTER_V2`) and its T wave
+    in size (`BEAT_T_JITTER_V2`), beyond the breathing changes of the schedule.
+
+    Args:
+        qrst: the conducted beat's lobes.
+        pvc: the ectopic ventricular beat's lobes.
+        s: the strip's beat schedule.
+        rng: random generator.
+        n_samples: strip length in samples.
+        fs: sampling rate.
+
+    Returns:
+        (3, n_samples) Frank VCG of the ventricular beats, mV.
+    """
+    conducted, ectopic_v = s.kind != PVC, s.kind == PVC
+    shape = (int(conducted.sum()), len(qrst.center_s))
+    lobe_sd = np.where(qrst.is_qrs, BEAT_LOBE_JITTER_V2, BEAT_T_JITTER_V2)
+    lobe_jitter = 1.0 + rng.normal(0.0, 1.0, shape) * lobe_sd
+    vcg = render_vcg(qrst, s.onsets_s[conducted], s.beat_scale[conducted], s.qrs_scale[conducted], n_samples, fs,
+                     s.rotation_rad[conducted], lobe_jitter)
+    vcg += render_vcg(pvc, s.onsets_s[ectopic_v], s.beat_scale[ectopic_v], np.ones(int(ectopic_v.sum())),
+                      n_samples, fs)
+    return vcg
+
+
 def synthesize_ecg(params: ECGParams, rng: np.random.Generator, *, sampling_rate_hz: float = 500.0,
-                   duration_s: float = 10.0, mains_hz: float = 50.0, noise: bool = True) -> SimulatedECG:
+                   duration_s: float = 10.0, mains_hz: float = 50.0, noise: bool = True,
+                   version: int = 2) -> SimulatedECG:
     """Generate a resting 12-lead ECG strip, its median beat, measurements and statements.
 
     The random draws happen in a fixed order (beat schedule and morphology, then
@@ -154,6 +185,7 @@ def synthesize_ecg(params: ECGParams, rng: np.random.Generator, *, sampling_rate
         duration_s: strip length.
         mains_hz: mains frequency of the hum (50 in the UK, 60 in North America).
         noise: add baseline wander, mains hum and muscle noise.
+        version: the simulator's calibration (`SynthConfig.version`; 1 reproduces cardiacnets 0.1.0).
 
     Returns:
         A `SimulatedECG`; the median beat is always 600 samples at 500 Hz.
@@ -167,20 +199,24 @@ def synthesize_ecg(params: ECGParams, rng: np.random.Generator, *, sampling_rate
     schedule = beat_schedule(params, rng, duration_s)
     sinus_p = p_wave_lobes(params, params.p_axis_deg, params.p_amplitude_mV)
     ectopic_p = p_wave_lobes(params, float(rng.uniform(-80.0, 100.0)), params.p_amplitude_mV * rng.uniform(0.7, 1.1))
-    qrst = qrst_lobes(params, rng)
+    qrst = qrst_lobes(params, rng, version=version)
     pvc = pvc_lobes(params, rng)
     lead_field = subject_lead_field(rng)
     s = schedule
     conducted = s.kind != PVC
-    lobe_jitter = 1.0 + rng.normal(0.0, BEAT_LOBE_JITTER, (int(conducted.sum()), len(qrst.center_s)))
-    vcg = render_vcg(qrst, s.onsets_s[conducted], s.beat_scale[conducted], s.qrs_scale[conducted], n_samples, fs,
-                     s.rotation_rad[conducted], lobe_jitter)
+    ectopic_v = s.kind == PVC
+    if version >= 2:
+        vcg = _ventricular_vcg_v2(qrst, pvc, s, rng, n_samples, fs)
+    else:
+        lobe_jitter = 1.0 + rng.normal(0.0, BEAT_LOBE_JITTER, (int(conducted.sum()), len(qrst.center_s)))
+        vcg = render_vcg(qrst, s.onsets_s[conducted], s.beat_scale[conducted], s.qrs_scale[conducted], n_samples,
+                         fs, s.rotation_rad[conducted], lobe_jitter)
     for p_wave, which in ((sinus_p, s.has_p & (s.kind == SINUS)), (ectopic_p, s.has_p & (s.kind == PAC))):
         vcg += render_vcg(p_wave, s.onsets_s[which] + s.p_shift_s[which], s.beat_scale[which],
                           np.ones(int(which.sum())), n_samples, fs)
-    ectopic_v = s.kind == PVC
-    vcg += render_vcg(pvc, s.onsets_s[ectopic_v], s.beat_scale[ectopic_v], np.ones(int(ectopic_v.sum())),
-                      n_samples, fs)
+    if version < 2:
+        vcg += render_vcg(pvc, s.onsets_s[ectopic_v], s.beat_scale[ectopic_v], np.ones(int(ectopic_v.sum())),
+                          n_samples, fs)
     if params.atrial_fibrillation:
         vcg += fibrillatory_waves(params, rng, n_samples, fs)
     if params.paced:
@@ -194,7 +230,7 @@ def synthesize_ecg(params: ECGParams, rng: np.random.Generator, *, sampling_rate
     # 2. Recording noise, on the electrodes' independent leads so limb identities hold,
     # then the device's 100 Hz low-pass (UK Biobank's CardioSoft declares 0.01-100 Hz).
     if noise:
-        independent = independent + recording_noise(rng, n_samples, fs, mains_hz)
+        independent = independent + recording_noise(rng, n_samples, fs, mains_hz, version=version)
     if DEVICE_LOWPASS_HZ < 0.45 * fs:
         independent = sp_signal.sosfiltfilt(device_lowpass_sos(float(fs)), independent, axis=-1)
     signal_mV = assemble_12(independent).astype(np.float32)

@@ -22,6 +22,13 @@ MAINS_MAX_MV = 0.02            # peak amplitude of the mains sinusoid
 EMG_RMS_MAX_MV = 0.02          # RMS of band-limited (20-150 Hz) muscle noise
 DEVICE_LOWPASS_HZ = 150.0      # the recorder's low-pass (first order, applied forwards and backwards)
 EMG_RMS_MEDIAN_MV = 0.0019     # its typical level (PTB-XL's high-frequency noise)
+# Version 2's electrode motion (`electrode_motion`): Brownian baseline above 0.3 Hz, RMS per
+# record log-normal around this level, which brings the dominant beats' residual around the
+# median beat from 0.8 % to 1.0 % of the QRS size (PTB-XL: 1.2 %; more moves the noisy
+# median beat by a sample against the clean one).
+ELECTRODE_MOTION_RMS_MV = 0.015
+ELECTRODE_MOTION_HIGHPASS_HZ = 0.3
+ELECTRODE_MOTION_LOWPASS_HZ = 8.0   # motion is slow: it leaves the 40-150 Hz noise (hf_noise_uV) as it is
 
 
 @lru_cache(maxsize=8)
@@ -37,14 +44,27 @@ def _emg_sos(sampling_rate_hz: float) -> np.ndarray:
 
 
 def recording_noise(rng: np.random.Generator, n_samples: int, sampling_rate_hz: float,
-                    mains_hz: float) -> np.ndarray:
+                    mains_hz: float, *, version: int = 2) -> np.ndarray:
     """(8, T) recording noise on I, II, V1-V6: baseline wander, mains hum, muscle noise.
 
     Levels follow PTB-XL (measured by `cardiacnets bench realism`): wander is
     log-uniform up to `BASELINE_WANDER_MAX_MV` (three sinusoids between 0.05 and
     0.45 Hz); mains hum is usually about a microvolt (the device filters it) and
     at most `MAINS_MAX_MV`; muscle noise (white noise band-passed to 20-150 Hz)
-    has an RMS of a few microvolts, at most `EMG_RMS_MAX_MV`.
+    has an RMS of a few microvolts, at most `EMG_RMS_MAX_MV`. From ``version`` 2,
+    electrode motion adds a random (Brownian, band-passed to 0.3-8 Hz)
+    baseline whose RMS per record is log-normal around `ELECTRODE_MOTION_RMS_MV`; its
+    draws come after version 1's, so the rest of the noise is the same.
+
+    Args:
+        rng: random generator.
+        n_samples: strip length in samples.
+        sampling_rate_hz: strip sampling rate.
+        mains_hz: mains frequency.
+        version: the simulator's calibration (1 reproduces cardiacnets 0.1.0).
+
+    Returns:
+        (8, n_samples) noise in mV.
     """
     t_s = np.arange(n_samples) / sampling_rate_hz
     n_leads = len(DOWER_LEADS)
@@ -69,4 +89,34 @@ def recording_noise(rng: np.random.Generator, n_samples: int, sampling_rate_hz: 
     emg_rms = np.clip(EMG_RMS_MEDIAN_MV * math.exp(rng.normal(0.0, 0.4)) * rng.uniform(0.7, 1.3, (n_leads, 1)),
                       0.0006, EMG_RMS_MAX_MV)
     emg *= emg_rms / np.maximum(np.sqrt(np.mean(emg ** 2, axis=-1, keepdims=True)), 1e-12)
-    return wander + mains + emg
+    if version < 2:
+        return wander + mains + emg
+    return wander + mains + emg + electrode_motion(rng, n_samples, sampling_rate_hz)
+
+
+def electrode_motion(rng: np.random.Generator, n_samples: int, sampling_rate_hz: float) -> np.ndarray:
+    """(8, T) electrode-motion baseline: Brownian noise band-passed to 0.3-8 Hz.
+
+    Unlike the slow sinusoidal wander, it has power from 0.3 to a few Hz (a 1/f^2
+    spectrum), so it survives the delineator's 0.5 Hz high-pass and moves each beat's
+    ST-T a little against the median beat, as in real recordings.
+
+    Args:
+        rng: random generator.
+        n_samples: strip length in samples.
+        sampling_rate_hz: strip sampling rate.
+
+    Returns:
+        (8, n_samples) baseline in mV.
+    """
+    n_leads = len(DOWER_LEADS)
+    walk = np.cumsum(rng.standard_normal((n_leads, n_samples)), axis=-1)
+    walk = sp_signal.sosfiltfilt(_motion_sos(sampling_rate_hz), walk, axis=-1)
+    rms = ELECTRODE_MOTION_RMS_MV * math.exp(rng.normal(0.0, 0.5)) * rng.uniform(0.5, 1.0, (n_leads, 1))
+    return walk * rms / np.maximum(np.sqrt(np.mean(walk ** 2, axis=-1, keepdims=True)), 1e-12)
+
+
+@lru_cache(maxsize=8)
+def _motion_sos(sampling_rate_hz: float) -> np.ndarray:
+    return sp_signal.butter(1, [ELECTRODE_MOTION_HIGHPASS_HZ, ELECTRODE_MOTION_LOWPASS_HZ], btype="bandpass",
+                            fs=sampling_rate_hz, output="sos")

@@ -228,6 +228,17 @@ POPULATION_PREVALENCE = DiseasePrevalence(
 )
 
 
+# Simulator calibrations (`SynthConfig.version`); the last is the default. Version 1 is the
+# simulator of cardiacnets 0.1.0; version 2 is calibrated against real recordings with
+# `cardiacnets bench realism` (CMR: body around the heart `cardiacnets.simulate.cmr_body`,
+# blood-pool structure, blur, noise that is lower in air than in tissue, as in ACDC and Sunnybrook).
+SIMULATOR_VERSIONS = (1, 2)
+VERSION_DEFAULTS = {
+    1: dict(noise_sigma=0.05, signal_noise=0.0, cmr_texture=False, psf_sigma_px=0.0),
+    2: dict(noise_sigma=0.008, signal_noise=0.035, cmr_texture=True, psf_sigma_px=0.7),
+}
+
+
 @dataclass
 class SynthConfig:
     """Settings of the paired ECG-CMR simulator (defaults are UK Biobank-like).
@@ -245,14 +256,22 @@ class SynthConfig:
         slice_thickness_mm: nominal slice thickness (recorded in the header only).
         la_slice_thickness_mm: long-axis slice thickness (the affine's third column).
         n_frames: cine frames over one cardiac cycle.
-        noise_sigma: Rician noise level relative to the blood-pool signal.
+        noise_sigma: Rician (thermal) noise level relative to the blood-pool signal.
+        signal_noise: SD of the noise proportional to the signal (reconstruction, flow, ghosting),
+            relative; real frames are noisier in tissue than in air, which thermal noise alone is not.
         bias_field: peak relative amplitude of the smooth coil sensitivity field.
         cmr_texture: paint papillary muscles, trabeculae and flow variation into the short-axis blood
             pool (`cardiacnets.simulate.cmr_texture`; labels and indices unchanged).
         psf_sigma_px: in-plane Gaussian point-spread function of the short-axis cine, pixels (0: none).
+        noise_sigma, signal_noise, cmr_texture and psf_sigma_px left None take the value of the
+        simulator ``version`` (`VERSION_DEFAULTS`; `SynthConfig.setting` reads them).
         ecg_sampling_rate_hz, ecg_duration_s: the resting ECG strip.
         mains_hz: mains frequency of the ECG hum (50 in the UK).
         ecg_noise: add baseline wander, hum and EMG noise to the ECG.
+        version: the simulator's calibration. 1 draws exactly what cardiacnets 0.1.0's simulator drew
+            (the data the reference bundle ``cardiacnets-reference-0.1.0`` was trained on); 2 adds the
+            realism calibration against real recordings (`cardiacnets bench realism`). A model bundle
+            records the version it was trained on, and the demo draws its fresh cohort with it.
     """
 
     prevalence: DiseasePrevalence = field(default_factory=DiseasePrevalence)
@@ -267,14 +286,21 @@ class SynthConfig:
     slice_thickness_mm: float = 8.0
     la_slice_thickness_mm: float = 6.0
     n_frames: int = 50
-    noise_sigma: float = 0.05
+    noise_sigma: float | None = None
+    signal_noise: float | None = None
     bias_field: float = 0.2
-    cmr_texture: bool = False
-    psf_sigma_px: float = 0.0
+    cmr_texture: bool | None = None
+    psf_sigma_px: float | None = None
     ecg_sampling_rate_hz: float = 500.0
     ecg_duration_s: float = 10.0
     mains_hz: float = 50.0
     ecg_noise: bool = True
+    version: int = 2
+
+    def setting(self, name: str):
+        """The value of a version-dependent setting: the field if set, else `VERSION_DEFAULTS` of ``version``."""
+        value = getattr(self, name)
+        return VERSION_DEFAULTS[self.version][name] if value is None else value
 
     @property
     def prevalence_enriched(self) -> bool:
@@ -299,9 +325,13 @@ class SynthConfig:
             raise ConfigError("pixel_spacing_mm, slice_spacing_mm and slice_thickness_mm must be positive")
         if self.slice_thickness_mm > self.slice_spacing_mm:
             raise ConfigError("slice_thickness_mm must not exceed slice_spacing_mm (slices would overlap)")
-        if not 0.0 <= self.noise_sigma <= 0.5 or not 0.0 <= self.bias_field < 0.9:
+        if self.version not in SIMULATOR_VERSIONS:
+            raise ConfigError(f"version: {self.version} is not one of {SIMULATOR_VERSIONS}")
+        if not 0.0 <= self.setting("noise_sigma") <= 0.5 or not 0.0 <= self.bias_field < 0.9:
             raise ConfigError("noise_sigma must be in [0, 0.5] and bias_field in [0, 0.9)")
-        if not 0.0 <= self.psf_sigma_px <= 3.0:
+        if not 0.0 <= self.setting("signal_noise") <= 0.5:
+            raise ConfigError(f"signal_noise must be in [0, 0.5], got {self.signal_noise}")
+        if not 0.0 <= self.setting("psf_sigma_px") <= 3.0:
             raise ConfigError(f"psf_sigma_px must be in [0, 3] pixels, got {self.psf_sigma_px}")
         if self.ecg_sampling_rate_hz < 100 or self.ecg_duration_s < 2:
             raise ConfigError("ecg_sampling_rate_hz >= 100 and ecg_duration_s >= 2 are required")

@@ -10,6 +10,7 @@ import yaml
 from cardiacnets.cli import main
 from cardiacnets.demo.config import DemoConfig, StageConfig, fill_placeholders
 from cardiacnets.demo.reference import BUNDLE_STAGES
+from cardiacnets.demo.run import cohort_synth_config
 from cardiacnets.errors import ConfigError
 from support import REPO_ROOT
 
@@ -51,6 +52,7 @@ def test_reference_build_exports_a_sealed_bundle_with_its_model_card(tiny_bundle
     bundle = tiny_bundle / "bundle"
     info = json.loads((bundle / "bundle.json").read_text())
     assert info["name"] == "tiny-reference" and info["metadata"]["n_subjects"] == 30 and info["metadata"]["seed"] == 1
+    assert info["metadata"]["simulator_version"] == 2 and info["metadata"]["synth"] == ["version=2"]
     assert {key.split("/")[0] for key in info["components"]} == set(BUNDLE_STAGES)
     assert (bundle / "anatomy" / "pipeline" / "model_index.json").is_file()
     assert (bundle / "heads_lead_i" / "model").is_dir() and (bundle / "align" / "model").is_dir()
@@ -86,7 +88,9 @@ def test_demo_evaluates_the_bundle_on_a_fresh_cohort(tiny_bundle, tmp_path, caps
     assert models["stages"] == {**{stage: "reference bundle" for stage in BUNDLE_STAGES},
                                 "heads_aligned": "trained by this demo", "heads_scratch": "trained by this demo"}
     assert set(metrics["training"]) == {"heads_aligned", "heads_scratch"}
-    assert metrics["cohort"] == {"n_subjects": 30, "seed": 7, "raw": str(out / "raw")}
+    # The fresh cohort is drawn with the simulator version the bundle records (2 here).
+    assert {k: metrics["cohort"][k] for k in ("n_subjects", "seed", "raw", "simulator_version")} == {
+        "n_subjects": 30, "seed": 7, "raw": str(out / "raw"), "simulator_version": 2}
     heads = metrics["heads"]
     assert set(heads["others"]) == {"heads_aligned", "heads_lead_i", "heads_scratch"}
     assert heads["others"]["heads_lead_i"]["leads"] == "I" and "I" in heads["lead_subsets"]
@@ -212,3 +216,17 @@ def test_a_second_build_reuses_the_runs_and_replaces_its_bundle(tiny_bundle, tmp
     card = (tiny_bundle / "bundle" / "MODEL_CARD.md").read_text()
     assert "| train_align |" in card and "an earlier run" in card
     assert main(["reference", "verify", str(tiny_bundle / "bundle")]) == 0
+
+
+def test_the_cohort_is_drawn_with_the_bundles_simulator_version(capsys):
+    config = DemoConfig(synth=["image_size=64"])
+    assert cohort_synth_config(config, None).version == 2  # no bundle: the newest simulator
+    assert cohort_synth_config(config, {"metadata": {}}).version == 1  # bundles before the record: version 1
+    drawn = cohort_synth_config(config, {"metadata": {"simulator_version": 2}})
+    assert drawn.version == 2 and drawn.image_size == 64
+    assert "domain shift" not in capsys.readouterr().out
+    shifted = cohort_synth_config(DemoConfig(synth=["version=2"]), {"metadata": {"simulator_version": 1}})
+    assert shifted.version == 2  # named explicitly: allowed, and said
+    assert "trained on simulator version 1; this cohort is drawn with version 2 (a domain shift)" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="version"):
+        cohort_synth_config(DemoConfig(synth=["version=7"]), None)

@@ -27,29 +27,13 @@ from cardiacnets.simulate.ecg_model import (
     synthesize_ecg,
     vcg_to_leads,
 )
-from cardiacnets.simulate.physiology import RHYTHMS, Physiology, RhythmPrevalence
+from cardiacnets.simulate.physiology import RHYTHMS, RhythmPrevalence
 from cardiacnets.simulate.ukb_xml_writer import MEASUREMENT_KEYS, write_ukb_xml
+from support.ecg import NORMAL, make_phys
 
 LEAD = {name: i for i, name in enumerate(STANDARD_LEADS)}
 SINUS_ONLY = RhythmPrevalence(**{name: 0.0 for name in RHYTHMS})
 FS_MEDIAN = 500.0
-
-# A normal adult's ECG, set by hand (no beat-to-beat variability: RR exactly 1 s).
-NORMAL = ECGParams(
-    heart_rate_bpm=60.0, rr_variability_frac=0.0, pr_interval_ms=160.0, p_duration_ms=100.0,
-    p_axis_deg=50.0, p_amplitude_mV=0.12, la_fraction=0.45, pr_depression_mV=0.02,
-    qrs_duration_ms=90.0, qrs_axis_deg=50.0, qrs_elevation_deg=20.0, qrs_amplitude_mV=1.2,
-    septal_amplitude_mV=0.24, rv_amplitude_mV=0.1, lbbb=False, qt_interval_ms=400.0,
-    t_axis_deg=40.0, t_elevation_deg=-25.0, t_amplitude_mV=0.4,
-)
-
-
-def make_phys(**changes) -> Physiology:
-    base = dict(eid=1000001, age_years=55.0, is_male=True, height_cm=176.0, weight_kg=80.0,
-                heart_rate_bpm=65.0, lvedv_ml=150.0, lvesv_ml=60.0, lv_mass_g=115.0,
-                lv_wall_thickness_mm=9.0, rvedv_ml=160.0, rvesv_ml=70.0)
-    base.update(changes)
-    return Physiology(**base)
 
 
 def clean(params: ECGParams, seed: int = 0, **kwargs):
@@ -220,7 +204,7 @@ def test_r_peak_spacing_matches_heart_rate():
 def qrs_width_ms(median_mV: np.ndarray) -> float:
     """Span where the spatial slope exceeds 5 % of its maximum around the QRS."""
     q_on = median_index(MEDIAN_QRS_ONSET_MS)
-    segment = median_mV[:, q_on - 20:q_on + 125].astype(np.float64)
+    segment = median_mV[:, q_on - 20:q_on + 100].astype(np.float64)
     slope = np.sqrt((np.diff(segment, axis=1) ** 2).sum(axis=0))
     active = np.flatnonzero(slope > 0.05 * slope.max())
     return (active[-1] - active[0] + 1) / FS_MEDIAN * 1000.0
