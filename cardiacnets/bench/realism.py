@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-real", type=int, default=None, help="read at most this many PTB-XL records")
     parser.add_argument("--modality", choices=("ecg", "cmr", "all"), default="all",
                         help="measure the ECG side, the CMR side (under the key 'cmr') or both (default)")
+    parser.add_argument("--examples", type=Path, default=None,
+                        help="also write side-by-side figures of simulated and real examples into this folder "
+                             "(ecg_examples.png, cmr_examples.png)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="SynthConfig overrides")
     from cardiacnets.bench.realism_cmr import add_arguments as add_cmr_arguments
 
@@ -436,7 +439,13 @@ def run_ecg(args: argparse.Namespace) -> dict:
     sim_seconds = time.perf_counter() - started
     real_rows, real_skipped, sets = real_features(real_dir, args.max_real)
     report = realism_report(sim_rows, real_rows, seed=args.seed)
+    examples = {}
+    if getattr(args, "examples", None) is not None:
+        from cardiacnets.bench.realism_examples import ecg_examples
+
+        examples["ecg"] = str(ecg_examples(config, args.seed, real_dir, args.examples / "ecg_examples.png"))
     return {
+        **({"examples": examples} if examples else {}),
         "n_simulated": len(sim_rows),
         "n_simulated_healthy": sum(r["healthy"] for r in sim_rows),
         "real_sets": sets,

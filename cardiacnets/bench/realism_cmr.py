@@ -462,6 +462,11 @@ def run_cmr(args: argparse.Namespace) -> dict:
     keep = lambda frames: [f for f in frames if (f["set"], f["id"], f["phase"]) in measured]  # noqa: E731
     frechet = {"value": None, "reason": "skipped (--no-frechet)"} if args.no_frechet else \
         frechet_report(keep(sim_frames), keep(real_frames), bundle, seed=args.seed)
+    if getattr(args, "examples", None) is not None:
+        from cardiacnets.bench.realism_examples import cmr_examples
+
+        report["examples"] = str(cmr_examples(keep(sim_frames), keep(real_frames), args.examples / "cmr_examples.png",
+                                              config.version))
     acdc_patients = sorted({r["id"] for r in real_rows if r["set"] == "acdc"})
     return {
         "n_simulated_subjects": args.n,

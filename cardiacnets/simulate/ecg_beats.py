@@ -277,8 +277,8 @@ def _rotate_frontal(vectors: np.ndarray, angle_rad: np.ndarray) -> np.ndarray:
 
 BEAT_LOBE_JITTER = 0.03  # beat-to-beat SD of each lobe's size
 # Version 2 (`synthesize_ecg(version=2)`), calibrated with `cardiacnets bench realism`:
-# beat-to-beat SD of each lobe's size, raised so the dominant beats' residual around
-# the median (PTB-XL: median 1.2 % of the QRS size) is reached with breathing and noise;
+# beat-to-beat SD of each QRS lobe's size, kept at version 1's (the R amplitude's beat-to-beat
+# variation already matched PTB-XL's; larger or timing jitter doubled it);
 BEAT_LOBE_JITTER_V2 = 0.03
 # ... and the T wave's size by this SD (relative; respiration and RR change T amplitude
 # beat to beat). PTB-XL's dominant beats differ from their median by 1.2 % of the QRS size

@@ -88,7 +88,9 @@ from cardiacnets.simulate.ecg_noise import (
     recording_noise,
 )
 from cardiacnets.simulate.ecg_params import ECG_VISIBLE_LATENTS, ECGParams, ecg_parameters
-from cardiacnets.simulate.ecg_rhythm import PAC, PVC, SINUS, BeatSchedule, beat_schedule, fibrillatory_waves, pacing_spikes
+from cardiacnets.simulate.ecg_rhythm import (
+    PAC, PVC, SINUS, BeatSchedule, beat_schedule, fibrillatory_waves, pacing_spikes,
+)
 
 __all__ = [
     "BASELINE_WANDER_MAX_MV", "DEVICE_LOWPASS_HZ", "DOWER_LEADS", "DOWER_MATRIX", "ECG_VISIBLE_LATENTS",
@@ -139,7 +141,7 @@ class SimulatedECG:
 
 def _ventricular_vcg_v2(qrst: BeatLobes, pvc: BeatLobes, s: BeatSchedule, rng: np.random.Generator,
                         n_samples: int, fs: float) -> np.ndarray:
-    """Version 2's ventricular VCG: conducted and ectopic beats with beat-to-beat morphology, smoothed.
+    """Version 2's ventricular VCG: conducted and ectopic beats, with beat-to-beat QRS and T morphology.
 
     Each conducted beat's QRS lobes vary in size (`BEAT_LOBE_JITTER_V2`) and its T wave
     in size (`BEAT_T_JITTER_V2`), beyond the breathing changes of the schedule.

@@ -142,7 +142,8 @@ def test_missing_real_data_folder(tmp_path):
 def test_bench_realism_cmr_json(tmp_path):
     # The CLI's own JSON handling (stdout equals --output) is checked by the ECG realism test.
     out = tmp_path / "realism_cmr.json"
-    assert main(["bench", "realism", "--modality", "cmr", "--json", "--n", "6", "--output", str(out)]) == 0
+    assert main(["bench", "realism", "--modality", "cmr", "--json", "--n", "6", "--output", str(out),
+                 "--examples", str(tmp_path / "examples")]) == 0
     result = json.loads(out.read_text())
     assert result["benchmark"] == "realism" and result["modality"] == "cmr"
     assert "n_simulated" not in result  # no ECG side
@@ -157,3 +158,21 @@ def test_bench_realism_cmr_json(tmp_path):
     frechet = cmr["frechet"]
     assert frechet["value"] > 0 and frechet["n_simulated"] == 12 and frechet["feature_dim"] == 64
     assert frechet["references"]["frames_per_half"] == 6
+    # The side-by-side figure: three rows (simulated, ACDC, Sunnybrook) of five crops.
+    from PIL import Image
+
+    with Image.open(cmr["examples"]) as figure:
+        assert cmr["examples"] == str(tmp_path / "examples" / "cmr_examples.png") and figure.size == (800, 516)
+
+
+def test_lv_crop_centres_the_cavity_and_windows_it():
+    from cardiacnets.bench.realism_examples import lv_crop
+
+    labels = np.zeros((60, 60), np.uint8)
+    rows, cols = np.indices(labels.shape)
+    labels[(rows - 20) ** 2 + (cols - 35) ** 2 <= 25] = 1  # cavity of radius ~5 px centred at (20, 35)
+    image = np.where(labels == 1, 400.0, 100.0)
+    crop = lv_crop(image, labels, size=41)
+    assert crop.shape == (41, 41) and crop.max() == pytest.approx(1.0) and crop.min() >= 0.0
+    assert crop[20, 20] == pytest.approx(1.0)  # the cavity in the middle, the brightest
+    assert crop[20, 0] < 0.5 and crop[0, 20] < 0.5  # 4 radii out: background (or outside the image)

@@ -227,6 +227,7 @@ def test_the_cohort_is_drawn_with_the_bundles_simulator_version(capsys):
     assert "domain shift" not in capsys.readouterr().out
     shifted = cohort_synth_config(DemoConfig(synth=["version=2"]), {"metadata": {"simulator_version": 1}})
     assert shifted.version == 2  # named explicitly: allowed, and said
-    assert "trained on simulator version 1; this cohort is drawn with version 2 (a domain shift)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "trained on simulator version 1; this cohort is drawn with version 2 (a domain shift)" in said
     with pytest.raises(ConfigError, match="version"):
         cohort_synth_config(DemoConfig(synth=["version=7"]), None)

@@ -95,7 +95,8 @@ def test_heart_envelope_holds_the_heart_and_ends_above_the_atria():
 
 
 def test_version_settings_and_validation():
-    assert SynthConfig(version=1).setting("noise_sigma") == 0.05 and SynthConfig(version=1).setting("cmr_texture") is False
+    old = SynthConfig(version=1)
+    assert old.setting("noise_sigma") == 0.05 and old.setting("cmr_texture") is False
     assert SynthConfig().setting("cmr_texture") is True and SynthConfig(noise_sigma=0.02).setting("noise_sigma") == 0.02
     with pytest.raises(ConfigError, match="version: 3"):
         SynthConfig(version=3).validate()

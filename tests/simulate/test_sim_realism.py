@@ -197,7 +197,7 @@ def test_simulated_ecg_is_deterministic():
 def test_bench_realism_json(capsys, tmp_path):
     out = tmp_path / "realism.json"
     status = main(["bench", "realism", "--json", "--n", "12", "--max-real", "30", "--modality", "ecg",
-                   "--output", str(out)])
+                   "--output", str(out), "--examples", str(tmp_path / "examples")])
     assert status == 0
     result = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == result
@@ -208,3 +208,9 @@ def test_bench_realism_json(capsys, tmp_path):
     assert {"all_features", "clinical_features", "healthy_vs_ptbxl_norm"} <= set(result["auroc"])
     assert 0.0 <= result["auroc"]["all_features"]["auroc"] <= 1.0
     assert "qrs_duration_ms" in result["features"]["all_vs_real"]
+    # Leads II, V1, V4 of three healthy simulated subjects beside three PTB-XL NORM records.
+    from PIL import Image
+
+    assert result["examples"] == {"ecg": str(tmp_path / "examples" / "ecg_examples.png")}
+    with Image.open(result["examples"]["ecg"]) as figure:
+        assert figure.size == (1536, 384)
