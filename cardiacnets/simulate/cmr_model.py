@@ -102,6 +102,14 @@ def _body_background(xyz: np.ndarray, phys, pixel_mm: float) -> np.ndarray:
     return body.out
 
 
+def _background(xyz: np.ndarray, phys, model: HeartModel, pose: _Pose, pixel_mm: float, acq,
+                rng: np.random.Generator) -> np.ndarray:
+    """The static body: version 2's (`cmr_body`) when the subject has an acquisition draw, else version 1's."""
+    if acq is not None:
+        return body_background_v2(xyz, phys, model, pose, pixel_mm, acq, rng)
+    return _body_background(xyz, phys, pixel_mm)
+
+
 def _bias_field(shape_xy: tuple[int, int], n_slices: int, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Smooth multiplicative coil sensitivity (slices, x, y), mean about 1."""
     xs = np.linspace(-1.0, 1.0, shape_xy[0])[:, None]
@@ -283,10 +291,7 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     # 2. Static body background, coil bias and signal scale.
     world = origin + ii[None, ..., None] * sa_affine[:3, 0] + jj[None, ..., None] * sa_affine[:3, 1] \
         + np.arange(config.n_slices)[:, None, None, None] * sa_affine[:3, 2]
-    if config.version >= 2:
-        background = body_background_v2(world, phys, model, pose, px, acq, rng)  # (K, x, y)
-    else:
-        background = _body_background(world, phys, px)
+    background = _background(world, phys, model, pose, px, acq, rng)  # (K, x, y)
     gain = _bias_field((n, n), config.n_slices, config.bias_field, rng) * np.float32(signal_scale)
 
     # 3. Heart: wall radii per slice, frame and angle, gathered onto the pixels.
@@ -316,12 +321,13 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
                       frame_interval_ms=frame_ms, metadata=dict(meta))
     seg_img = CMRImage(rearrange(seg, "k t x y -> x y k t"), sa_affine.copy(), format="nifti", view="sa",
                        frame_interval_ms=frame_ms, is_segmentation=True, metadata=dict(meta))
-    la_img = _render_la(phys, model, pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms, meta, acq)
+    la_img = _render_la(phys, model, pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms, meta, acq,
+                        signal, psf_px, signal_noise)
     return SimulatedCMR(sa=sa_img, seg_sa=seg_img, la_4ch=la_img, model=model)
 
 
 def _render_la(phys, model: HeartModel, pose: _Pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms,
-               meta, acq=None) -> CMRImage:
+               meta, acq, signal: dict, psf_px: float, signal_noise: float) -> CMRImage:
     """The 4-chamber cine: the plane through the long axis and the septal-lateral direction."""
     px = config.pixel_spacing_mm
     n = config.la_image_size
@@ -351,19 +357,15 @@ def _render_la(phys, model: HeartModel, pose: _Pose, config, rng, signal_scale, 
     side = (b > 0).astype(np.intp)
     r_px = {k: (rearrange(v, "u t s -> t u s")[:, ubin, side] / px).astype(np.float32)  # (T, x, y)
             for k, v in r.items()}
-    if config.version >= 2:
-        background = body_background_v2(world, phys, model, pose, px, acq, rng)
-    else:
-        background = _body_background(world, phys, px)
+    background = _background(world, phys, model, pose, px, acq, rng)
     image = np.repeat(background[None], n_frames, axis=0)
     comp = _Compositor(image, (np.abs(b) / px).astype(np.float32))
     lateral_px, along_px = (-b / px).astype(np.float32)[None], (u / px).astype(np.float32)[None]
-    signal = acq.signal if acq else SIGNAL
     _paint_atria(comp, model, lateral_px, np.float32(0.0), along_px, px, signal=signal)
     fat_px = np.where(side > 0, fat_theta_px[N_THETA // 2], fat_theta_px[0]).astype(np.float32)
     _heart_layers(comp, r_px, phys.effusion_mm / px, fat_px, signal)
-    blur_in_plane(image, config.setting("psf_sigma_px") * (acq.psf if acq else 1.0))
+    blur_in_plane(image, psf_px)
     image *= _bias_field((n, n), 1, config.bias_field, rng) * np.float32(signal_scale)
-    la_int = _rician_int16(image, sigma, rng, config.setting("signal_noise") * (acq.signal_noise if acq else 1.0))
+    la_int = _rician_int16(image, sigma, rng, signal_noise)
     return CMRImage(rearrange(la_int, "t x y -> x y 1 t"), affine, format="nifti", view="la_4ch",
                     frame_interval_ms=frame_ms, metadata=dict(meta))
