@@ -27,6 +27,13 @@ from cardiacnets.simulate.heart_model import D_THETA, N_THETA, THETA, HeartModel
 SIGNAL = dict(blood=1.0, rv_blood=0.95, atrial_blood=0.93, myocardium=0.27, fat=0.85, fluid=1.15,
               lung=0.04, liver=0.36, muscle=0.30, mediastinum=0.7, spine=0.42, csf=0.8, aorta=0.95)
 
+#: Slices whose position along the LV (0 mitral plane, 1 apex) lies in this range give the heart's
+#: mid-ventricular size, to which version 3 scales its thorax atlas.
+MID_VENTRICLE = (0.2, 0.7)
+#: Side of the window version 3 draws the heart in (mm; centred on the short-axis image, which is centred
+#: between the ventricles): the whole field of view of versions 1 and 2 (80 pixels of 1.8 mm).
+HEART_WINDOW_MM = 144.0
+
 
 @dataclass
 class SimulatedCMR:
@@ -252,13 +259,17 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     model = HeartModel(phys, config)
     pose = _sample_pose(phys, rng)
     px = config.pixel_spacing_mm
-    n = config.image_size
+    n = config.setting("image_size")
+    # Version 3 draws the heart in a window around the image centre and fills the rest of a larger field of
+    # view with the real surroundings of the thorax atlas; earlier versions draw everything on the whole grid.
+    w = n - 2 * max((n - int(np.ceil(HEART_WINDOW_MM / px))) // 2, 0) if config.version >= 3 else n
+    win = np.s_[(n - w) // 2:(n + w) // 2]
     n_frames = config.n_frames
     frame_ms = 60000.0 / phys.heart_rate_bpm / n_frames
     signal_scale = float(rng.uniform(280.0, 480.0))
     sigma = config.setting("noise_sigma") * float(rng.uniform(0.8, 1.25)) * signal_scale
     fat_harmonics = rng.normal(0.0, 1.0, 2)
-    acq = sample_acquisition(SIGNAL, rng) if config.version >= 2 else None
+    acq = sample_acquisition(SIGNAL, rng, config.version) if config.version >= 2 else None
     signal = acq.signal if acq else SIGNAL
     psf_px = config.setting("psf_sigma_px") * (acq.psf if acq else 1.0)
     signal_noise = config.setting("signal_noise") * (acq.signal_noise if acq else 1.0)
@@ -281,7 +292,7 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     sa_affine[:3, 1] = axis_j * px
     sa_affine[:3, 2] = pose.long_axis * config.slice_spacing_mm
     sa_affine[:3, 3] = origin
-    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    ii, jj = np.meshgrid(np.arange(n)[win], np.arange(n)[win], indexing="ij")  # the heart window's pixels
     rel = (ii[..., None] * px) * axis_i + (jj[..., None] * px) * axis_j \
         + (offset_world - centre * px * (axis_i + axis_j))  # pixel positions relative to the LV axis
     x_h, y_h = rel @ pose.lateral, rel @ pose.anterior
@@ -289,15 +300,18 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     theta_idx = (np.mod(np.arctan2(y_h, x_h), 2 * np.pi) / D_THETA).astype(np.intp) % N_THETA
 
     # 2. Static body background, coil bias and signal scale.
-    world = origin + ii[None, ..., None] * sa_affine[:3, 0] + jj[None, ..., None] * sa_affine[:3, 1] \
-        + np.arange(config.n_slices)[:, None, None, None] * sa_affine[:3, 2]
-    background = _background(world, phys, model, pose, px, acq, rng)  # (K, x, y)
+    if config.version >= 3:  # real surroundings (`thorax_atlas`), the heart painted over them
+        surroundings = _real_surroundings(n, n_frames, model, pose, offset_world, axis_i, axis_j, px, rng)
+        image = surroundings[:, :, win, win].copy()
+    else:
+        world = origin + ii[None, ..., None] * sa_affine[:3, 0] + jj[None, ..., None] * sa_affine[:3, 1] \
+            + np.arange(config.n_slices)[:, None, None, None] * sa_affine[:3, 2]
+        image = np.repeat(_background(world, phys, model, pose, px, acq, rng)[:, None], n_frames, axis=1)
     gain = _bias_field((n, n), config.n_slices, config.bias_field, rng) * np.float32(signal_scale)
 
     # 3. Heart: wall radii per slice, frame and angle, gathered onto the pixels.
     r = model.radii(model.slice_u_mm)  # each (K, T, N_THETA) in mm
     r_px = {k: np.take((v / px).astype(np.float32), theta_idx, axis=-1) for k, v in r.items()}  # (K, T, x, y)
-    image = np.repeat(background[:, None], n_frames, axis=1)
     seg = np.zeros(image.shape, np.uint8)
     comp = _Compositor(image, rho_px, seg)
     above = model.slice_u_mm[:, None] + px < model.base_mm[None, :]  # (K, T): slice above the mitral plane
@@ -313,7 +327,14 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
         paint_blood_structure(image, seg, r["endo"], xi, (x_h / px).astype(np.float32), (y_h / px).astype(np.float32),
                               theta_idx, rho_px, (phys.lvedv_ml / model.lv_volume_ml) ** (1.0 / 3.0), px,
                               signal["myocardium"], rng)
-    blur_in_plane(image, psf_px)
+    if config.version >= 3:  # blur what was painted (the real surroundings carry their own blur) and put the
+        image -= surroundings[:, :, win, win]  # heart window into the whole field of view
+        blur_in_plane(image, psf_px)
+        surroundings[:, :, win, win] += image
+        image = surroundings
+        seg = np.pad(seg, [(0, 0), (0, 0), ((n - w) // 2,) * 2, ((n - w) // 2,) * 2])
+    else:
+        blur_in_plane(image, psf_px)
     image *= gain[:, None]
     sa_int = _rician_int16(image, sigma, rng, signal_noise)
 
@@ -324,6 +345,25 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     la_img = _render_la(phys, model, pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms, meta, acq,
                         signal, psf_px, signal_noise)
     return SimulatedCMR(sa=sa_img, seg_sa=seg_img, la_4ch=la_img, model=model)
+
+
+def _real_surroundings(n: int, n_frames: int, model: HeartModel, pose: _Pose, offset_world: np.ndarray,
+                       axis_i: np.ndarray, axis_j: np.ndarray, px: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Version 3: the thorax atlas warped onto the n x n short-axis grid, (K, T, n, n)."""
+    from cardiacnets.simulate.thorax_atlas import committed_atlas, real_surroundings
+
+    centre = (n - 1) / 2.0
+    lv_centre = np.array([centre - offset_world @ axis_i / px, centre - offset_world @ axis_j / px])
+    septal = -pose.lateral
+    anterior = np.array([axis_i[1], axis_j[1]])  # world anterior (RAS +y) on the grid's axes
+    fractions = model.long_axis_fraction(model.slice_u_mm[:, None])[:, 0]
+    epi = model.radii(model.slice_u_mm)["epi"][:, 0]  # (K, angles) at end-diastole, mm
+    mid = (fractions > MID_VENTRICLE[0]) & (fractions < MID_VENTRICLE[1]) & np.all(epi > 0, axis=1)
+    heart_radius = float(np.mean(epi[mid])) if mid.any() else float(np.max(epi))
+    return real_surroundings(committed_atlas(), n=n, pixel_mm=px, lv_centre_px=lv_centre,
+                             rv_direction=np.array([septal @ axis_i, septal @ axis_j]), anterior=anterior,
+                             slice_fractions=fractions, n_frames=n_frames, heart_radius_mm=heart_radius, rng=rng)
 
 
 def _render_la(phys, model: HeartModel, pose: _Pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms,

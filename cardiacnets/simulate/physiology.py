@@ -232,10 +232,11 @@ POPULATION_PREVALENCE = DiseasePrevalence(
 # simulator of cardiacnets 0.1.0; version 2 is calibrated against real recordings with
 # `cardiacnets bench realism` (CMR: body around the heart `cardiacnets.simulate.cmr_body`,
 # blood-pool structure, blur, noise that is lower in air than in tissue, as in ACDC and Sunnybrook).
-SIMULATOR_VERSIONS = (1, 2)
+SIMULATOR_VERSIONS = (1, 2, 3)
 VERSION_DEFAULTS = {
-    1: dict(noise_sigma=0.05, signal_noise=0.0, cmr_texture=False, psf_sigma_px=0.0),
-    2: dict(noise_sigma=0.008, signal_noise=0.035, cmr_texture=True, psf_sigma_px=0.7),
+    1: dict(noise_sigma=0.05, signal_noise=0.0, cmr_texture=False, psf_sigma_px=0.0, image_size=80),
+    2: dict(noise_sigma=0.008, signal_noise=0.035, cmr_texture=True, psf_sigma_px=0.7, image_size=80),
+    3: dict(noise_sigma=0.004, signal_noise=0.03, cmr_texture=True, psf_sigma_px=0.7, image_size=104),
 }
 
 
@@ -248,7 +249,8 @@ class SynthConfig:
         rhythm: probabilities of the ECG's rhythm and conduction patterns.
         age_range_years: uniform-ish age range of the imaging visit.
         male_fraction: probability of a male subject.
-        image_size: short-axis in-plane matrix (square), pixels.
+        image_size: short-axis in-plane matrix (square), pixels (version 3: 104, a 187 mm field of view
+            around the heart's 144 mm window; earlier versions: 80).
         la_image_size: long-axis (4-chamber) in-plane matrix (square), pixels.
         pixel_spacing_mm: in-plane pixel size of both cines.
         n_slices: short-axis slices, base to apex.
@@ -263,7 +265,7 @@ class SynthConfig:
         cmr_texture: paint papillary muscles, trabeculae and flow variation into the short-axis blood
             pool (`cardiacnets.simulate.cmr_texture`; labels and indices unchanged).
         psf_sigma_px: in-plane Gaussian point-spread function of the short-axis cine, pixels (0: none).
-        noise_sigma, signal_noise, cmr_texture and psf_sigma_px left None take the value of the
+        image_size, noise_sigma, signal_noise, cmr_texture and psf_sigma_px left None take the value of the
         simulator ``version`` (`VERSION_DEFAULTS`; `SynthConfig.setting` reads them).
         ecg_sampling_rate_hz, ecg_duration_s: the resting ECG strip.
         mains_hz: mains frequency of the ECG hum (50 in the UK).
@@ -278,7 +280,7 @@ class SynthConfig:
     rhythm: RhythmPrevalence = field(default_factory=RhythmPrevalence)
     age_range_years: tuple[float, float] = (45.0, 80.0)
     male_fraction: float = 0.48
-    image_size: int = 80
+    image_size: int | None = None
     la_image_size: int = 80
     pixel_spacing_mm: float = 1.8
     n_slices: int = 10
@@ -308,6 +310,8 @@ class SynthConfig:
         return any(getattr(self.prevalence, d) > 2 * getattr(POPULATION_PREVALENCE, d) for d in DISEASES)
 
     def validate(self) -> None:
+        if self.version not in SIMULATOR_VERSIONS:  # first: the version-dependent settings depend on it
+            raise ConfigError(f"version: {self.version} is not one of {SIMULATOR_VERSIONS}")
         self.prevalence.validate()
         self.rhythm.validate()
         lo, hi = self.age_range_years
@@ -315,7 +319,7 @@ class SynthConfig:
             raise ConfigError(f"age_range_years: need 18 <= low < high <= 100, got {self.age_range_years}")
         if not 0.0 <= self.male_fraction <= 1.0:
             raise ConfigError(f"male_fraction: {self.male_fraction} is not in [0, 1]")
-        if self.image_size < 48 or self.la_image_size < 48:
+        if self.setting("image_size") < 48 or self.la_image_size < 48:
             raise ConfigError("image_size and la_image_size must be at least 48 pixels (the heart must fit)")
         if self.n_slices < 4 or self.n_frames < 8:
             raise ConfigError("n_slices >= 4 and n_frames >= 8 are required")
@@ -325,8 +329,6 @@ class SynthConfig:
             raise ConfigError("pixel_spacing_mm, slice_spacing_mm and slice_thickness_mm must be positive")
         if self.slice_thickness_mm > self.slice_spacing_mm:
             raise ConfigError("slice_thickness_mm must not exceed slice_spacing_mm (slices would overlap)")
-        if self.version not in SIMULATOR_VERSIONS:
-            raise ConfigError(f"version: {self.version} is not one of {SIMULATOR_VERSIONS}")
         if not 0.0 <= self.setting("noise_sigma") <= 0.5 or not 0.0 <= self.bias_field < 0.9:
             raise ConfigError("noise_sigma must be in [0, 0.5] and bias_field in [0, 0.9)")
         if not 0.0 <= self.setting("signal_noise") <= 0.5:

@@ -40,6 +40,14 @@ def test_version_1_draws_exactly_what_cardiacnets_0_1_0_drew():
     assert _sha(cmr.la_4ch.data) == "546b3545f82ae8e2dfb93265ce4d977fd987d5c5b40a16556c42dff42e3f48ef"
 
 
+def test_version_2_draws_exactly_what_the_reference_bundle_0_1_1_was_trained_on():
+    # Digests at commit 8401802 (cardiacnets-reference-0.1.1 was built on version 2), before version 3 existed.
+    cmr = _render(SynthConfig(version=2, **SMALL))
+    assert _sha(cmr.sa.data) == "796164ee6342396a0d6c20d6531e50267b8141b711754a0f63f9062837a585ba"
+    assert _sha(cmr.seg_sa.data) == "25e5afc741c5175456fe50456b10ab26881841ce2581562f60e184f80fe4d746"
+    assert _sha(cmr.la_4ch.data) == "982dd65fe92c7d9185f3f27f5277bebbb4e9b20ce00e447a5fb1d2280583e210"
+
+
 def test_version_2_changes_the_images_not_the_ground_truth():
     v1, v2 = _render(SynthConfig(version=1, **SMALL)), _render(SynthConfig(version=2, **SMALL))
     np.testing.assert_array_equal(v1.seg_sa.data, v2.seg_sa.data)
@@ -98,7 +106,9 @@ def test_version_settings_and_validation():
     old = SynthConfig(version=1)
     assert old.setting("noise_sigma") == 0.05 and old.setting("cmr_texture") is False
     assert SynthConfig().setting("cmr_texture") is True and SynthConfig(noise_sigma=0.02).setting("noise_sigma") == 0.02
-    with pytest.raises(ConfigError, match="version: 3"):
-        SynthConfig(version=3).validate()
+    with pytest.raises(ConfigError, match="version: 9"):
+        SynthConfig(version=9).validate()
+    assert SynthConfig(version=2).setting("image_size") == 80 and SynthConfig(version=3).setting("image_size") == 104
+    assert SynthConfig(version=3, image_size=96).setting("image_size") == 96
     with pytest.raises(ConfigError, match="signal_noise"):
         SynthConfig(signal_noise=0.9).validate()

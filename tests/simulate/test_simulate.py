@@ -131,7 +131,7 @@ def test_cine_shapes_affines_and_akinetic_wall():
     phys_rng, _, cmr_rng = subject_rngs(2, 0)
     phys = sample_physiology(1, phys_rng, config)
     cmr = render_cmr(phys, cmr_rng, config)
-    n, k, t = config.image_size, config.n_slices, config.n_frames
+    n, k, t = config.setting("image_size"), config.n_slices, config.n_frames
     assert cmr.sa.data.shape == (n, n, k, t) and cmr.sa.data.dtype == np.int16
     assert cmr.seg_sa.data.shape == (n, n, k, t) and cmr.seg_sa.data.dtype == np.uint8
     assert set(np.unique(cmr.seg_sa.data)) == {0, 1, 2, 3}
