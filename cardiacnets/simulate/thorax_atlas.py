@@ -13,7 +13,8 @@ simulated:
   per slice and phase, the frame divided by that slice's end-diastolic LV blood
   median (so blood is 1, as in the simulator's signal scale), cropped around the
   LV, with the real heart (the epicardium plus a margin, and an ellipse on the
-  right-ventricular side) removed and inpainted from around it (`inpaint`). The
+  right-ventricular side) removed and inpainted from around it (`inpaint`,
+  scaled by `INPAINT_LEVEL`). The
   atlas ships with the package (`ATLAS_FILE`, ~6 MB, built by
   ``preprocessing/build_thorax_atlas.py``).
 * `real_surroundings` warps the atlas onto a simulated short-axis grid: the
@@ -68,6 +69,11 @@ PHASE_STEP = 2
 #: the share of known pixels under the Gaussian that a scale needs.
 INPAINT_SIGMAS_PX = (3.0, 6.0, 12.0, 24.0)
 INPAINT_MIN_WEIGHT = 0.2
+#: The fill is scaled by this: the mask's edge runs through the real heart's bright rim (blood, pericardial
+#: fat), so the plain mean is brighter than the tissue behind a heart. Calibrated with `cardiacnets bench
+#: realism --modality cmr` (N = 200, vs ACDC): the field's 75th percentile 0.71 -> 0.69 of the blood pool
+#: (real 0.60), Fréchet 18 -> 14, the best simulated-vs-real feature pair AUROC 0.95 -> 0.79 (N = 60).
+INPAINT_LEVEL = 0.7
 
 
 @dataclass
@@ -208,6 +214,7 @@ def build_thorax_atlas(sunnybrook_dir: str | os.PathLike) -> ThoraxAtlas:
         masks[s] = disc | ellipse
         scaled = np.moveaxis(data[window[0], window[1], s, :] / blood[ref], -1, 0)
         filled = np.stack([inpaint(frame, masks[s]) for frame in scaled])
+        filled[:, masks[s]] *= INPAINT_LEVEL
         frames[s] = np.clip(np.rint(filled * INTENSITY_STEP), 0, 255).astype(np.uint8)
     return ThoraxAtlas(frames=frames, heart_mask=masks,
                        lv_centre_px=np.array([centres[nearest[s]] - lo for s in range(n_slices)]),
