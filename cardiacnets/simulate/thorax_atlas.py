@@ -286,12 +286,29 @@ def real_surroundings(atlas: ThoraxAtlas, *, n: int, pixel_mm: float, lv_centre_
     steps = np.rint(np.arange(n_frames) / n_frames * atlas.n_phases / PHASE_STEP).astype(int) * PHASE_STEP
     phases = (atlas.ed_phase + steps) % atlas.n_phases
     lut = ((np.arange(256) / INTENSITY_STEP) ** gamma).astype(np.float32)
+    used, which = np.unique(phases, return_inverse=True)
     out = np.empty((len(slice_fractions), n_frames, n, n), np.float32)
     for k, fraction in enumerate(slice_fractions):
         s = atlas.slice_for(float(fraction))
-        coords = mapped + atlas.lv_centre_px[s][:, None]
-        warped = {p: ndimage.map_coordinates(lut[atlas.frames[s, p]], coords, order=1, cval=0.0).reshape(n, n)
-                  for p in np.unique(phases)}
-        for t, p in enumerate(phases):
-            out[k, t] = warped[p]
+        index, weight = _bilinear(mapped + atlas.lv_centre_px[s][:, None], atlas.frames.shape[-2:])
+        values = lut[atlas.frames[s, used].reshape(len(used), -1)[:, index]]  # (phases, 4, pixels)
+        warped = np.einsum("pcn,cn->pn", values, weight).reshape(len(used), n, n)
+        out[k] = warped[which]
     return out
+
+
+def _bilinear(coords: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices (4, N) of the pixels around each (row, column) of ``coords`` (2, N) and their bilinear
+    weights (4, N); corners outside the image weigh 0 (black beyond the atlas, as `map_coordinates` with
+    ``cval=0``). Computed once per slice and applied to every phase at once."""
+    rows, cols = shape
+    r0, c0 = np.floor(coords[0]), np.floor(coords[1])
+    fr, fc = (coords[0] - r0).astype(np.float32), (coords[1] - c0).astype(np.float32)
+    r0, c0 = r0.astype(np.intp), c0.astype(np.intp)
+    index, weight = [], []
+    for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+        r, c = r0 + dr, c0 + dc
+        inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+        index.append(np.where(inside, r * cols + c, 0))
+        weight.append(np.where(inside, w, np.float32(0.0)))
+    return np.stack(index), np.stack(weight)
