@@ -62,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=Path, default=None,
                         help="also write side-by-side figures of simulated and real examples into this folder "
                              "(ecg_examples.png, cmr_examples.png)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="SynthConfig overrides")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="SynthConfig overrides, e.g. version=3 to measure that simulator calibration "
+                             "(default: SynthConfig's version)")
     from cardiacnets.bench.realism_cmr import add_arguments as add_cmr_arguments
 
     add_cmr_arguments(parser)
@@ -446,6 +448,7 @@ def run_ecg(args: argparse.Namespace) -> dict:
         examples["ecg"] = str(ecg_examples(config, args.seed, real_dir, args.examples / "ecg_examples.png"))
     return {
         **({"examples": examples} if examples else {}),
+        "simulator_version": config.version,
         "n_simulated": len(sim_rows),
         "n_simulated_healthy": sum(r["healthy"] for r in sim_rows),
         "real_sets": sets,

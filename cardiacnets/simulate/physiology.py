@@ -231,7 +231,8 @@ POPULATION_PREVALENCE = DiseasePrevalence(
 # Simulator calibrations (`SynthConfig.version`); the last is the default. Version 1 is the
 # simulator of cardiacnets 0.1.0; version 2 is calibrated against real recordings with
 # `cardiacnets bench realism` (CMR: body around the heart `cardiacnets.simulate.cmr_body`,
-# blood-pool structure, blur, noise that is lower in air than in tissue, as in ACDC and Sunnybrook).
+# blood-pool structure, blur, noise that is lower in air than in tissue, as in ACDC and Sunnybrook);
+# version 3 puts the heart into a real thorax (`cardiacnets.simulate.thorax_atlas`) and refits the ECG.
 SIMULATOR_VERSIONS = (1, 2, 3)
 VERSION_DEFAULTS = {
     1: dict(noise_sigma=0.05, signal_noise=0.0, cmr_texture=False, psf_sigma_px=0.0, image_size=80),
@@ -272,8 +273,11 @@ class SynthConfig:
         ecg_noise: add baseline wander, hum and EMG noise to the ECG.
         version: the simulator's calibration. 1 draws exactly what cardiacnets 0.1.0's simulator drew
             (the data the reference bundle ``cardiacnets-reference-0.1.0`` was trained on); 2 adds the
-            realism calibration against real recordings (`cardiacnets bench realism`). A model bundle
-            records the version it was trained on, and the demo draws its fresh cohort with it.
+            realism calibration against real recordings (`cardiacnets bench realism`; the data of
+            ``cardiacnets-reference-0.1.1``); 3 takes the short-axis surroundings from a real cine
+            (`cardiacnets.simulate.thorax_atlas`, a 187 mm field of view) and refits the ECG's QRS and T
+            lobes, limb-lead gain, spreads and noise to PTB-XL NORM. A model bundle records the version it
+            was trained on, and the demo draws its fresh cohort with it.
     """
 
     prevalence: DiseasePrevalence = field(default_factory=DiseasePrevalence)
@@ -297,7 +301,7 @@ class SynthConfig:
     ecg_duration_s: float = 10.0
     mains_hz: float = 50.0
     ecg_noise: bool = True
-    version: int = 2
+    version: int = 3
 
     def setting(self, name: str):
         """The value of a version-dependent setting: the field if set, else `VERSION_DEFAULTS` of ``version``."""

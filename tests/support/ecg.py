@@ -1,4 +1,7 @@
-"""ECG parameters set by hand, shared by the simulator's tests."""
+"""ECG parameters set by hand and spectral helpers, shared by the simulator's tests."""
+
+import numpy as np
+import pytest
 
 from cardiacnets.simulate.ecg_model import ECGParams
 from cardiacnets.simulate.physiology import Physiology
@@ -20,3 +23,20 @@ def make_phys(**changes) -> Physiology:
                 lv_wall_thickness_mm=9.0, rvedv_ml=160.0, rvesv_ml=70.0)
     base.update(changes)
     return Physiology(**base)
+
+
+def band_share(signal_mV: np.ndarray, lo_hz: float, hi_hz: float, fs: float = 500.0) -> float:
+    """Median over the independent leads of the share of power in [lo, hi) Hz (as the benchmark)."""
+    independent = signal_mV[[0, 1, 6, 7, 8, 9, 10, 11]].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(independent - independent.mean(axis=1, keepdims=True), axis=-1)) ** 2
+    freqs = np.fft.rfftfreq(signal_mV.shape[1], 1.0 / fs)
+    band = (freqs >= lo_hz) & (freqs < hi_hz)
+    return float(np.median(spectrum[:, band].sum(axis=1) / spectrum.sum(axis=1)))
+
+
+def assert_strip_matches(signal_mV: np.ndarray, reference: tuple) -> None:
+    """A strip equals a recorded one: (sum of |x|, sum of x², x of leads II, V1, V5 at samples 250, 1234, 4321)."""
+    abs_sum, square_sum, samples = reference
+    assert np.abs(signal_mV).sum() == pytest.approx(abs_sum, rel=1e-9)
+    assert (signal_mV ** 2).sum() == pytest.approx(square_sum, rel=1e-9)
+    np.testing.assert_allclose(signal_mV[[1, 6, 10], [250, 1234, 4321]], samples, rtol=0, atol=1e-7)
