@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -11,8 +13,17 @@ from cardiacnets.simulate import SynthConfig
 from cardiacnets.simulate import thorax_atlas as ta
 from cardiacnets.simulate.cmr_model import render_cmr
 from cardiacnets.simulate.cohort import EID_START, sample_physiology, subject_rngs
+from support import REPO_ROOT
 
 SMALL = dict(la_image_size=56, n_frames=10)
+
+
+def _builder():
+    """``preprocessing/build_thorax_atlas.py`` (a script, not part of the package) as a module."""
+    spec = importlib.util.spec_from_file_location("build_thorax_atlas", REPO_ROOT / "preprocessing" / "build_thorax_atlas.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _render(config, index=0, seed=7):
@@ -25,7 +36,7 @@ def test_committed_atlas_is_what_the_builder_makes_from_the_shared_cine(shared_d
     folder = shared_data / "sunnybrook"
     if not folder.is_dir():
         pytest.skip("no shared Sunnybrook cine")
-    built, committed = ta.build_thorax_atlas(folder), ta.committed_atlas()
+    built, committed = _builder().build_thorax_atlas(folder), ta.committed_atlas()
     np.testing.assert_array_equal(built.frames, committed.frames)
     np.testing.assert_array_equal(built.heart_mask, committed.heart_mask)
     np.testing.assert_allclose(built.rv_direction, committed.rv_direction)
@@ -34,8 +45,8 @@ def test_committed_atlas_is_what_the_builder_makes_from_the_shared_cine(shared_d
 
 def test_committed_atlas_layout():
     atlas = ta.committed_atlas()
-    assert atlas.frames.dtype == np.uint8 and atlas.frames.shape == (12, 20, ta.CROP_PX, ta.CROP_PX)
-    assert atlas.heart_mask.shape == (12, ta.CROP_PX, ta.CROP_PX) and atlas.lv_slices == (2, 10)
+    assert atlas.frames.dtype == np.uint8 and atlas.frames.shape == (12, 20, 224, 224)
+    assert atlas.heart_mask.shape == (12, 224, 224) and atlas.lv_slices == (2, 10)
     assert atlas.pixel_mm == pytest.approx(1.367, abs=1e-3)
     assert np.linalg.norm(atlas.rv_direction) == pytest.approx(1.0) and np.linalg.norm(atlas.anterior) == pytest.approx(1.0)
     # The heart is inpainted: inside its mask the ED frame holds no blood-bright pool (blood = 1).
@@ -48,15 +59,16 @@ def test_committed_atlas_layout():
 
 
 def test_inpaint_fills_from_around_the_hole():
+    inpaint = _builder().inpaint
     frame = np.full((40, 40), 0.7)
     hole = np.zeros((40, 40), bool)
     hole[10:30, 12:28] = True
     frame[hole] = 5.0
-    np.testing.assert_allclose(ta.inpaint(frame, hole), 0.7)
+    np.testing.assert_allclose(inpaint(frame, hole), 0.7)
     ramp = np.tile(np.linspace(0.0, 1.0, 41), (41, 1))  # value = column / 40
     hole = np.zeros((41, 41), bool)
     hole[16:25, 16:25] = True
-    filled = ta.inpaint(np.where(hole, 9.0, ramp), hole)
+    filled = inpaint(np.where(hole, 9.0, ramp), hole)
     assert filled[20, 20] == pytest.approx(0.5, abs=0.02)  # symmetric about the hole's centre
     assert filled[20, 17] < filled[20, 20] < filled[20, 23]  # and it keeps the gradient
     np.testing.assert_array_equal(filled[~hole], ramp[~hole])
