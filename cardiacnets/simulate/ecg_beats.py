@@ -70,22 +70,6 @@ QRS_LOBE_AMPLITUDE_V2 = 0.92
 # (R in V2-V3) and terminal (basal,
 # rightward) lobe and a smaller postero-basal one.
 QRS_LOBE_SHARE_V2 = (1.12, 1.0, 0.95, 1.0, 1.5)
-# Version 3 (`cardiacnets bench realism`): version 2's healthy subjects had V1's steepest QRS
-# slope at 135 % of PTB-XL NORM's median (105 vs 78 mV/s), its S at 116 %, V2's R at 76 %
-# and too much power above 40 Hz (10^-2.14 of a strip's at 40-100 Hz against NORM's 10^-2.31).
-# Broader lobes after the initial ones (activation fronts overlap), a postero-basal lobe turned
-# posteriorly and a free-wall lobe anteriorly (V1's S from Z rather than leftward forces),
-# fitted (Powell, 60 then 80 healthy subjects, 19 parameters with `LIMB_LEAD_GAIN_V3`, `T_DIRECTION_V3`,
-# `QRS_ELEVATION_V3_DEG` and `QRS_CORNER_SMOOTHING_MS_V3`) to the means of NORM's R, S, QRS
-# slope and T in the 12 leads, slope / (R + S) per lead, T in V5 against II and R in V5, spectral
-# shares, QRS width and axes (standardised by NORM's SDs): each table lobe's half-width
-# relative to the table (replacing `QRS_LOBE_WIDTH_V2`), size relative to version 1 and turn
-# (axis, elevation offsets in degrees). The apical lobe, fitted at 1.0, is then widened by hand to
-# 1.15 (slope / (R + S) in I was still 1.2 x NORM's, in II 0.9 x; the septal lobe, and so the
-# initial forces and infarct Q waves, stay as they are).
-QRS_LOBE_WIDTH_V3 = (1.15, 1.24, 1.61, 1.4, 1.49)
-QRS_LOBE_SHARE_V3 = (1.05, 0.91, 0.96, 1.08, 1.28)
-QRS_LOBE_TURN_V3 = ((0.0, -1.5), (2.5, -20.0), (-16.0, 8.0), (0.0, 0.0), (0.0, 0.0))
 
 
 @dataclass
@@ -165,8 +149,7 @@ def qrst_lobes(params: ECGParams, rng: np.random.Generator | None = None, *, ver
         rng: random generator for the subject's own activation sequence (None: the table).
         version: the simulator's calibration; from 2 the lobes of normal conduction are
             broader (`QRS_LOBE_WIDTH_V2`), laid over `QRS_LOBE_SPAN_V2` of the QRS and
-            scaled by `QRS_LOBE_AMPLITUDE_V2`; from 3 they take `QRS_LOBE_WIDTH_V3`,
-            `QRS_LOBE_SHARE_V3` and `QRS_LOBE_TURN_V3` (same draws).
+            scaled by `QRS_LOBE_AMPLITUDE_V2`.
 
     Returns:
         The beat's `BeatLobes`.
@@ -197,15 +180,10 @@ def qrst_lobes(params: ECGParams, rng: np.random.Generator | None = None, *, ver
         c, s, rv_axis, rv_elev = RV_LOBE
         rows.append((c * span, s * span * width, s * span * width, rv_axis, rv_elev, params.rv_amplitude_mV,
                      True, True))
-    shares, widths = (1.0,) * len(table), (1.0,) + (width,) * (len(table) - 1)
-    turns = ((0.0, 0.0),) * len(table)
-    if version >= 2 and table is NORMAL_QRS_LOBES:
-        shares = QRS_LOBE_SHARE_V3 if version >= 3 else QRS_LOBE_SHARE_V2
-        widths = QRS_LOBE_WIDTH_V3 if version >= 3 else widths
-        turns = QRS_LOBE_TURN_V3 if version >= 3 else turns
-    # The initial forces (and an infarct's Q waves) keep the table's width.
-    for (c, s, d_axis, d_elev, share), relative, lobe_width, turn in zip(table, shares, widths, turns):
-        share, d_axis, d_elev = share * relative, d_axis + turn[0], d_elev + turn[1]
+    shares = QRS_LOBE_SHARE_V2 if (version >= 2 and table is NORMAL_QRS_LOBES) else (1.0,) * len(table)
+    for k, ((c, s, d_axis, d_elev, share), relative) in enumerate(zip(table, shares)):
+        share = share * relative
+        lobe_width = width if k > 0 else 1.0  # the initial forces (and an infarct's Q waves) stay as they are
         if rng is not None:
             c, d_axis, d_elev = c + rng.normal(0.0, 0.015), d_axis + rng.normal(0.0, 8.0), d_elev + rng.normal(0.0, 8.0)
             share *= math.exp(rng.normal(0.0, 0.12))
