@@ -138,7 +138,14 @@ def test_two_process_gather_matches_single_process_global_batch(tmp_path):
 
     result_path = tmp_path / "result.pt"
     # spawn, not fork: a forked child of a process that already ran torch's thread pool can deadlock.
-    torch.multiprocessing.spawn(_worker, args=(2, str(tmp_path / "init"), str(result_path)), nprocs=2, join=True)
+    try:
+        torch.multiprocessing.spawn(_worker, args=(2, str(tmp_path / "init"), str(result_path)), nprocs=2, join=True)
+    except torch.multiprocessing.ProcessExitedException as err:
+        # gloo's teardown still aborts now and then after both ranks passed the final barrier ("terminate
+        # called without an active exception", SIGABRT, in CI and on the 2-core machine). The result was
+        # written before the barrier; any other failure (a Python exception, another signal) still fails.
+        if err.signal_name != "SIGABRT" or not result_path.exists():
+            raise
     result = torch.load(result_path, weights_only=True)
     assert result["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
     for name, grad in expected.items():
