@@ -49,6 +49,14 @@ INTENSITY_STEP = 100.0
 SCALE_JITTER = (0.92, 1.08)
 ROTATION_SD_DEG = 8.0
 GAMMA_RANGE = (0.8, 1.25)
+#: Per-subject elastic deformation of the atlas: a sum of `ELASTIC_MODES` plane waves of random direction,
+#: wavelength (mm) and phase, each displacing by a random vector of SD `ELASTIC_MM` / sqrt(modes) (mm);
+#: and a per-subject shift of the atlas slice, as a fraction of the LV's length. One patient's thorax,
+#: otherwise only scaled and turned, is the same picture in every subject.
+ELASTIC_MODES = 3
+ELASTIC_MM = 5.0
+ELASTIC_WAVELENGTH_MM = (80.0, 200.0)
+SLICE_JITTER = 0.08
 #: Every this many of the atlas's phases are used (the surroundings move little; halves the warping).
 PHASE_STEP = 2
 
@@ -148,7 +156,7 @@ def real_surroundings(atlas: ThoraxAtlas, *, n: int, pixel_mm: float, lv_centre_
         heart_radius_mm: the simulated end-diastolic epicardial radius (mid-ventricle): the atlas is scaled
             so its heart has this size (within `SCALE_JITTER`), so the simulated heart, painted over the
             surroundings, covers the real heart's inpainted region.
-        rng: random generator (scale jitter, rotation, gamma: three draws).
+        rng: random generator (scale jitter, rotation, gamma, slice shift, elastic deformation).
 
     Returns:
         (K, T, n, n) float32 intensities (blood pool = 1).
@@ -156,24 +164,39 @@ def real_surroundings(atlas: ThoraxAtlas, *, n: int, pixel_mm: float, lv_centre_
     scale = heart_radius_mm / atlas.epi_radius_mm * float(rng.uniform(*SCALE_JITTER))
     angle = np.radians(float(rng.normal(0.0, ROTATION_SD_DEG)))
     gamma = float(rng.uniform(*GAMMA_RANGE))
+    slice_shift = float(rng.uniform(-SLICE_JITTER, SLICE_JITTER))
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     sim_basis = _frame_basis(np.asarray(rv_direction, float), np.asarray(anterior, float))
     atlas_basis = _frame_basis(atlas.rv_direction, atlas.anterior)
     # Simulated pixel offset -> atlas pixel offset: into anatomical coordinates, rotate, rescale.
     linear = atlas_basis @ rotation @ sim_basis.T * (pixel_mm / (atlas.pixel_mm * scale))
     ii, jj = np.meshgrid(np.arange(n, dtype=np.float64), np.arange(n, dtype=np.float64), indexing="ij")
-    mapped = linear @ np.stack([ii.ravel() - lv_centre_px[0], jj.ravel() - lv_centre_px[1]])
+    offsets_px = np.stack([ii.ravel() - lv_centre_px[0], jj.ravel() - lv_centre_px[1]])
+    mapped = linear @ offsets_px + _elastic_mm(offsets_px * pixel_mm, rng) / atlas.pixel_mm
     steps = np.rint(np.arange(n_frames) / n_frames * atlas.n_phases / PHASE_STEP).astype(int) * PHASE_STEP
     phases = (atlas.ed_phase + steps) % atlas.n_phases
     lut = ((np.arange(256) / INTENSITY_STEP) ** gamma).astype(np.float32)
     used, which = np.unique(phases, return_inverse=True)
     out = np.empty((len(slice_fractions), n_frames, n, n), np.float32)
     for k, fraction in enumerate(slice_fractions):
-        s = atlas.slice_for(float(fraction))
+        s = atlas.slice_for(float(fraction) + slice_shift)
         index, weight = _bilinear(mapped + atlas.lv_centre_px[s][:, None], atlas.frames.shape[-2:])
         values = lut[atlas.frames[s, used].reshape(len(used), -1)[:, index]]  # (phases, 4, pixels)
         warped = np.einsum("pcn,cn->pn", values, weight).reshape(len(used), n, n)
         out[k] = warped[which]
+    return out
+
+
+def _elastic_mm(points_mm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(2, N) smooth random displacement (mm) at (2, N) points (mm): `ELASTIC_MODES` plane waves."""
+    out = np.zeros_like(points_mm)
+    for _ in range(ELASTIC_MODES):
+        angle = rng.uniform(0.0, 2.0 * np.pi)
+        wavenumber = 2.0 * np.pi / rng.uniform(*ELASTIC_WAVELENGTH_MM)
+        phase = rng.uniform(0.0, 2.0 * np.pi)
+        amplitude = rng.normal(0.0, ELASTIC_MM / np.sqrt(ELASTIC_MODES), 2)
+        out += amplitude[:, None] * np.sin(wavenumber * (np.cos(angle) * points_mm[0] + np.sin(angle) * points_mm[1])
+                                            + phase)
     return out
 
 

@@ -95,6 +95,8 @@ def test_real_surroundings_put_the_atlas_anatomy_on_the_simulated_sides(monkeypa
     monkeypatch.setattr(ta, "SCALE_JITTER", (1.0, 1.0))
     monkeypatch.setattr(ta, "ROTATION_SD_DEG", 0.0)
     monkeypatch.setattr(ta, "GAMMA_RANGE", (1.0, 1.0))
+    monkeypatch.setattr(ta, "ELASTIC_MM", 0.0)
+    monkeypatch.setattr(ta, "SLICE_JITTER", 0.0)
     atlas = _dot_atlas((0.6, 0.8), (0.8, -0.6))
     # Same heart size and pixel size: the dots land 20 px along the simulated RV direction and 12 px to the
     # simulated anterior side of the simulated LV centre, whatever the two images' orientations and handedness.
@@ -114,6 +116,7 @@ def test_real_surroundings_put_the_atlas_anatomy_on_the_simulated_sides(monkeypa
 def test_real_surroundings_scale_with_the_simulated_heart(monkeypatch):
     monkeypatch.setattr(ta, "SCALE_JITTER", (1.0, 1.0))
     monkeypatch.setattr(ta, "ROTATION_SD_DEG", 0.0)
+    monkeypatch.setattr(ta, "ELASTIC_MM", 0.0)
     atlas = _dot_atlas((1.0, 0.0), (0.0, 1.0))
     out = ta.real_surroundings(atlas, n=64, pixel_mm=1.0, lv_centre_px=np.array([20.0, 32.0]),
                                rv_direction=np.array([1.0, 0.0]), anterior=np.array([0.0, 1.0]),
@@ -147,3 +150,13 @@ def test_version_3_frames_carry_real_surroundings():
         assert border.std() > 0.1 * border.mean()
     assert 0.04 < np.median([r["ring_local_sd"] for r in rows]) < 0.12
     assert 0.15 < np.median([r["ring_median"] for r in rows]) < 0.45
+
+
+def test_elastic_deformation_is_smooth_and_of_the_stated_size():
+    points = np.array([[0.0, 1.0, 40.0], [0.0, 0.0, 0.0]])  # mm: a point, its 1 mm neighbour, one 40 mm away
+    draws = np.stack([ta._elastic_mm(points, np.random.default_rng(seed)) for seed in range(400)])  # (400, 2, 3)
+    # Each component: a sum of plane waves whose sine has RMS 1/sqrt(2): SD ELASTIC_MM / sqrt(2) over subjects.
+    assert draws[:, :, 0].std() == pytest.approx(ta.ELASTIC_MM / np.sqrt(2), rel=0.15)
+    step = np.abs(draws[:, :, 1] - draws[:, :, 0])  # 1 mm apart: nearly the same shift, and never folding
+    assert step.mean() < 0.15 and step.max() < 0.8
+    assert np.abs(draws[:, :, 2] - draws[:, :, 0]).mean() > 1.0  # 40 mm apart: different shifts
