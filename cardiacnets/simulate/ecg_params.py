@@ -31,6 +31,20 @@ _INFARCT_Q_VISIBLE_PROB = {"anterior": 0.85, "inferior": 0.75, "lateral": 0.5}
 # a QT 22 ms longer than PTB-XL NORM's (408 vs 386 ms; QTc 421 vs 409) and a T axis 12 deg
 # more inferior (sin 0.81 vs 0.66); the heart's dependence (QRS width, HCM, HF, sex) is kept.
 REPOLARISATION_V2 = (398.0, 20.0)
+# Version 3's T vector: (axis offset, deg, as above; mean elevation, deg, version 2 -45).
+# Version 2's healthy subjects had T at its peak in V5 at 1.20 x PTB-XL NORM's median but
+# in II at 0.83 and V2 at 0.86: seen through Dower's table NORM's T peak points at 68 deg
+# (quartiles 59-76), version 2's at 44 (30-61), elevation -45 in both; but NORM's T axis from
+# the net areas of I and aVF (the device's) is 41 deg. Fitted with `ecg_beats.QRS_LOBE_TURN_V3`,
+# trading the two: version 3's T in II, V2, V5 at 0.91, 0.90, 0.99 of NORM's.
+T_DIRECTION_V3 = (29.0, -49.0)
+# Version 3's mean QRS elevation (deg; version 2: 20), fitted with `ecg_beats.QRS_LOBE_TURN_V3`.
+QRS_ELEVATION_V3_DEG = 17.5
+# Version 3's between-subject SDs of QTc (ms; version 2: 14) and of the sinus RR variability
+# (share of RR; version 2: 0.01). Version 2's healthy subjects' QTc quartiles spanned 395-422 ms
+# against PTB-XL NORM's 394-430, their RR SD / mean 0.026-0.046 against NORM's 0.019-0.057.
+QTC_SD_V3_MS = 20.0
+RR_VARIABILITY_SD_V3 = 0.02
 
 
 @dataclass
@@ -147,7 +161,8 @@ def ecg_parameters(phys: Physiology, rng: np.random.Generator,
         rng: random generator (all of this subject's variability is drawn from it).
         rhythm: rates of the rhythm and conduction patterns (defaults if None).
         version: the simulator's calibration (`SynthConfig.version`; 1 reproduces cardiacnets
-            0.1.0; 2 moves the QTc and T axis to PTB-XL's, same draws).
+            0.1.0; 2 moves the QTc and T axis to PTB-XL's, same draws; 3 also the QRS and T
+            elevation, T axis, QTc and RR-variability spreads, same draws).
 
     Returns:
         The subject's `ECGParams`.
@@ -161,14 +176,14 @@ def ecg_parameters(phys: Physiology, rng: np.random.Generator,
     p: dict = {"heart_rate_bpm": float(phys.heart_rate_bpm)}
     p.update(_voltage(phys, rng))                                       # 1. voltage
     p.update(_conduction(phys, rng, rhythm or RhythmPrevalence()))      # 2. rhythm and conduction
-    p.update(_depolarisation(phys, rng, p))                             # 3. QRS
+    p.update(_depolarisation(phys, rng, p, version))                    # 3. QRS
     p.update(_atria(phys, rng, p))                                      # 4. P wave and atrial repolarisation
     p.update(_repolarisation(phys, rng, p, version))                    # 5. T wave, secondary and strain ST-T
     p.update(_infarct_q_wave(phys, rng, p))                             # 6. Q waves of an old infarct
     p.update(_inflammation(phys, rng, p))                               # 7. myocarditis, pericarditis
     st = p.pop("st_vector")
     p["st_axis_deg"], p["st_elevation_deg"], p["st_amplitude_mV"] = angles_of(st)
-    p.update(_beat_variation(phys, rng, p))                             # 8. alternans, RR and breathing
+    p.update(_beat_variation(phys, rng, p, version))                    # 8. alternans, RR and breathing
     return ECGParams(**p)
 
 
@@ -212,7 +227,7 @@ def _rv_excess(phys: Physiology) -> float:
     return max(phys.rvedv_ml / phys.bsa_m2 - 90.0, 0.0)
 
 
-def _depolarisation(phys: Physiology, rng: np.random.Generator, p: dict) -> dict:
+def _depolarisation(phys: Physiology, rng: np.random.Generator, p: dict, version: int = 2) -> dict:
     """QRS width, axis, elevation and size; the septal and late right-ventricular forces."""
     normal = rng.normal
     male = 1.0 if phys.is_male else 0.0
@@ -239,7 +254,8 @@ def _depolarisation(phys: Physiology, rng: np.random.Generator, p: dict) -> dict
     if paced:  # RV apical pacing spreads from the apex upwards
         qrs_axis = rng.uniform(-100.0, -50.0)
     qrs_axis = wrap_deg(qrs_axis)
-    qrs_elevation = float(np.clip(normal(20.0, 8.0) + 0.06 * (phys.lv_mass_g - 110.0)
+    elevation_mean_deg = QRS_ELEVATION_V3_DEG if version >= 3 else 20.0
+    qrs_elevation = float(np.clip(normal(elevation_mean_deg, 8.0) + 0.06 * (phys.lv_mass_g - 110.0)
                                   - 0.2 * rv_excess + 15.0 * (lbbb or paced), -60.0, 70.0))
     gain = _gain(p)
     qrs_amplitude_mV = p["source_dipole_mV"] * gain
@@ -285,11 +301,15 @@ def _repolarisation(phys: Physiology, rng: np.random.Generator, p: dict, version
     gain = _gain(p)
     qrs_axis, qrs_elevation = p["qrs_axis_deg"], p["qrs_elevation_deg"]
     qtc_base_ms, t_axis_offset_deg = REPOLARISATION_V2 if version >= 2 else (408.0, 30.0)
-    qtc_fridericia_ms = (normal(qtc_base_ms + 10.0 * (1 - male), 14.0) + 0.5 * max(p["qrs_duration_ms"] - 95.0, 0.0)
+    t_elevation_mean_deg = -45.0
+    if version >= 3:
+        t_axis_offset_deg, t_elevation_mean_deg = T_DIRECTION_V3
+    qtc_sd_ms = QTC_SD_V3_MS if version >= 3 else 14.0
+    qtc_fridericia_ms = (normal(qtc_base_ms + 10.0 * (1 - male), qtc_sd_ms) + 0.5 * max(p["qrs_duration_ms"] - 95.0, 0.0)
                          + 15.0 * phys.hcm + 10.0 * phys.myocarditis + 10.0 * phys.hf)
     qt_ms = float(qtc_fridericia_ms * (60.0 / p["heart_rate_bpm"]) ** (1.0 / 3.0))
     t_axis = wrap_deg(0.6 * qrs_axis + t_axis_offset_deg + normal(0.0, 15.0))
-    t_elevation = float(normal(-45.0, 12.0))
+    t_elevation = float(normal(t_elevation_mean_deg, 12.0))
     t_amplitude_mV = (float(np.clip(normal(0.44, 0.1), 0.1, 1.0)) * gain
                       * (0.8 + 0.2 * phys.lv_mass_g / 110.0) * (0.8 if phys.hf else 1.0))
     st = np.zeros(3)  # display-frame ST vector, mV
@@ -352,7 +372,7 @@ def _inflammation(phys: Physiology, rng: np.random.Generator, p: dict) -> dict:
             "pr_depression_mV": pr_depression_mV}
 
 
-def _beat_variation(phys: Physiology, rng: np.random.Generator, p: dict) -> dict:
+def _beat_variation(phys: Physiology, rng: np.random.Generator, p: dict, version: int = 2) -> dict:
     """Electrical alternans of a large effusion, RBBB's secondary T inversion in V1-V2, RR variability
     (irregularly irregular in atrial fibrillation) and the breathing swing of the axis."""
     qrs_alternans_frac = 0.0
@@ -363,7 +383,8 @@ def _beat_variation(phys: Physiology, rng: np.random.Generator, p: dict) -> dict
         t_vec = display_vector(t_axis, t_elevation) + 0.9 * display_vector(160.0, 70.0)
         t_axis, t_elevation, _ = angles_of(t_vec)
     heart_rate_bpm = p["heart_rate_bpm"]
-    rr_variability_frac = float(np.clip(rng.normal(0.035, 0.01) * 70.0 / heart_rate_bpm
+    rr_sd = RR_VARIABILITY_SD_V3 if version >= 3 else 0.01
+    rr_variability_frac = float(np.clip(rng.normal(0.035, rr_sd) * 70.0 / heart_rate_bpm
                                         * (0.5 if phys.hf else 1.0), 0.003, 0.08))
     if p["atrial_fibrillation"]:  # irregularly irregular: SD of RR as a share of the mean
         rr_variability_frac = float(rng.uniform(0.12, 0.25))
