@@ -237,7 +237,7 @@ SIMULATOR_VERSIONS = (1, 2, 3)
 VERSION_DEFAULTS = {
     1: dict(noise_sigma=0.05, signal_noise=0.0, cmr_texture=False, psf_sigma_px=0.0, image_size=80),
     2: dict(noise_sigma=0.008, signal_noise=0.035, cmr_texture=True, psf_sigma_px=0.7, image_size=80),
-    3: dict(noise_sigma=0.004, signal_noise=0.03, cmr_texture=True, psf_sigma_px=0.7, image_size=104),
+    3: dict(noise_sigma=0.004, signal_noise=0.03, cmr_texture=True, psf_sigma_px=0.7, image_size=96),
 }
 
 
@@ -250,7 +250,7 @@ class SynthConfig:
         rhythm: probabilities of the ECG's rhythm and conduction patterns.
         age_range_years: uniform-ish age range of the imaging visit.
         male_fraction: probability of a male subject.
-        image_size: short-axis in-plane matrix (square), pixels (version 3: 104, a 187 mm field of view
+        image_size: short-axis in-plane matrix (square), pixels (version 3: 96, a 173 mm field of view
             around the heart's 144 mm window; earlier versions: 80).
         la_image_size: long-axis (4-chamber) in-plane matrix (square), pixels.
         pixel_spacing_mm: in-plane pixel size of both cines.
@@ -275,7 +275,7 @@ class SynthConfig:
             (the data the reference bundle ``cardiacnets-reference-0.1.0`` was trained on); 2 adds the
             realism calibration against real recordings (`cardiacnets bench realism`; the data of
             ``cardiacnets-reference-0.1.1``); 3 takes the short-axis surroundings from a real cine
-            (`cardiacnets.simulate.thorax_atlas`, a 187 mm field of view) and refits the ECG's QRS and T
+            (`cardiacnets.simulate.thorax_atlas`, a 173 mm field of view) and refits the ECG's QRS and T
             lobes, limb-lead gain, spreads and noise to PTB-XL NORM. A model bundle records the version it
             was trained on, and the demo draws its fresh cohort with it.
     """

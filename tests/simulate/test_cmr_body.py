@@ -108,7 +108,7 @@ def test_version_settings_and_validation():
     assert SynthConfig().setting("cmr_texture") is True and SynthConfig(noise_sigma=0.02).setting("noise_sigma") == 0.02
     with pytest.raises(ConfigError, match="version: 9"):
         SynthConfig(version=9).validate()
-    assert SynthConfig(version=2).setting("image_size") == 80 and SynthConfig(version=3).setting("image_size") == 104
+    assert SynthConfig(version=2).setting("image_size") == 80 and SynthConfig(version=3).setting("image_size") == 96
     assert SynthConfig(version=3, image_size=96).setting("image_size") == 96
     with pytest.raises(ConfigError, match="signal_noise"):
         SynthConfig(signal_noise=0.9).validate()

@@ -128,13 +128,13 @@ def test_real_surroundings_scale_with_the_simulated_heart(monkeypatch):
 
 def test_version_3_keeps_the_ground_truth_of_version_2_and_widens_the_field_of_view():
     v2, v3 = _render(SynthConfig(version=2, **SMALL)), _render(SynthConfig(version=3, **SMALL))
-    assert v3.sa.data.shape[:2] == (104, 104) and v2.sa.data.shape[:2] == (80, 80)
-    np.testing.assert_array_equal(v3.seg_sa.data[12:92, 12:92], v2.seg_sa.data)  # the heart window, centred
-    assert not v3.seg_sa.data[:12].any() and not v3.seg_sa.data[92:].any()
+    assert v3.sa.data.shape[:2] == (96, 96) and v2.sa.data.shape[:2] == (80, 80)
+    np.testing.assert_array_equal(v3.seg_sa.data[8:88, 8:88], v2.seg_sa.data)  # the heart window, centred
+    assert not v3.seg_sa.data[:8].any() and not v3.seg_sa.data[88:].any()
     assert function_indices(v3.seg_sa) == function_indices(v2.seg_sa)
     # The affine keeps the LV where it was: the window's first pixel is at v2's origin.
     np.testing.assert_allclose(v3.sa.affine[:3, :3], v2.sa.affine[:3, :3])
-    np.testing.assert_allclose(v3.sa.affine[:3, :3] @ [12, 12, 0] + v3.sa.affine[:3, 3], v2.sa.affine[:3, 3], atol=1e-6)
+    np.testing.assert_allclose(v3.sa.affine[:3, :3] @ [8, 8, 0] + v3.sa.affine[:3, 3], v2.sa.affine[:3, 3], atol=1e-6)
 
 
 def test_version_3_frames_carry_real_surroundings():
