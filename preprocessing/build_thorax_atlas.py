@@ -115,7 +115,7 @@ def build_thorax_atlas(sunnybrook_dir: str | os.PathLike) -> ThoraxAtlas:
             + (side / (RV_ELLIPSE_AXES[1] * r)) ** 2 < 1.0
         masks[s] = disc | ellipse
         scaled = np.moveaxis(data[window[0], window[1], s, :] / blood[ref], -1, 0)
-        filled = np.stack([inpaint(frame, masks[s]) for frame in scaled])
+        filled = inpaint(scaled, masks[s])
         filled[:, masks[s]] *= INPAINT_LEVEL
         frames[s] = np.clip(np.rint(filled * INTENSITY_STEP), 0, 255).astype(np.uint8)
     return ThoraxAtlas(frames=frames, heart_mask=masks,
@@ -125,24 +125,27 @@ def build_thorax_atlas(sunnybrook_dir: str | os.PathLike) -> ThoraxAtlas:
                        ed_phase=ed_phase, pixel_mm=pixel_mm)
 
 
-def inpaint(frame: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """``frame`` with the pixels of ``hole`` filled from around it (normalised Gaussian convolution).
+def inpaint(frames: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """``frames`` (..., H, W) with the pixels of ``hole`` (H, W) filled from around them (normalised
+    Gaussian convolution).
 
     Each hole pixel takes the Gaussian-weighted mean of the known pixels at the smallest of
     `INPAINT_SIGMAS_PX` whose known weight reaches `INPAINT_MIN_WEIGHT`, so the fill is local
-    near the hole's edge and smooth in its middle.
+    near the hole's edge and smooth in its middle. The weights depend on the hole only, so they
+    are computed once for every frame of a slice.
     """
     known = (~hole).astype(np.float64)
-    out = np.array(frame, dtype=np.float64)
+    out = np.array(frames, dtype=np.float64)
+    lead = (0.0,) * (out.ndim - 2)
     todo = hole.copy()
     for sigma in INPAINT_SIGMAS_PX:
         weight = ndimage.gaussian_filter(known, sigma)
         ready = todo & (weight >= INPAINT_MIN_WEIGHT)
         if ready.any():
-            out[ready] = ndimage.gaussian_filter(out * known, sigma)[ready] / weight[ready]
+            out[..., ready] = ndimage.gaussian_filter(out * known, lead + (sigma, sigma))[..., ready] / weight[ready]
         todo &= ~ready
     if todo.any():
-        out[todo] = float(np.mean(out[~hole]))
+        out[..., todo] = np.mean(out[..., ~hole], axis=-1, keepdims=True)
     return out
 
 

@@ -300,8 +300,10 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     theta_idx = (np.mod(np.arctan2(y_h, x_h), 2 * np.pi) / D_THETA).astype(np.intp) % N_THETA
 
     # 2. Static body background, coil bias and signal scale.
+    r = model.radii(model.slice_u_mm)  # wall radii, each (K, T, N_THETA) in mm
     if config.version >= 3:  # real surroundings (`thorax_atlas`), the heart painted over them
-        surroundings = _real_surroundings(n, n_frames, model, pose, offset_world, axis_i, axis_j, px, rng)
+        surroundings = _real_surroundings(n, n_frames, model, r["epi"][:, 0], pose, offset_world, axis_i, axis_j,
+                                          centre, px, rng)
         image = surroundings[:, :, win, win].copy()
     else:
         world = origin + ii[None, ..., None] * sa_affine[:3, 0] + jj[None, ..., None] * sa_affine[:3, 1] \
@@ -310,7 +312,6 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     gain = _bias_field((n, n), config.n_slices, config.bias_field, rng) * np.float32(signal_scale)
 
     # 3. Heart: wall radii per slice, frame and angle, gathered onto the pixels.
-    r = model.radii(model.slice_u_mm)  # each (K, T, N_THETA) in mm
     r_px = {k: np.take((v / px).astype(np.float32), theta_idx, axis=-1) for k, v in r.items()}  # (K, T, x, y)
     seg = np.zeros(image.shape, np.uint8)
     comp = _Compositor(image, rho_px, seg)
@@ -347,18 +348,17 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     return SimulatedCMR(sa=sa_img, seg_sa=seg_img, la_4ch=la_img, model=model)
 
 
-def _real_surroundings(n: int, n_frames: int, model: HeartModel, pose: _Pose, offset_world: np.ndarray,
-                       axis_i: np.ndarray, axis_j: np.ndarray, px: float,
+def _real_surroundings(n: int, n_frames: int, model: HeartModel, epi: np.ndarray, pose: _Pose,
+                       offset_world: np.ndarray, axis_i: np.ndarray, axis_j: np.ndarray, centre: float, px: float,
                        rng: np.random.Generator) -> np.ndarray:
-    """Version 3: the thorax atlas warped onto the n x n short-axis grid, (K, T, n, n)."""
+    """Version 3: the thorax atlas warped onto the n x n short-axis grid (centre pixel ``centre``), (K, T, n, n);
+    ``epi`` is the end-diastolic epicardial radius per slice and angle (K, N_THETA), mm."""
     from cardiacnets.simulate.thorax_atlas import committed_atlas, real_surroundings
 
-    centre = (n - 1) / 2.0
     lv_centre = np.array([centre - offset_world @ axis_i / px, centre - offset_world @ axis_j / px])
     septal = -pose.lateral
     anterior = np.array([axis_i[1], axis_j[1]])  # world anterior (RAS +y) on the grid's axes
     fractions = model.long_axis_fraction(model.slice_u_mm[:, None])[:, 0]
-    epi = model.radii(model.slice_u_mm)["epi"][:, 0]  # (K, angles) at end-diastole, mm
     mid = (fractions > MID_VENTRICLE[0]) & (fractions < MID_VENTRICLE[1]) & np.all(epi > 0, axis=1)
     heart_radius = float(np.mean(epi[mid])) if mid.any() else float(np.max(epi))
     return real_surroundings(committed_atlas(), n=n, pixel_mm=px, lv_centre_px=lv_centre,

@@ -211,10 +211,10 @@ def qrst_lobes(params: ECGParams, rng: np.random.Generator | None = None, *, ver
                      True, True))
     shares, widths = (1.0,) * len(table), (1.0,) + (width,) * (len(table) - 1)
     turns = ((0.0, 0.0),) * len(table)
-    if version >= 2 and table is NORMAL_QRS_LOBES:
-        shares = QRS_LOBE_SHARE_V3 if version >= 3 else QRS_LOBE_SHARE_V2
-        widths = QRS_LOBE_WIDTH_V3 if version >= 3 else widths
-        turns = QRS_LOBE_TURN_V3 if version >= 3 else turns
+    if version >= 3 and table is NORMAL_QRS_LOBES:
+        shares, widths, turns = QRS_LOBE_SHARE_V3, QRS_LOBE_WIDTH_V3, QRS_LOBE_TURN_V3
+    elif version >= 2 and table is NORMAL_QRS_LOBES:
+        shares = QRS_LOBE_SHARE_V2
     # The initial forces (and an infarct's Q waves) keep the table's width.
     for (c, s, d_axis, d_elev, share), relative, lobe_width, turn in zip(table, shares, widths, turns):
         share, d_axis, d_elev = share * relative, d_axis + turn[0], d_elev + turn[1]

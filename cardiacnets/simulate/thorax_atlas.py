@@ -45,7 +45,8 @@ import numpy as np
 ATLAS_FILE = Path(__file__).parent / "assets" / "sunnybrook_thorax.npz"
 #: Stored intensities: uint8 of (intensity / blood) * STEP, so 0-2.55 of the blood pool.
 INTENSITY_STEP = 100.0
-#: Per-subject draws: body scale (times the body-size factor), in-plane rotation (degrees) and gamma.
+#: Per-subject draws: a factor on the scale that matches the atlas's heart to the simulated one, an
+#: in-plane rotation (degrees) and a gamma.
 SCALE_JITTER = (0.92, 1.08)
 ROTATION_SD_DEG = 8.0
 GAMMA_RANGE = (0.8, 1.25)
@@ -67,7 +68,7 @@ class ThoraxAtlas:
 
     Attributes:
         frames: (S, P, H, W) uint8, intensity / end-diastolic blood median * `INTENSITY_STEP`.
-        heart_mask: (S, H, W) bool, the real heart to be replaced.
+        heart_mask: (S, H, W) bool, the real heart's region (inpainted in ``frames``).
         lv_centre_px: (S, 2) LV centre per slice, pixels of the crop (row, column).
         epi_radius_px: (S,) equivalent radius of the end-diastolic epicardium per slice.
         rv_direction: (2,) unit vector from the LV centre toward the RV, image axes.
