@@ -160,3 +160,22 @@ def test_elastic_deformation_is_smooth_and_of_the_stated_size():
     step = np.abs(draws[:, :, 1] - draws[:, :, 0])  # 1 mm apart: nearly the same shift, and never folding
     assert step.mean() < 0.15 and step.max() < 0.8
     assert np.abs(draws[:, :, 2] - draws[:, :, 0]).mean() > 1.0  # 40 mm apart: different shifts
+
+
+def test_builder_names_the_folder_of_a_corrupted_cine(shared_data, tmp_path):
+    """A truncated DICOM of the Sunnybrook cine: the builder stops with an InputError naming the cine folder."""
+    from cardiacnets.errors import InputError
+
+    source = shared_data / "sunnybrook"
+    if not source.is_dir():
+        pytest.skip("no shared Sunnybrook cine")
+    import shutil
+
+    copy = tmp_path / "sunnybrook"
+    shutil.copytree(source, copy)
+    dicom = copy / "SCD0000101" / "77.dcm"
+    dicom.chmod(0o644)
+    dicom.write_bytes((source / "SCD0000101" / "77.dcm").read_bytes()[:2000])
+    with pytest.raises(InputError, match=r"SCD0000101: slices have different frame counts"):
+        _builder().build_thorax_atlas(copy)
+    assert (source / "SCD0000101" / "77.dcm").stat().st_size > 2000  # the source is untouched
