@@ -53,7 +53,7 @@ def test_reference_build_exports_a_sealed_bundle_with_its_model_card(tiny_bundle
     bundle = tiny_bundle / "bundle"
     info = json.loads((bundle / "bundle.json").read_text())
     assert info["name"] == "tiny-reference" and info["metadata"]["n_subjects"] == 30 and info["metadata"]["seed"] == 1
-    assert info["metadata"]["simulator_version"] == 2 and info["metadata"]["synth"] == ["version=2"]
+    assert info["metadata"]["simulator_version"] == 3 and info["metadata"]["synth"] == ["version=3"]
     assert {key.split("/")[0] for key in info["components"]} == set(BUNDLE_STAGES)
     assert (bundle / "anatomy" / "pipeline" / "model_index.json").is_file()
     assert (bundle / "heads_lead_i" / "model").is_dir() and (bundle / "align" / "model").is_dir()
@@ -89,9 +89,9 @@ def test_demo_evaluates_the_bundle_on_a_fresh_cohort(tiny_bundle, tmp_path, caps
     assert models["stages"] == {**{stage: "reference bundle" for stage in BUNDLE_STAGES},
                                 "heads_aligned": "trained by this demo", "heads_scratch": "trained by this demo"}
     assert set(metrics["training"]) == {"heads_aligned", "heads_scratch"}
-    # The fresh cohort is drawn with the simulator version the bundle records (2 here).
+    # The fresh cohort is drawn with the simulator version the bundle records (3 here).
     assert {k: metrics["cohort"][k] for k in ("n_subjects", "seed", "raw", "simulator_version")} == {
-        "n_subjects": 30, "seed": 7, "raw": str(out / "raw"), "simulator_version": 2}
+        "n_subjects": 30, "seed": 7, "raw": str(out / "raw"), "simulator_version": 3}
     heads = metrics["heads"]
     assert set(heads["others"]) == {"heads_aligned", "heads_lead_i", "heads_scratch"}
     assert heads["others"]["heads_lead_i"]["leads"] == "I" and "I" in heads["lead_subsets"]
