@@ -137,10 +137,12 @@ def test_shipped_demo_configs_resolve():
     """The default demo names the committed bundle and trains only short stages; --from-scratch trains the rest."""
     from cardiacnets.demo.config import DEFAULT_CONFIG, FROM_SCRATCH_CONFIG, resolve_path
     from cardiacnets.demo.run import load_demo_config
+    from cardiacnets.models.bundle import committed_bundle
 
     demo = load_demo_config(DEFAULT_CONFIG)
     demo.validate()
-    assert resolve_path(demo.reference).is_dir() and set(demo.stages) == {"heads_aligned", "heads_scratch"}
+    assert resolve_path(demo.reference).resolve() == committed_bundle() and committed_bundle().is_dir()
+    assert set(demo.stages) == {"heads_aligned", "heads_scratch"}
     scratch = load_demo_config(FROM_SCRATCH_CONFIG)
     scratch.validate()
     assert scratch.reference is None and {"align", "heads", "segment", "anatomy"} <= set(scratch.stages)

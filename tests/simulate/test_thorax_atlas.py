@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 import numpy as np
 import pytest
 
 from cardiacnets.bench.realism_cmr import cmr_features
 from cardiacnets.cmr.indices import function_indices, mid_ventricular_slice
+from cardiacnets.errors import InputError
 from cardiacnets.simulate import SynthConfig
 from cardiacnets.simulate import thorax_atlas as ta
 from cardiacnets.simulate.cmr_model import render_cmr
@@ -164,13 +166,9 @@ def test_elastic_deformation_is_smooth_and_of_the_stated_size():
 
 def test_builder_names_the_folder_of_a_corrupted_cine(shared_data, tmp_path):
     """A truncated DICOM of the Sunnybrook cine: the builder stops with an InputError naming the cine folder."""
-    from cardiacnets.errors import InputError
-
     source = shared_data / "sunnybrook"
     if not source.is_dir():
         pytest.skip("no shared Sunnybrook cine")
-    import shutil
-
     copy = tmp_path / "sunnybrook"
     shutil.copytree(source, copy)
     dicom = copy / "SCD0000101" / "77.dcm"
