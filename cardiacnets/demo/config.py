@@ -123,6 +123,11 @@ def resolve_path(path: str) -> Path:
     return REPO_ROOT / candidate
 
 
+def run_references(text: str) -> list[str]:
+    """The stages whose run folders `text` names with ``{run:NAME}`` placeholders."""
+    return [m.group(1)[4:] for m in _PLACEHOLDER.finditer(text) if m.group(1).startswith("run:")]
+
+
 def fill_placeholders(text: str, folders: dict[str, Path]) -> str:
     """Replace ``{out}``, ``{dataset}``, ``{run:NAME}``, ``{ref:NAME}``, ... with the folders of this demo run."""
     def folder(match):

@@ -24,10 +24,11 @@ from pathlib import Path
 import yaml
 
 from cardiacnets.config import load_config, to_dict
-from cardiacnets.demo.config import DemoConfig, fill_placeholders, resolve_path
+from cardiacnets.demo.config import DemoConfig, fill_placeholders, resolve_path, run_references
 from cardiacnets.errors import InputError
 
 STAGE_MARKER = "demo_stage.json"
+COHORT_RECORD = "demo_cohort.json"  # the cohort's settings (raw folder) and a copy beside the training set
 STEPS_RECORD = "demo_steps.json"  # seconds each step took when it last did its work in this folder
 
 
@@ -44,6 +45,7 @@ class DemoRun:
     figures: dict[str, Path] = field(default_factory=dict)
     models: dict[str, Path] = field(default_factory=dict)
     bundle: object | None = None
+    raw_removed: bool = False  # the cohort was deleted after preprocessing; its training set is reused
 
     def __post_init__(self):
         self.folders = {"out": self.out, "raw": self.out / "raw", "dataset": self.out / "dataset",
@@ -144,13 +146,20 @@ def _simulate(demo: DemoRun, force: bool, progress: bool) -> bool:
 
     raw, c = demo.folders["raw"], demo.config
     synth = cohort_synth_config(c, demo.bundle.info if demo.bundle is not None else None)
-    marker = raw / "demo_cohort.json"
+    marker = raw / COHORT_RECORD
     wanted = {"n_subjects": c.n_subjects, "seed": c.seed, "synth": c.synth, "version": synth.version}
     earlier = json.loads(marker.read_text()) if marker.is_file() else None
     if earlier is not None and "version" not in earlier:  # cohorts of cardiacnets 0.1.0: version 1, defaults
         earlier = {**earlier, "synth": [], "version": 1}
-    reused = not force and earlier == wanted
-    if reused:
+    kept = demo.folders["dataset"] / COHORT_RECORD
+    demo.raw_removed = (not force and earlier is None and not raw.exists() and kept.is_file()
+                        and (demo.folders["dataset"] / "dataset.yaml").is_file()
+                        and json.loads(kept.read_text()).get("key") == wanted)
+    reused = demo.raw_removed or (not force and earlier == wanted)
+    if demo.raw_removed:
+        print(f"the simulated cohort {raw} was removed; reusing the training set built from it "
+              f"({demo.folders['dataset']}, same cohort settings)")
+    elif reused:
         print(f"reusing the cohort simulated earlier in {raw}")
     else:
         if demo.folders["dataset"].exists():  # built from another cohort (or --force): stale
@@ -163,6 +172,8 @@ def _simulate(demo: DemoRun, force: bool, progress: bool) -> bool:
     ceiling = raw / "ceiling.json"
     if ceiling.is_file():
         demo.metrics["ceiling"] = json.loads(ceiling.read_text()).get("r2", {})
+    elif demo.raw_removed:
+        demo.metrics["ceiling"] = json.loads(kept.read_text()).get("ceiling", {})
     return reused
 
 
@@ -204,6 +215,11 @@ def _preprocess(demo: DemoRun, force: bool, progress: bool) -> bool:
     if dataset.exists() and not (dataset / "dataset.yaml").exists():
         raise InputError(dataset, "exists but is not a training set; choose another --out")
     reused = False
+    if demo.raw_removed:  # nothing to add: the cohort it was built from is gone
+        info = yaml.safe_load((dataset / "dataset.yaml").read_text()) or {}
+        demo.metrics["dataset"] = {"path": str(dataset), "counts": info.get("counts"), "failed_records": None,
+                                   "raw_removed": True}
+        return True
     if dataset.exists():
         info = yaml.safe_load((dataset / "dataset.yaml").read_text()) or {}
         if info.get("n_subjects") != demo.config.n_subjects or force:
@@ -214,7 +230,21 @@ def _preprocess(demo: DemoRun, force: bool, progress: bool) -> bool:
     result = preprocess("ukb", demo.folders["raw"], dataset, config, workers=demo.config.workers, progress=progress)
     demo.metrics["dataset"] = {"path": str(dataset), "counts": result.counts,
                                "failed_records": result.n_failed_records}
+    # The cohort's settings and ceiling, kept beside the training set: the raw cohort is large (about 6 MB a
+    # subject) and may be deleted once preprocessed; a later run of this folder then reuses the training set.
+    record = {"key": demo.metrics["cohort"]["key"], "ceiling": demo.metrics.get("ceiling", {})}
+    (dataset / COHORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return reused
+
+
+def _upstream_digests(demo: DemoRun, overrides: list[str]) -> dict[str, str | None]:
+    """The config digests of the runs of this demo a stage's overrides name (``{run:NAME}``)."""
+    names = sorted({name for item in overrides for name in run_references(item)})
+    digests = {}
+    for name in names:
+        marker = demo.run_dir(name) / STAGE_MARKER
+        digests[name] = json.loads(marker.read_text()).get("config_sha256") if marker.is_file() else None
+    return digests
 
 
 # --- models -----------------------------------------------------------------------------------------------------
@@ -246,8 +276,12 @@ def _train_stage(demo: DemoRun, name: str, force: bool, progress: bool) -> bool:
     overrides.insert(0, f"data.path={demo.folders['dataset']}")
     config = load_config(TrainConfig, resolve_path(stage.config), overrides)
     run_dir = demo.run_dir(name)
-    # The stage is reused only when both its config and the cohort it trains on are the same.
+    # The stage is reused only when its config, the cohort it trains on and the runs it builds on ({run:NAME}:
+    # their own digests, so a retrained upstream stage retrains this one) are the same.
     key = {"config": to_dict(config), "cohort": demo.metrics.get("cohort", {}).get("key")}
+    upstream = _upstream_digests(demo, stage.overrides)
+    if upstream:  # absent for stages without upstream runs: their digests stay those of earlier versions
+        key["upstream"] = upstream
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     marker = run_dir / STAGE_MARKER
     reused = not force and marker.is_file() and json.loads(marker.read_text()).get("config_sha256") == digest

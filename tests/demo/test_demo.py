@@ -3,6 +3,7 @@ the demo evaluating it on a fresh cohort (report, metrics, provenance, reuse of 
 
 import hashlib
 import json
+import shutil
 
 import pytest
 import yaml
@@ -219,6 +220,24 @@ def test_a_second_build_reuses_the_runs_and_replaces_its_bundle(tiny_bundle, tmp
     card = (tiny_bundle / "bundle" / "MODEL_CARD.md").read_text()
     assert "| train_align |" in card and "an earlier run" in card
     assert main(["reference", "verify", str(tiny_bundle / "bundle")]) == 0
+
+    # The raw cohort deleted to save disk: the training set built from it is reused, not re-simulated.
+    kept = json.loads((tiny_bundle / "dataset" / "demo_cohort.json").read_text())
+    assert kept["key"] == {"n_subjects": 30, "seed": 1, "synth": ["version=3"], "version": 3}
+    shutil.rmtree(tiny_bundle / "raw")
+    # A retrained upstream stage retrains the stages built on it: the image denoiser, then the generator.
+    tiny_config(REPO_ROOT / "configs" / "reference" / "reference.yaml", config)
+    changed = yaml.safe_load(config.read_text())
+    changed["stages"]["anatomy_image"]["overrides"].append("schedule.max_steps=3")
+    config.write_text(yaml.safe_dump(changed, sort_keys=False))
+    assert main([*common, "--out", str(tiny_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "was removed; reusing the training set built from it" in out and not (tiny_bundle / "raw").exists()
+    assert "reusing stage 'frame_vae'" in out and "reusing stage 'anatomy_image'" not in out
+    assert "reusing stage 'anatomy'" not in out
+    metrics = json.loads((tiny_bundle / "metrics.json").read_text())
+    assert metrics["dataset"]["raw_removed"] is True and metrics["ceiling"] == kept["ceiling"]
+    assert metrics["training"]["anatomy_image"]["step"] == 3
 
 
 def test_the_cohort_is_drawn_with_the_bundles_simulator_version(capsys):
