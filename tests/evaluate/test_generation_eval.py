@@ -389,3 +389,23 @@ def test_condition_following_hand_computed():
     assert result["generated_vs_condition"]["lvedv_ml"] == pytest.approx(
         np.corrcoef([100, 120, 140, 130], [110, 120, 130, 140])[0, 1])
     assert result["condition_vs_true_cine"]["lvedv_ml"] == pytest.approx(-1.0)
+
+
+def test_rendered_readout_noise_is_the_pixel_noise_not_the_pools_texture():
+    from cardiacnets.evaluate.generation_baselines import image_noise_sd
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((30, 32, 32), np.uint8)
+    labels[:, 4:28, 4:28] = 1
+    flat = 0.6 + rng.normal(scale=0.03, size=labels.shape)
+    assert image_noise_sd(flat, labels) == pytest.approx(0.03, rel=0.05)
+    # Slow texture (a ramp and a wide bump) without noise: the pool's spread is large, its pixel noise is nil.
+    y, x = np.mgrid[0:32, 0:32] / 32.0
+    textured = np.broadcast_to(0.4 + 0.3 * x + 0.2 * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.05),
+                               labels.shape)
+    assert textured[labels == 1].std() > 0.08 and image_noise_sd(textured, labels) < 0.005
+    # Tissue edges outside the (eroded) pool do not count.
+    edged = flat.copy()
+    edged[labels == 0] = 0.0
+    assert image_noise_sd(edged, labels) == pytest.approx(0.03, rel=0.05)
+    assert image_noise_sd(flat, np.zeros_like(labels)) == 0.0  # no pool: no estimate
