@@ -216,8 +216,15 @@ def _preprocess(demo: DemoRun, force: bool, progress: bool) -> bool:
         raise InputError(dataset, "exists but is not a training set; choose another --out")
     reused = False
     if demo.raw_removed:  # nothing to add: the cohort it was built from is gone
-        info = yaml.safe_load((dataset / "dataset.yaml").read_text()) or {}
-        demo.metrics["dataset"] = {"path": str(dataset), "counts": info.get("counts"), "failed_records": None,
+        import pandas as pd
+
+        from cardiacnets.data.store import FAILURES, MANIFEST
+
+        manifest = pd.read_csv(dataset / MANIFEST, dtype={"subject_id": str})
+        counts = {col: int(manifest[col].sum()) for col in manifest.columns if col.startswith("has_")}
+        counts.update({f"split_{k}": int(v) for k, v in manifest["split"].value_counts().items()})
+        failed = len(pd.read_csv(dataset / FAILURES)) if (dataset / FAILURES).is_file() else None
+        demo.metrics["dataset"] = {"path": str(dataset), "counts": counts, "failed_records": failed,
                                    "raw_removed": True}
         return True
     if dataset.exists():

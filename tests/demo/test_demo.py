@@ -237,6 +237,7 @@ def test_a_second_build_reuses_the_runs_and_replaces_its_bundle(tiny_bundle, tmp
     assert "reusing stage 'anatomy'" not in out
     metrics = json.loads((tiny_bundle / "metrics.json").read_text())
     assert metrics["dataset"]["raw_removed"] is True and metrics["ceiling"] == kept["ceiling"]
+    assert metrics["dataset"]["counts"]["has_sa"] == 30 and metrics["dataset"]["failed_records"] == 0
     assert metrics["training"]["anatomy_image"]["step"] == 3
 
 
