@@ -173,7 +173,8 @@ def _simulate(demo: DemoRun, force: bool, progress: bool) -> bool:
     if ceiling.is_file():
         demo.metrics["ceiling"] = json.loads(ceiling.read_text()).get("r2", {})
     elif demo.raw_removed:
-        demo.metrics["ceiling"] = json.loads(kept.read_text()).get("ceiling", {})
+        kept_ceiling = json.loads(kept.read_text()).get("ceiling") or {}
+        demo.metrics["ceiling"] = kept_ceiling.get("r2", kept_ceiling)  # the whole ceiling.json, or its R² table
     return reused
 
 
@@ -239,7 +240,9 @@ def _preprocess(demo: DemoRun, force: bool, progress: bool) -> bool:
                                "failed_records": result.n_failed_records}
     # The cohort's settings and ceiling, kept beside the training set: the raw cohort is large (about 6 MB a
     # subject) and may be deleted once preprocessed; a later run of this folder then reuses the training set.
-    record = {"key": demo.metrics["cohort"]["key"], "ceiling": demo.metrics.get("ceiling", {})}
+    ceiling = demo.folders["raw"] / "ceiling.json"
+    record = {"key": demo.metrics["cohort"]["key"],
+              "ceiling": json.loads(ceiling.read_text()) if ceiling.is_file() else {}}
     (dataset / COHORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return reused
 

@@ -45,7 +45,9 @@ def _finite_rows(truth: np.ndarray) -> np.ndarray:
 
 
 def load_ceiling(data: str | os.PathLike) -> tuple[dict | None, str | None]:
-    """The simulator's ceiling of a training set: ``dataset.yaml``'s ``raw`` folder → ``ceiling.json``.
+    """The simulator's ceiling of a training set: ``dataset.yaml``'s ``raw`` folder → ``ceiling.json``, or, when
+    that cohort was deleted after preprocessing, the copy a demo or reference build keeps beside the training set
+    (``demo_cohort.json``'s ``ceiling``).
 
     Returns:
         ``(ceiling, path)``, or ``(None, None)`` when the set has no raw folder or it has no ceiling.
@@ -53,15 +55,22 @@ def load_ceiling(data: str | os.PathLike) -> tuple[dict | None, str | None]:
     if not (Path(data) / DATASET_YAML).is_file():
         return None, None
     raw = read_dataset_info(data).get("raw")
-    if not raw:
-        return None, None
-    path = Path(raw) / "ceiling.json"
-    if not path.is_file():
+    kept = Path(data) / "demo_cohort.json"
+    if raw and (Path(raw) / "ceiling.json").is_file():
+        path = Path(raw) / "ceiling.json"
+    elif kept.is_file():
+        path = kept
+    else:
         return None, None
     try:
-        return json.loads(path.read_text()), str(path)
+        content = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise InputError(path, f"not valid JSON ({err})") from None
+    if path == kept:
+        content = content.get("ceiling") or None
+        if isinstance(content, dict) and content and "r2" not in content:  # a record holding the R² table only
+            content = {"r2": content}
+    return (content, str(path)) if content else (None, None)
 
 
 def _ci(result: dict, names) -> dict:

@@ -236,7 +236,8 @@ def test_a_second_build_reuses_the_runs_and_replaces_its_bundle(tiny_bundle, tmp
     assert "reusing stage 'frame_vae'" in out and "reusing stage 'anatomy_image'" not in out
     assert "reusing stage 'anatomy'" not in out
     metrics = json.loads((tiny_bundle / "metrics.json").read_text())
-    assert metrics["dataset"]["raw_removed"] is True and metrics["ceiling"] == kept["ceiling"]
+    assert metrics["dataset"]["raw_removed"] is True and metrics["ceiling"] == kept["ceiling"]["r2"]
+    assert metrics["heads"]["ceiling"]["path"].endswith("demo_cohort.json")  # R² as a fraction of the ceiling
     assert metrics["dataset"]["counts"]["has_sa"] == 30 and metrics["dataset"]["failed_records"] == 0
     assert metrics["training"]["anatomy_image"]["step"] == 3
 
