@@ -33,6 +33,9 @@ from cardiacnets.errors import InputError
 MANIFEST = "manifest.csv"
 DATASET_YAML = "dataset.yaml"
 FAILURES = "failures.csv"
+#: The settings and ceiling of the simulated cohort a demo or reference build made this set from (kept so the
+#: cohort itself, about 6 MB a subject, can be deleted; see cardiacnets.demo.run).
+COHORT_RECORD = "demo_cohort.json"
 REPORT = "report.json"
 
 

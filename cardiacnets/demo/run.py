@@ -24,11 +24,11 @@ from pathlib import Path
 import yaml
 
 from cardiacnets.config import load_config, to_dict
+from cardiacnets.data.store import COHORT_RECORD
 from cardiacnets.demo.config import DemoConfig, fill_placeholders, resolve_path, run_references
 from cardiacnets.errors import InputError
 
 STAGE_MARKER = "demo_stage.json"
-COHORT_RECORD = "demo_cohort.json"  # the cohort's settings (raw folder) and a copy beside the training set
 STEPS_RECORD = "demo_steps.json"  # seconds each step took when it last did its work in this folder
 
 

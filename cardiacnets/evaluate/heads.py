@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cardiacnets.data.store import DATASET_YAML, read_dataset_info
+from cardiacnets.data.store import COHORT_RECORD, DATASET_YAML, read_dataset_info
 from cardiacnets.errors import InputError
 from cardiacnets.evaluate.heads_baseline import BASELINES, MeasurementBaseline
 from cardiacnets.evaluate.report_tables import results_table, write_table
@@ -55,7 +55,7 @@ def load_ceiling(data: str | os.PathLike) -> tuple[dict | None, str | None]:
     if not (Path(data) / DATASET_YAML).is_file():
         return None, None
     raw = read_dataset_info(data).get("raw")
-    kept = Path(data) / "demo_cohort.json"
+    kept = Path(data) / COHORT_RECORD
     if raw and (Path(raw) / "ceiling.json").is_file():
         path = Path(raw) / "ceiling.json"
     elif kept.is_file():
