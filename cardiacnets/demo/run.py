@@ -151,10 +151,10 @@ def _simulate(demo: DemoRun, force: bool, progress: bool) -> bool:
     earlier = json.loads(marker.read_text()) if marker.is_file() else None
     if earlier is not None and "version" not in earlier:  # cohorts of cardiacnets 0.1.0: version 1, defaults
         earlier = {**earlier, "synth": [], "version": 1}
-    kept = demo.folders["dataset"] / COHORT_RECORD
-    demo.raw_removed = (not force and earlier is None and not raw.exists() and kept.is_file()
-                        and (demo.folders["dataset"] / "dataset.yaml").is_file()
-                        and json.loads(kept.read_text()).get("key") == wanted)
+    kept_file = demo.folders["dataset"] / COHORT_RECORD
+    kept = json.loads(kept_file.read_text()) if kept_file.is_file() else {}
+    demo.raw_removed = (not force and earlier is None and not raw.exists() and kept.get("key") == wanted
+                        and (demo.folders["dataset"] / "dataset.yaml").is_file())
     reused = demo.raw_removed or (not force and earlier == wanted)
     if demo.raw_removed:
         print(f"the simulated cohort {raw} was removed; reusing the training set built from it "
@@ -173,8 +173,7 @@ def _simulate(demo: DemoRun, force: bool, progress: bool) -> bool:
     if ceiling.is_file():
         demo.metrics["ceiling"] = json.loads(ceiling.read_text()).get("r2", {})
     elif demo.raw_removed:
-        kept_ceiling = json.loads(kept.read_text()).get("ceiling") or {}
-        demo.metrics["ceiling"] = kept_ceiling.get("r2", kept_ceiling)  # the whole ceiling.json, or its R² table
+        demo.metrics["ceiling"] = (kept.get("ceiling") or {}).get("r2", {})
     return reused
 
 
@@ -216,17 +215,12 @@ def _preprocess(demo: DemoRun, force: bool, progress: bool) -> bool:
     if dataset.exists() and not (dataset / "dataset.yaml").exists():
         raise InputError(dataset, "exists but is not a training set; choose another --out")
     reused = False
-    if demo.raw_removed:  # nothing to add: the cohort it was built from is gone
-        import pandas as pd
+    if demo.raw_removed:  # nothing to add: the cohort it was built from is gone; its last preprocessing report
+        from cardiacnets.data.store import REPORT
 
-        from cardiacnets.data.store import FAILURES, MANIFEST
-
-        manifest = pd.read_csv(dataset / MANIFEST, dtype={"subject_id": str})
-        counts = {col: int(manifest[col].sum()) for col in manifest.columns if col.startswith("has_")}
-        counts.update({f"split_{k}": int(v) for k, v in manifest["split"].value_counts().items()})
-        failed = len(pd.read_csv(dataset / FAILURES)) if (dataset / FAILURES).is_file() else None
-        demo.metrics["dataset"] = {"path": str(dataset), "counts": counts, "failed_records": failed,
-                                   "raw_removed": True}
+        report = json.loads((dataset / REPORT).read_text())
+        demo.metrics["dataset"] = {"path": str(dataset), "counts": report["counts"],
+                                   "failed_records": report["n_failed_records"], "raw_removed": True}
         return True
     if dataset.exists():
         info = yaml.safe_load((dataset / "dataset.yaml").read_text()) or {}

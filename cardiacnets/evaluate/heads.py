@@ -68,8 +68,6 @@ def load_ceiling(data: str | os.PathLike) -> tuple[dict | None, str | None]:
         raise InputError(path, f"not valid JSON ({err})") from None
     if path == kept:
         content = content.get("ceiling") or None
-        if isinstance(content, dict) and content and "r2" not in content:  # a record holding the R² table only
-            content = {"r2": content}
     return (content, str(path)) if content else (None, None)
 
 
