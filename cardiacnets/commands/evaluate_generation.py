@@ -46,7 +46,9 @@ def register(eval_sub: argparse._SubParsersAction) -> None:
                    help="classifier-free guidance scale (default: 3 for the direct generator, the validation-chosen "
                         "value of an anatomy-first pipeline)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="anatomy-first pipelines: the anatomy's sampling temperature (default: validation-chosen)")
+                   help="anatomy-first pipelines: the sampled indices' temperature (default: validation-chosen)")
+    p.add_argument("--shape-temperature", type=float, default=None,
+                   help="anatomy-first pipelines: the shape code's temperature (default: validation-chosen)")
     p.add_argument("--knn", type=int, default=5, help="neighbours averaged by the k-nearest baseline (default 5)")
     p.add_argument("--scheduler", choices=("dpm++", "ddim"), default="dpm++", help="sampler (default dpm++)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise and the random baseline")
@@ -106,13 +108,15 @@ def run_generation(args: argparse.Namespace) -> int:
     if args.baselines_only == bool(args.model):
         raise ConfigError("give --model DIR (the pipeline) or --baselines-only")
     result = evaluate_generation(
-        (args.model[0] if len(args.model) == 1 else args.model) if args.model else None, args.data, args.split, segmenter=args.segmenter, feature_encoder=args.feature_encoder,
+        (args.model[0] if len(args.model) == 1 else args.model) if args.model else None, args.data, args.split,
+        segmenter=args.segmenter, feature_encoder=args.feature_encoder,
         alignment=args.alignment, baselines=not args.no_baselines, limit=args.limit, steps=args.steps,
         guidance=args.guidance, seed=args.seed, scheduler=args.scheduler, n_samples=args.n_samples,
         batch_size=args.batch_size,
         slice_spacing_mm=args.slice_spacing_mm, reference_split=args.reference_split, acdc_dir=args.acdc,
         out_dir=args.out, n_examples=args.examples, device=_device(args.device), bf16=args.precision == "bf16",
-        progress=args.progress, temperature=args.temperature, knn=args.knn)
+        progress=args.progress, temperature=args.temperature, knn=args.knn,
+        shape_temperature=args.shape_temperature)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

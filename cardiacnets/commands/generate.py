@@ -32,8 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classifier-free guidance scale (default: 3 for the direct generator; the anatomy-first "
                         "generator's validation-chosen value)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="anatomy-first generator: scale of the anatomy's initial noise (1 draws from the learned "
-                        "distribution, 0 its most typical anatomy; default: the validation-chosen value)")
+                   help="anatomy-first generator: scale of the sampled indices' scatter around the ECG's "
+                        "estimates (1: the read-out's calibrated scatter, 0: the estimates; default: the "
+                        "validation-chosen value)")
+    p.add_argument("--shape-temperature", type=float, default=None,
+                   help="anatomy-first generator: scale of the shape code's initial noise (1 draws the shape and "
+                        "motion the indices leave open from the learned distribution, 0 the most typical one; "
+                        "default: the validation-chosen value)")
     p.add_argument("--n-samples", type=int, default=1,
                    help="cines drawn for the ECG; with more than one, their per-pixel SD is written too")
     p.add_argument("--scheduler", choices=("dpm++", "ddim"), default="dpm++", help="sampler (default dpm++)")
@@ -60,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.n_samples < 1 or (args.guidance is not None and args.guidance < 0):
         raise ConfigError("--steps and --n-samples must be at least 1 and --guidance non-negative")
-    if args.temperature is not None and args.temperature < 0:
-        raise ConfigError("--temperature must be non-negative")
+    if any(value is not None and value < 0 for value in (args.temperature, args.shape_temperature)):
+        raise ConfigError("--temperature and --shape-temperature must be non-negative")
     started = time.perf_counter()
     pipe = load_pipeline(args.model)
     kind = generator_kind(pipe)
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                             sampling_rate_hz=args.sampling_rate, lead_names=leads, units=args.units)
     standardized = time.perf_counter()
     settings = {"steps": args.steps, "guidance": args.guidance, "temperature": args.temperature,
-                "n_samples": args.n_samples, "seed": args.seed, "scheduler": args.scheduler,
+                "shape_temperature": args.shape_temperature, "n_samples": args.n_samples, "seed": args.seed, "scheduler": args.scheduler,
                 "precision": args.precision}
     output = run_request(pipe, request, **settings)
     generated = time.perf_counter()

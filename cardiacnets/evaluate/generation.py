@@ -120,7 +120,8 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
                         n_samples: int = 1, batch_size: int = 8, slice_spacing_mm: float = DEFAULT_SLICE_SPACING_MM,
                         reference_split: str = "train", acdc_dir=None, out_dir=None, n_examples: int = 4,
                         device: str = "cpu", bf16: bool = False, progress: bool = False,
-                        temperature: float | None = None, knn: int = 5) -> dict:
+                        temperature: float | None = None, knn: int = 5,
+                        shape_temperature: float | None = None) -> dict:
     """Generate the split's cines from their ECGs with one or more generators, and score them with the baselines.
 
     Steps: (1) check and load the inputs (pipelines, segmenter, feature encoder, alignment run,
@@ -146,7 +147,8 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
         limit: evaluate the first N subjects of the split only.
         steps, guidance, seed, scheduler: sampling settings of the pipelines (guidance None: 3 for
             the direct generator, the anatomy-first pipeline's validation-chosen value).
-        temperature: the anatomy-first pipelines' sampling temperature (None: their default).
+        temperature: the anatomy-first pipelines' index temperature (None: their default).
+        shape_temperature: the anatomy-first pipelines' shape temperature (None: their default).
         n_samples: cines the generators make per ECG. The scores of each generator are those of its
             first sample (one cine per ECG, as the baselines); with more, ``samples`` adds the r and MAE
             of the mean of each subject's samples' measurements, each sample's own r, and the spread.
@@ -181,7 +183,8 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
     if not model_dirs and generate_batch is None and not baselines:
         raise ConfigError("nothing to evaluate: give a pipeline folder (--model) or the baselines")
     started = time.perf_counter()
-    sampling = {"steps": steps, "guidance": guidance, "temperature": temperature, "seed": seed,
+    sampling = {"steps": steps, "guidance": guidance, "temperature": temperature,
+                "shape_temperature": shape_temperature, "seed": seed,
                 "scheduler": scheduler, "n_samples": n_samples}
     setup = _generators(model_dirs, data, split, generate_batch, sampling, device)
     seg = segmenter if isinstance(segmenter, Segmenter) else load_segmenter(segmenter)
@@ -258,7 +261,7 @@ def _generators(model_dirs: list[Path], data, split: str, generate_batch: Genera
             dataset = TrainingSet(data, split=split, require=("ecg", setup.view), targets=targets)
         method = pipeline_method("", folder, dataset, sampling["steps"], sampling["guidance"],
                                  sampling["temperature"], sampling["seed"], sampling["scheduler"],
-                                 sampling["n_samples"], device)
+                                 sampling["n_samples"], device, sampling["shape_temperature"])
         method.name = method.info["generator"] if len(model_dirs) > 1 else "generator"
         if method.name in {m.name for m in setup.methods}:
             method.name = f"{method.name}_{i}"

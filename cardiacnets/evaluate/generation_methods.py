@@ -40,7 +40,7 @@ def is_baseline(name: str) -> bool:
 def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float | None = 3.0, seed: int = 0,
                        scheduler: str = "dpm++", n_samples: int = 1, estimates: list | None = None,
                        inputs: Callable[[dict], dict] | None = None, labels: list | None = None,
-                       temperature: float | None = None) -> GenerateFn:
+                       temperature: float | None = None, shape_temperature: float | None = None) -> GenerateFn:
     """A trained pipeline (either generator) as a `GenerateFn`.
 
     One ``torch.Generator`` seeded with `seed` is consumed batch after batch in split order,
@@ -60,7 +60,8 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
             `cardiacnets.generation.request.pipeline_inputs`); default: the batch's ECG and lead mask only.
         labels: when given and the pipeline returns the anatomy it drew, each batch's label cines
             (B × n_samples, frames, H, W) are appended to it.
-        temperature: the anatomy's sampling temperature (anatomy-first pipelines; None: their default).
+        temperature: the indices' sampling temperature (anatomy-first pipelines; None: their default).
+        shape_temperature: the shape code's sampling temperature (anatomy-first pipelines; None: their default).
 
     Returns:
         ``generate_batch(batch) -> (B × n_samples, frames, H, W)``.
@@ -70,6 +71,8 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
                 "scheduler": scheduler, "num_samples_per_ecg": n_samples, "progress": False}
     if temperature is not None:
         settings["temperature"] = temperature
+    if shape_temperature is not None:
+        settings["shape_temperature"] = shape_temperature
 
     def generate_batch(batch: dict) -> np.ndarray:
         given = inputs(batch) if inputs is not None else {"ecg": batch["ecg"], "lead_mask": batch.get("ecg_lead_mask"),
@@ -141,9 +144,12 @@ class Method:
 
 
 def pipeline_method(name: str, model_dir: Path, dataset, steps: int, guidance: float | None,
-                    temperature: float | None, seed: int, scheduler: str, n_samples: int, device: str) -> Method:
+                    temperature: float | None, seed: int, scheduler: str, n_samples: int, device: str,
+                    shape_temperature: float | None = None) -> Method:
     """A trained pipeline folder as a `Method` (raw demographics and measurements from the split's manifest)."""
-    from cardiacnets.generation.request import demographics_normaliser, generator_kind, load_pipeline, pipeline_inputs
+    from cardiacnets.generation.request import (
+        anatomy_shape_temperature, demographics_normaliser, generator_kind, load_pipeline, pipeline_inputs,
+    )
 
     if not Path(model_dir).is_dir():
         raise InputError(model_dir, "no such pipeline folder")
@@ -160,16 +166,17 @@ def pipeline_method(name: str, model_dir: Path, dataset, steps: int, guidance: f
 
     if generator_kind(pipe) == "direct":
         guidance = 3.0 if guidance is None else guidance
-        if temperature is not None:
-            raise ConfigError("--temperature applies to anatomy-first pipelines only")
+        if temperature is not None or shape_temperature is not None:
+            raise ConfigError("--temperature and --shape-temperature apply to anatomy-first pipelines only")
     estimates, labels = [], []
     generate = pipeline_generator(pipe, steps, guidance, seed, scheduler, n_samples, estimates, inputs, labels,
-                                  temperature)
+                                  temperature, shape_temperature)
     settings = {"model": str(model_dir), "generator": generator_kind(pipe), "guidance": guidance,
                 "view": pipe.view}
     if generator_kind(pipe) == "anatomy":
         settings.update(guidance=pipe.config.default_guidance if guidance is None else guidance,
-                        temperature=pipe.config.default_temperature if temperature is None else temperature)
+                        temperature=pipe.config.default_temperature if temperature is None else temperature,
+                        shape_temperature=anatomy_shape_temperature(pipe, shape_temperature))
     return Method(name, generate, n_samples, estimates, labels, settings)
 
 

@@ -11,11 +11,15 @@ second, each by a small diffusion model:
    condition of the anatomy prior;
 2. each sample's indices are drawn around the estimates, ``temperature`` ×
    the read-out's own residual scatter (measured on cross-fitted training
-   estimates), and the anatomy prior (``anatomy_denoiser``, `AnatomyDenoiser`)
-   denoises a shape-and-motion code for them with classifier-free guidance,
-   its initial noise scaled by the same ``temperature`` (1: a calibrated
-   draw of anatomy given the ECG, 0: the most typical anatomy of the
-   estimated indices);
+   estimates; 0: the estimates themselves), and the anatomy prior
+   (``anatomy_denoiser``, `AnatomyDenoiser`) denoises a shape-and-motion code
+   for them with classifier-free guidance, its initial noise scaled by
+   ``shape_temperature`` (1: a calibrated draw of the shape and motion that
+   the indices leave open, 0: the most typical anatomy of those indices,
+   every sample alike). The two are separate because they trade different
+   things: the indices' scatter lowers how well one sample's indices follow
+   the ECG, the shape's noise mostly does not, and without it every
+   generated heart of a given size is the same heart;
 3. the shape model (``shape_model``, `ShapeModel`) decodes the code to a valid
    label cine (LV blood pool, myocardium, RV over the cycle);
 4. the image denoiser (``image_denoiser``, `LabelConditionedDenoiser`)
@@ -83,7 +87,9 @@ class AnatomyFirstPipeline(CardiacPipeline):
         image_scheduler: the image denoiser's training noise schedule.
         view, frame_interval_ms, spacing_mm, slice_thickness_mm, ecg_config, intensity_range, precision:
             as for `ECGToCMRPipeline`.
-        default_temperature: the anatomy temperature used when a call gives none (chosen on validation).
+        default_temperature: the indices' temperature used when a call gives none (chosen on validation).
+        default_shape_temperature: the shape code's temperature used when a call gives none (chosen on
+            validation).
         default_guidance: the anatomy guidance scale used when a call gives none.
     """
 
@@ -95,7 +101,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
                  frame_interval_ms: float | None = None, spacing_mm: float | None = None,
                  slice_thickness_mm: float = 8.0, ecg_config: dict[str, Any] | None = None,
                  intensity_range: list[float] | None = None, precision: str = "fp32",
-                 default_temperature: float = 1.0, default_guidance: float = 1.0):
+                 default_temperature: float = 1.0, default_guidance: float = 1.0,
+                 default_shape_temperature: float = 1.0):
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -108,7 +115,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
                                 slice_thickness_mm=slice_thickness_mm, ecg_config=ecg_config,
                                 intensity_range=list(intensity_range or (0.0, 1.0)), precision=precision,
                                 default_temperature=float(default_temperature),
-                                default_guidance=float(default_guidance))
+                                default_guidance=float(default_guidance),
+                                default_shape_temperature=float(default_shape_temperature))
 
     # --- what the pipeline generates ---------------------------------------------------------------------------
     @property
@@ -130,7 +138,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
 
     # --- inputs ----------------------------------------------------------------------------------------------------
     def check_inputs(self, ecg: torch.Tensor, num_inference_steps: int, image_steps: int, guidance_scale: float,
-                     temperature: float, scheduler: str, num_samples_per_ecg: int, precision: str) -> None:
+                     temperature: float, scheduler: str, num_samples_per_ecg: int, precision: str,
+                     shape_temperature: float = 1.0) -> None:
         """Raise ``ValueError`` for inputs the model cannot take (no silent fixing)."""
         if not torch.is_tensor(ecg) or ecg.ndim != 3 or ecg.shape[1] != 12:
             raise ValueError(f"ecg must be a (batch, 12, samples) tensor, got "
@@ -142,9 +151,9 @@ class AnatomyFirstPipeline(CardiacPipeline):
         if num_inference_steps < 1 or image_steps < 1:
             raise ValueError(f"num_inference_steps and image_steps must be at least 1, got "
                              f"{num_inference_steps}, {image_steps}")
-        if not guidance_scale >= 0 or not temperature >= 0:
-            raise ValueError(f"guidance_scale and temperature must be non-negative, got {guidance_scale}, "
-                             f"{temperature}")
+        if not guidance_scale >= 0 or not temperature >= 0 or not shape_temperature >= 0:
+            raise ValueError(f"guidance_scale, temperature and shape_temperature must be non-negative, got "
+                             f"{guidance_scale}, {temperature}, {shape_temperature}")
         if scheduler not in SAMPLERS:
             raise ValueError(f"scheduler must be one of {', '.join(SAMPLERS)}, got {scheduler!r}")
         if num_samples_per_ecg < 1:
@@ -202,15 +211,17 @@ class AnatomyFirstPipeline(CardiacPipeline):
     # --- generation -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample_codes(self, condition: torch.Tensor, num_inference_steps: int = 25, guidance_scale: float = 1.0,
-                     temperature: float = 1.0, scheduler: str = "dpm++", generator: torch.Generator | None = None,
+                     shape_temperature: float = 1.0, scheduler: str = "dpm++",
+                     generator: torch.Generator | None = None,
                      callback: Callable[[int, Any, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Shape codes for (N, condition_dim) conditions (steps 3–5 of ``__call__`` for the anatomy)."""
+        """Shape codes for (N, condition_dim) conditions (steps 3–5 of ``__call__`` for the anatomy), their
+        initial noise scaled by `shape_temperature`."""
         device = self.anatomy_denoiser.device
         n = condition.shape[0]
         sampler = make_sampler(self.scheduler, scheduler)
         sampler.set_timesteps(num_inference_steps, device=device)
         codes = randn_tensor((n, self.shape_model.code_dim), generator=generator, device=device, dtype=torch.float32)
-        codes = codes * temperature * sampler.init_noise_sigma
+        codes = codes * shape_temperature * sampler.init_noise_sigma
         guided = guidance_scale != 1.0
         drop = torch.zeros(n, dtype=torch.bool, device=device)
         cond = condition.to(device)
@@ -277,8 +288,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
     def __call__(self, ecg: torch.Tensor, lead_mask: torch.Tensor | None = None, demographics: dict | None = None,
                  measurements: dict | None = None, num_inference_steps: int = 25, image_steps: int | None = None,
                  guidance_scale: float | None = None, temperature: float | None = None,
-                 scheduler: Literal["dpm++", "ddim"] = "dpm++", generator: torch.Generator | None = None,
-                 num_samples_per_ecg: int = 1, progress: bool = False, precision: Literal["fp32", "bf16"] | None = None,
+                 shape_temperature: float | None = None, scheduler: Literal["dpm++", "ddim"] = "dpm++",
+                 generator: torch.Generator | None = None, num_samples_per_ecg: int = 1, progress: bool = False, precision: Literal["fp32", "bf16"] | None = None,
                  callback_on_step_end: Callable | None = None,
                  return_dict: bool = True) -> AnatomyFirstOutput | tuple:
         """Generate cines (and their anatomy) from standard ECGs.
@@ -292,9 +303,11 @@ class AnatomyFirstPipeline(CardiacPipeline):
             num_inference_steps: anatomy sampler steps.
             image_steps: image sampler steps (default: `num_inference_steps`).
             guidance_scale: the anatomy prior's classifier-free guidance (default: the pipeline's).
-            temperature: scale of the sampled indices' scatter around the estimates and of the anatomy's
-                initial noise (default: the pipeline's; 1 draws from the learned distribution, 0 gives the
-                most typical anatomy of the estimated indices).
+            temperature: scale of the sampled indices' scatter around the estimates (default: the
+                pipeline's; 1: the read-out's calibrated scatter, 0: the estimates themselves).
+            shape_temperature: scale of the shape code's initial noise (default: the pipeline's; 1 draws
+                the shape and motion from the learned distribution, 0 gives the most typical anatomy of the
+                sampled indices).
             scheduler: ``dpm++`` or ``ddim`` (both stages).
             generator: seeds all noise (reproducible outputs).
             num_samples_per_ecg: M cines per ECG (consecutive in the output).
@@ -309,9 +322,11 @@ class AnatomyFirstPipeline(CardiacPipeline):
         image_steps = image_steps or num_inference_steps
         guidance_scale = self.config.default_guidance if guidance_scale is None else guidance_scale
         temperature = self.config.default_temperature if temperature is None else temperature
+        if shape_temperature is None:
+            shape_temperature = self.config.default_shape_temperature
         # 1. Check inputs.
         self.check_inputs(ecg, num_inference_steps, image_steps, guidance_scale, temperature, scheduler,
-                          num_samples_per_ecg, precision)
+                          num_samples_per_ecg, precision, shape_temperature)
         total = self.num_steps(num_inference_steps, image_steps)
         self.set_progress_bar_config(disable=not progress)
         bar = self.progress_bar(total=total)
@@ -329,8 +344,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
         estimates = self.readout.to_units(read["estimates"])
         condition = self.conditions(read, temperature, num_samples_per_ecg, generator)
         # 3-5. Sample the shape codes.
-        codes = self.sample_codes(condition, num_inference_steps, guidance_scale, temperature, scheduler, generator,
-                                  callback_for("anatomy", 0))
+        codes = self.sample_codes(condition, num_inference_steps, guidance_scale, shape_temperature, scheduler,
+                                  generator, callback_for("anatomy", 0))
         # 6. Decode the anatomy.
         labels = self.shape_model.decode(codes)  # (N, slices, frames, H, W)
         # 7. Draw the images from the anatomy.

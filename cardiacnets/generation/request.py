@@ -234,9 +234,15 @@ def pipeline_inputs(pipe, ecg: torch.Tensor, lead_mask: torch.Tensor | None, dem
     return inputs
 
 
+def anatomy_shape_temperature(pipe, given: float | None) -> float:
+    """The shape temperature an anatomy-first pipeline samples with: `given`, else the pipeline's default."""
+    return float(pipe.config.default_shape_temperature if given is None else given)
+
+
 def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: float | None = None,
-                temperature: float | None = None, n_samples: int = 1, seed: int = 0, scheduler: str = "dpm++",
-                precision: str | None = None, callback_on_step_end: Callable | None = None):
+                temperature: float | None = None, shape_temperature: float | None = None, n_samples: int = 1,
+                seed: int = 0, scheduler: str = "dpm++", precision: str | None = None,
+                callback_on_step_end: Callable | None = None):
     """Generate from a request with either pipeline.
 
     Args:
@@ -244,7 +250,8 @@ def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: 
         steps: sampler steps (each stage of the anatomy-first generator).
         guidance: classifier-free guidance (default: 3 for the direct generator, the pipeline's
             validation-chosen value for the anatomy-first one).
-        temperature: the anatomy's sampling temperature (anatomy-first only; default: the pipeline's).
+        temperature: the indices' sampling temperature (anatomy-first only; default: the pipeline's).
+        shape_temperature: the shape code's sampling temperature (anatomy-first only; default: the pipeline's).
         n_samples: cines per ECG; seed: seeds all noise; scheduler: ``dpm++`` or ``ddim``;
         precision: ``fp32`` or ``bf16`` (default: the pipeline's).
         callback_on_step_end: diffusers-style progress callback.
@@ -263,10 +270,10 @@ def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: 
                 "generator": torch.Generator().manual_seed(seed), "precision": precision,
                 "callback_on_step_end": callback_on_step_end}
     if generator_kind(pipe) == "anatomy":
-        settings.update(guidance_scale=guidance, temperature=temperature)
+        settings.update(guidance_scale=guidance, temperature=temperature, shape_temperature=shape_temperature)
     else:
-        if temperature is not None:
-            raise ConfigError("temperature applies to the anatomy-first generator only")
+        if temperature is not None or shape_temperature is not None:
+            raise ConfigError("temperature and shape_temperature apply to the anatomy-first generator only")
         settings["guidance_scale"] = 3.0 if guidance is None else guidance
     try:
         return pipe(**inputs, **settings)
@@ -276,7 +283,7 @@ def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: 
 
 def request_provenance(pipe, request: GenerationRequest, model_dir: str | os.PathLike, *, steps: int,
                        guidance: float | None, temperature: float | None, n_samples: int, seed: int, scheduler: str,
-                       precision: str | None) -> dict:
+                       precision: str | None, shape_temperature: float | None = None) -> dict:
     """The provenance record of a generation (before outputs and timings are added)."""
     import cardiacnets
 
@@ -289,7 +296,8 @@ def request_provenance(pipe, request: GenerationRequest, model_dir: str | os.Pat
                 "precision": precision or pipe.config.precision}
     if kind == "anatomy":
         settings.update(guidance=pipe.config.default_guidance if guidance is None else guidance,
-                        temperature=pipe.config.default_temperature if temperature is None else temperature)
+                        temperature=pipe.config.default_temperature if temperature is None else temperature,
+                        shape_temperature=anatomy_shape_temperature(pipe, shape_temperature))
     else:
         settings["guidance"] = 3.0 if guidance is None else guidance
     return {

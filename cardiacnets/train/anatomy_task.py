@@ -80,9 +80,11 @@ class AnatomyOptions:
         teacher_noise: standard deviation (standardised units) of the noise added to the teacher indices.
         condition_dropout: probability of the null condition (classifier-free guidance).
         prediction_type, num_train_timesteps, beta_schedule: the prior's noise schedule.
-        temperatures, guidance_scales: sampling settings searched on the validation split at export
-            (the best by the mean r of the decoded anatomies' indices becomes the pipeline's default).
+        temperatures, guidance_scales, shape_temperatures: sampling settings searched on the validation
+            split at export (see `select_sampling`; the chosen ones become the pipeline's defaults).
         selection_indices: indices whose r the selection averages.
+        selection_tolerance: how far below the best mean r a setting may score and still be chosen for
+            a sampled anatomy distribution closer to the validation split's (see `select_sampling`).
         selection_steps: sampler steps used in the selection.
         export_precision: the exported pipeline's default precision of the image stage.
     """
@@ -110,6 +112,8 @@ class AnatomyOptions:
     beta_schedule: Literal["scaled_linear", "linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     temperatures: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
     guidance_scales: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    shape_temperatures: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    selection_tolerance: float = 0.01
     selection_indices: list[str] = field(default_factory=lambda: ["lvedv_ml", "lvef_pct", "lvm_g"])
     selection_steps: int = 25
     cache_batch_size: int = 64
@@ -140,9 +144,12 @@ class AnatomyOptions:
         for name in ("measurements_dropout", "condition_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"options.{name} must be in [0, 1), got {getattr(self, name)}")
-        if not self.temperatures or min(self.temperatures) < 0 or not self.guidance_scales \
-                or min(self.guidance_scales) < 0:
-            raise ConfigError("options.temperatures and guidance_scales must list non-negative values")
+        for name in ("temperatures", "guidance_scales", "shape_temperatures"):
+            values = getattr(self, name)
+            if not values or min(values) < 0:
+                raise ConfigError(f"options.{name} must list non-negative values, got {values}")
+        if self.selection_tolerance < 0:
+            raise ConfigError(f"options.selection_tolerance must be non-negative, got {self.selection_tolerance}")
         if not self.readout_ridge or min(self.readout_ridge) <= 0:
             raise ConfigError(f"options.readout_ridge must list positive penalties, got {self.readout_ridge}")
         if self.n_components < 1 or self.selection_steps < 1 or self.cache_batch_size < 1:
@@ -481,31 +488,55 @@ class AnatomyTask(Task):
                                     precision=self.options.export_precision, **settings)
 
     def select_sampling(self, pipe) -> dict:
-        """Temperature and guidance chosen on the validation split (anatomy only: decoded codes, measured).
+        """Temperatures and guidance chosen on the validation split (anatomy only: decoded codes, measured).
+
+        Each setting samples one anatomy per validation ECG and is scored twice: ``score``, the mean r of
+        the decoded anatomies' `selection_indices` against the truth (how well one sample follows its
+        ECG), and ``code_frechet``, the Fréchet distance between the sampled shape codes and the
+        validation subjects' own codes (how much the generated hearts vary as real ones do; at shape
+        temperature 0 every heart of given indices is the same heart). Chosen: the lowest
+        ``code_frechet`` among the settings whose score is within ``selection_tolerance`` of the best.
 
         Returns:
-            ``{"chosen": {"temperature", "guidance"}, "grid": [{temperature, guidance, <index>_r, score}]}``.
+            ``{"chosen": {"temperature", "guidance", "shape_temperature"}, "grid": [{temperature, guidance,
+            shape_temperature, <index>_r, score, code_frechet}], "best_score", "tolerance", "split", "n"}``.
         """
+        from cardiacnets.evaluate.generation_scoring import frechet_distance
+
         o = self.options
         val = self.table(self.config.data.val_split)
         read = self._estimate(val)
         truth = pd.DataFrame(val.indices, columns=list(o.condition_indices))
+        true_codes = self.codes["val"].double().numpy()
         grid = []
         for temperature in o.temperatures:
             for guidance in o.guidance_scales:
-                generator = torch.Generator().manual_seed(self.config.seed)
-                conditions = pipe.conditions(read, temperature, 1, generator)
-                codes = pipe.sample_codes(conditions, o.selection_steps, guidance, temperature,
-                                          generator=generator)
-                measured = cavity_measurements(pipe.shape_model.decode(codes), self._spacing_mm(),
-                                               DEFAULT_SLICE_SPACING_MM)
-                row = {"temperature": temperature, "guidance": guidance}
-                for name in o.condition_indices:
-                    row[f"{name}_r"] = round(_nan_corr(measured[name].to_numpy(float), truth[name].to_numpy(float)), 4)
-                row["score"] = round(float(np.mean([row[f"{n}_r"] for n in o.selection_indices])), 4)
-                grid.append(row)
-        best = max(grid, key=lambda r: r["score"])
-        return {"chosen": {"temperature": best["temperature"], "guidance": best["guidance"]}, "grid": grid,
+                for shape_temperature in o.shape_temperatures:
+                    generator = torch.Generator().manual_seed(self.config.seed)
+                    conditions = pipe.conditions(read, temperature, 1, generator)
+                    codes = pipe.sample_codes(conditions, o.selection_steps, guidance, shape_temperature,
+                                              generator=generator)
+                    measured = cavity_measurements(pipe.shape_model.decode(codes), self._spacing_mm(),
+                                                   DEFAULT_SLICE_SPACING_MM)
+                    row = {"temperature": temperature, "guidance": guidance, "shape_temperature": shape_temperature}
+                    for name in o.condition_indices:
+                        row[f"{name}_r"] = round(_nan_corr(measured[name].to_numpy(float),
+                                                           truth[name].to_numpy(float)), 4)
+                    row["score"] = round(float(np.mean([row[f"{n}_r"] for n in o.selection_indices])), 4)
+                    row["code_frechet"] = round(frechet_distance(codes.double().cpu().numpy(), true_codes), 4)
+                    grid.append(row)
+        scores = [r["score"] for r in grid if np.isfinite(r["score"])]
+        best_score = max(scores) if scores else float("nan")
+        # With no finite score (a validation split too small to correlate) every setting is eligible.
+        eligible = [r for r in grid if not scores or r["score"] >= best_score - o.selection_tolerance]
+
+        def order(row):  # the closest anatomy distribution first, then the best score; NaN last
+            fd, score = row["code_frechet"], row["score"]
+            return (fd if np.isfinite(fd) else np.inf, -score if np.isfinite(score) else np.inf)
+
+        chosen = min(eligible, key=order)
+        return {"chosen": {k: chosen[k] for k in ("temperature", "guidance", "shape_temperature")}, "grid": grid,
+                "best_score": best_score, "tolerance": o.selection_tolerance,
                 "split": self.config.data.val_split, "n": len(val.subject_ids)}
 
     def export(self, model, run_dir):
@@ -514,8 +545,9 @@ class AnatomyTask(Task):
         pipe = self._pipeline(model)
         if self.config.data.val_split:
             self.selection = self.select_sampling(pipe)
-            pipe.register_to_config(default_temperature=self.selection["chosen"]["temperature"],
-                                    default_guidance=self.selection["chosen"]["guidance"])
+            chosen = self.selection["chosen"]
+            pipe.register_to_config(default_temperature=chosen["temperature"], default_guidance=chosen["guidance"],
+                                    default_shape_temperature=chosen["shape_temperature"])
         pipeline_dir = run_dir / "pipeline"
         pipe.save_pretrained(pipeline_dir, safe_serialization=True)
         provenance = generation_provenance(self.options.ecg_encoder, self.options.view, self.options.feature_encoder,

@@ -292,6 +292,9 @@ def tiny_anatomy_pipeline(fitted) -> AnatomyFirstPipeline:
                                index_names=("lvedv_ml",), index_mean=(100.0,), index_std=(20.0,))
     readout.set_fit("full", torch.full((1, 21), 0.1), torch.zeros(1))
     readout.set_fit("waveform", torch.full((1, 21), 0.1), torch.zeros(1))
+    scatter = torch.randn(64, 1, generator=torch.Generator().manual_seed(3))  # the read-out's residuals
+    readout.set_residual("full", scatter)
+    readout.set_residual("waveform", scatter)
     prior = AnatomyDenoiser(code_dim=shape_model.code_dim, condition_dim=readout.condition_dim, width=16, depth=1)
     torch.nn.init.normal_(prior.output_proj.weight, std=0.3)  # zero-initialised: let the untrained prior respond
     for block in prior.blocks:
@@ -327,15 +330,28 @@ def test_pipeline_generates_anatomy_and_images_reproducibly(fitted, tmp_path):
     again = pipe(ecg, demographics={"age_years": np.array([50.0, np.nan])}, num_inference_steps=3, image_steps=2,
                  num_samples_per_ecg=2, generator=torch.Generator().manual_seed(1))
     np.testing.assert_array_equal(out.cines, again.cines)
-    # Temperature 0: every sample of an ECG gets the same (most typical) anatomy.
+    # Both temperatures 0: every sample of an ECG gets the same (most typical) anatomy.
     cold = pipe(ecg, num_inference_steps=3, image_steps=1, num_samples_per_ecg=2, temperature=0.0,
-                generator=torch.Generator().manual_seed(2))
+                shape_temperature=0.0, generator=torch.Generator().manual_seed(2))
     np.testing.assert_allclose(cold.codes[0], cold.codes[1], atol=1e-6)
-    warm = pipe(ecg, num_inference_steps=3, image_steps=1, num_samples_per_ecg=2, temperature=1.0,
-                generator=torch.Generator().manual_seed(2))
-    assert not np.allclose(warm.codes[0], warm.codes[1])
-    guided = pipe(ecg, num_inference_steps=3, image_steps=1, temperature=0.0, guidance_scale=3.0)
-    assert not np.allclose(guided.codes, pipe(ecg, num_inference_steps=3, image_steps=1, temperature=0.0).codes)
+    # Either temperature alone makes the samples differ: the indices' scatter changes the condition, the
+    # shape temperature the code's initial noise under the same condition.
+    for temperatures in ({"temperature": 1.0, "shape_temperature": 0.0},
+                         {"temperature": 0.0, "shape_temperature": 1.0}):
+        warm = pipe(ecg, num_inference_steps=3, image_steps=1, num_samples_per_ecg=2, **temperatures,
+                    generator=torch.Generator().manual_seed(2))
+        assert not np.allclose(warm.codes[0], warm.codes[1]), temperatures
+    # The defaults are the pipeline's config (shape temperature: 1, a calibrated draw).
+    assert pipe.config.default_shape_temperature == 1.0
+    pipe.register_to_config(default_shape_temperature=0.0)
+    default_cold = pipe(ecg, num_inference_steps=3, image_steps=1, num_samples_per_ecg=2, temperature=0.0,
+                        generator=torch.Generator().manual_seed(2))
+    np.testing.assert_allclose(default_cold.codes, cold.codes, atol=1e-6)
+    pipe.register_to_config(default_shape_temperature=1.0)
+    guided = pipe(ecg, num_inference_steps=3, image_steps=1, temperature=0.0, shape_temperature=0.0,
+                  guidance_scale=3.0)
+    assert not np.allclose(guided.codes, pipe(ecg, num_inference_steps=3, image_steps=1, temperature=0.0,
+                                              shape_temperature=0.0).codes)
     pipe.save_pretrained(tmp_path / "pipe")
     loaded = AnatomyFirstPipeline.from_pretrained(tmp_path / "pipe")
     reloaded = loaded(ecg, demographics={"age_years": np.array([50.0, np.nan])}, num_inference_steps=3,
@@ -346,6 +362,8 @@ def test_pipeline_generates_anatomy_and_images_reproducibly(fitted, tmp_path):
         pipe(torch.zeros(1, 12, 400))
     with pytest.raises(ValueError, match="temperature"):
         pipe(ecg, temperature=-1.0)
+    with pytest.raises(ValueError, match="shape_temperature"):
+        pipe(ecg, shape_temperature=-0.5)
 
 
 def test_render_shares_the_noise_across_frames(fitted):

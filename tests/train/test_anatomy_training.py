@@ -66,7 +66,8 @@ def runs(disc_data, tmp_path_factory) -> Path:
                  f"options.image_model={root / 'image'}", "data.demographics=[age_years, sex_male]",
                  "options.measurements=[qrs_duration_ms, sokolov_lvh_index_mV]", "options.n_components=4",
                  "options.grid_size=16", "options.readout_folds=2", "options.temperatures=[0.0, 1.0]",
-                 "options.guidance_scales=[1.0]", "options.selection_steps=2",
+                 "options.guidance_scales=[1.0]", "options.shape_temperatures=[0.0, 1.0]",
+                 "options.selection_steps=2",
                  "model.overrides={width: 16, depth: 1}", *QUICK]) == 0
     return root
 
@@ -92,8 +93,17 @@ def test_anatomy_run_exports_a_working_pipeline(runs, disc_data):
     assert set(provenance["readout"]["full"]) == {"lvedv_ml", "lvesv_ml", "lvef_pct", "lvm_g", "rvedv_ml", "rvesv_ml"}
     # Sampling settings chosen on the validation split among the configured grid.
     selection = provenance["sampling_selection"]
-    assert selection["split"] == "val" and selection["n"] == 4 and len(selection["grid"]) == 2
+    assert selection["split"] == "val" and selection["n"] == 4 and len(selection["grid"]) == 4
     assert pipe.config.default_temperature == selection["chosen"]["temperature"]
+    assert pipe.config.default_shape_temperature == selection["chosen"]["shape_temperature"]
+    # The rule: the lowest code Fréchet distance among the settings within the tolerance of the best score.
+    scores = [row["score"] for row in selection["grid"]]
+    eligible = [row for row in selection["grid"]
+                if not np.isfinite(scores).any() or row["score"] >= selection["best_score"] - selection["tolerance"]]
+    chosen = min(eligible, key=lambda row: (row["code_frechet"], -row["score"] if np.isfinite(row["score"]) else 0))
+    assert {k: chosen[k] for k in ("temperature", "guidance", "shape_temperature")} == selection["chosen"]
+    cold = [row for row in selection["grid"] if row["temperature"] == 0 and row["shape_temperature"] == 0]
+    assert all(np.isfinite(row["code_frechet"]) for row in selection["grid"]) and len(cold) == 1
     assert provenance["alignment_run"] == str((runs / "align").resolve())
     assert pipe.readout.config.measurements["columns"] == ["qrs_duration_ms", "sokolov_lvh_index_mV"]
     assert pipe.readout.config.demographics["columns"] == ["age_years", "sex_male"]
