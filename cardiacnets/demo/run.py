@@ -141,6 +141,19 @@ def _timed(demo: DemoRun, name: str, fn) -> None:
 
 
 # --- data -------------------------------------------------------------------------------------------------------
+def _read_record(path: Path) -> dict | None:
+    """A cohort record the demo wrote (None when absent); a damaged one is an error naming the file."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"unreadable cohort record ({err}); delete it to simulate the cohort again") from None
+    if not isinstance(record, dict):
+        raise InputError(path, "unreadable cohort record (not a JSON object); delete it to simulate the cohort again")
+    return record
+
+
 def _simulate(demo: DemoRun, force: bool, progress: bool) -> bool:
     from cardiacnets.simulate import write_cohort
 
@@ -148,11 +161,11 @@ def _simulate(demo: DemoRun, force: bool, progress: bool) -> bool:
     synth = cohort_synth_config(c, demo.bundle.info if demo.bundle is not None else None)
     marker = raw / COHORT_RECORD
     wanted = {"n_subjects": c.n_subjects, "seed": c.seed, "synth": c.synth, "version": synth.version}
-    earlier = json.loads(marker.read_text()) if marker.is_file() else None
+    earlier = _read_record(marker)
     if earlier is not None and "version" not in earlier:  # cohorts of cardiacnets 0.1.0: version 1, defaults
         earlier = {**earlier, "synth": [], "version": 1}
     kept_file = demo.folders["dataset"] / COHORT_RECORD
-    kept = json.loads(kept_file.read_text()) if kept_file.is_file() else {}
+    kept = _read_record(kept_file) or {}
     demo.raw_removed = (not force and earlier is None and not raw.exists() and kept.get("key") == wanted
                         and (demo.folders["dataset"] / "dataset.yaml").is_file())
     reused = demo.raw_removed or (not force and earlier == wanted)

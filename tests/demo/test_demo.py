@@ -241,6 +241,18 @@ def test_a_second_build_reuses_the_runs_and_replaces_its_bundle(tiny_bundle, tmp
     assert metrics["dataset"]["counts"]["has_sa"] == 30 and metrics["dataset"]["failed_records"] == 0
     assert metrics["training"]["anatomy_image"]["step"] == 3
 
+    # A damaged cohort record is an error naming it, not a traceback, and nothing is re-simulated.
+    record = tiny_bundle / "dataset" / "demo_cohort.json"
+    original = record.read_text()
+    record.write_text(original[: len(original) // 2])
+    try:
+        assert main([*common, "--out", str(tiny_bundle)]) == 2
+        err = capsys.readouterr().err
+        assert "demo_cohort.json" in err and "unreadable cohort record" in err
+        assert not (tiny_bundle / "raw").exists()
+    finally:
+        record.write_text(original)
+
 
 def test_the_cohort_is_drawn_with_the_bundles_simulator_version(capsys):
     config = DemoConfig(synth=["image_size=64"])

@@ -141,6 +141,24 @@ def test_generate_cli_writes_the_anatomy_beside_the_cine(runs, ukb_xml_path, tmp
     assert_nifti_marked(out / "std.nii.gz")
     assert_png_marked(out / "std.png")
     assert provenance["anatomy_indices"][0]["lvedv_ml"] > 0
+    # Without temperatures given, the pipeline's validation-chosen ones are recorded.
+    pipe = AnatomyFirstPipeline.from_pretrained(runs / "anatomy" / "pipeline")
+    assert provenance["temperature"] == pipe.config.default_temperature
+    assert provenance["shape_temperature"] == pipe.config.default_shape_temperature
+
+
+def test_generate_cli_shape_temperature_zero_draws_one_anatomy(runs, ukb_xml_path, tmp_path, capsys):
+    out = tmp_path / "cold"
+    assert main(["generate", "--ecg", str(ukb_xml_path), "--model", str(runs / "anatomy" / "pipeline"), "--out",
+                 str(out), "--steps", "2", "--n-samples", "2", "--temperature", "0", "--shape-temperature", "0",
+                 "--json"]) == 0
+    provenance = json.loads(capsys.readouterr().out)
+    assert provenance["temperature"] == 0.0 and provenance["shape_temperature"] == 0.0
+    first, second = (np.asarray(nib.load(out / s / "anatomy_seg.nii.gz").dataobj) for s in ("sample_0", "sample_1"))
+    np.testing.assert_array_equal(first, second)  # both temperatures 0: the same, most typical anatomy
+    assert main(["generate", "--ecg", str(ukb_xml_path), "--model", str(runs / "anatomy" / "pipeline"), "--out",
+                 str(tmp_path / "bad"), "--shape-temperature", "-1"]) == 2
+    assert "--shape-temperature must be non-negative" in capsys.readouterr().err
 
 
 def test_anatomy_run_names_too_many_shape_components(runs, disc_data, tmp_path, capsys):
