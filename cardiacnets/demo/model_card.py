@@ -131,6 +131,14 @@ def _real_section(metrics: dict) -> list[str]:
     return lines
 
 
+#: Stages whose models the bundle holds inside another stage's folder.
+_INSIDE = {"frame_vae": "anatomy", "anatomy_image": "anatomy"}
+
+
+def _stage_home(stage: str) -> str:
+    return f"{stage} ({_INSIDE[stage]})" if stage in _INSIDE else stage
+
+
 def write_model_card(bundle: str | Path, metrics: dict, metadata: dict) -> Path:
     """Write ``BUNDLE/MODEL_CARD.md`` from the build's metrics and the bundle's metadata; returns its path."""
     bundle = Path(bundle)
@@ -152,7 +160,8 @@ def write_model_card(bundle: str | Path, metrics: dict, metadata: dict) -> Path:
              "Build log summary (wall time of each step on the build machine; a step that an earlier run of the "
              "build in the same folder had done is reused, and its time is that run's; training steps):", ""]
     lines += _table(["step", "seconds", "minutes", "done by"], _timing_rows(metadata))
-    lines += _table(["stage", "training steps"], [[k, _num(v)] for k, v in metadata.get("training", {}).items()])
+    lines += _table(["stage (its model is in)", "training steps"],
+                    [[_stage_home(k), _num(v)] for k, v in metadata.get("training", {}).items()])
     lines += ["## Components", ""]
     lines += _table(["component", "folder", "what"], [
         ["align", "`align/model`", "CardiacCLIP: 1-D ResNet ECG encoder, short-axis and 4-chamber cine encoders, "

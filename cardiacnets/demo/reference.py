@@ -90,8 +90,10 @@ def build_reference(out: str | Path, config_path: str | Path | None = None, over
     metadata = {"seed": config.seed, "n_subjects": config.n_subjects, "simulator_version": synth.version,
                 "synth": list(config.synth), "command": command,
                 "commit": _git_commit(), "config": str(config_path or REFERENCE_CONFIG),
+                # Every trained stage, those whose models live inside another's too (frame_vae and
+                # anatomy_image inside the anatomy pipeline).
                 "training": {stage: demo.metrics.get("training", {}).get(stage, {}).get("step")
-                             for stage in BUNDLE_STAGES},
+                             for stage, spec in config.stages.items() if spec.enabled},
                 "timings_s": demo.timings_s, "reused_s": demo.reused_s}
     export_bundle(sources, bundle, name=name, metadata=metadata)
     shutil.rmtree(staging)

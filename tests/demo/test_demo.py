@@ -68,6 +68,9 @@ def test_reference_build_exports_a_sealed_bundle_with_its_model_card(tiny_bundle
     assert f"{metrics['retrieval']['views']['sa']['ecg_to_cmr']['top1']:.3f}" in card  # measured, not typed in
     assert f"{metrics['generation']['lvedv_r']:.3f}" in card
     assert info["files"]["anatomy/pipeline/model_index.json"]["sha256"] in card
+    # Every trained stage's steps, those whose models live inside the anatomy pipeline too.
+    assert set(info["metadata"]["training"]) >= set(BUNDLE_STAGES) | {"frame_vae", "anatomy_image"}
+    assert "| frame_vae (anatomy) |" in card and "| anatomy_image (anatomy) |" in card
     assert metrics["real_data"] == {"skipped": "not requested (--no-real-data)"}
     capsys.readouterr()
     assert main(["reference", "verify", str(bundle), "--json"]) == 0
