@@ -150,6 +150,10 @@ def test_shipped_demo_configs_resolve():
     scratch = load_demo_config(FROM_SCRATCH_CONFIG)
     scratch.validate()
     assert scratch.reference is None and {"align", "heads", "segment", "anatomy"} <= set(scratch.stages)
+    protocol = load_demo_config(REPO_ROOT / "configs" / "demo" / "generation_2000.yaml")  # the generation issue's
+    protocol.validate()
+    assert protocol.n_subjects == 2000 and protocol.reference is None and protocol.synth == ["version=3"]
+    assert {"align", "segment", "frame_vae", "anatomy_image", "anatomy"} <= set(protocol.stages)
 
 
 def test_demo_config_checks_placeholders():
