@@ -501,13 +501,13 @@ class AnatomyTask(Task):
             ``{"chosen": {"temperature", "guidance", "shape_temperature"}, "grid": [{temperature, guidance,
             shape_temperature, <index>_r, score, code_frechet}], "best_score", "tolerance", "split", "n"}``.
         """
-        from cardiacnets.evaluate.generation_scoring import frechet_distance
+        from monai.metrics.fid import get_fid_score  # the Fréchet distance the generation evaluation reports
 
         o = self.options
         val = self.table(self.config.data.val_split)
         read = self._estimate(val)
         truth = pd.DataFrame(val.indices, columns=list(o.condition_indices))
-        true_codes = self.codes["val"].double().numpy()
+        true_codes = self.codes["val"].double().cpu()
         grid = []
         for temperature in o.temperatures:
             for guidance in o.guidance_scales:
@@ -523,7 +523,7 @@ class AnatomyTask(Task):
                         row[f"{name}_r"] = round(_nan_corr(measured[name].to_numpy(float),
                                                            truth[name].to_numpy(float)), 4)
                     row["score"] = round(float(np.mean([row[f"{n}_r"] for n in o.selection_indices])), 4)
-                    row["code_frechet"] = round(frechet_distance(codes.double().cpu().numpy(), true_codes), 4)
+                    row["code_frechet"] = round(float(get_fid_score(codes.double().cpu(), true_codes)), 4)
                     grid.append(row)
         scores = [r["score"] for r in grid if np.isfinite(r["score"])]
         best_score = max(scores) if scores else float("nan")
