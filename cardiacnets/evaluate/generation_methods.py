@@ -148,7 +148,7 @@ def pipeline_method(name: str, model_dir: Path, dataset, steps: int, guidance: f
                     shape_temperature: float | None = None) -> Method:
     """A trained pipeline folder as a `Method` (raw demographics and measurements from the split's manifest)."""
     from cardiacnets.generation.request import (
-        anatomy_shape_temperature, demographics_normaliser, generator_kind, load_pipeline, pipeline_inputs,
+        anatomy_sampling, demographics_normaliser, generator_kind, load_pipeline, pipeline_inputs,
     )
 
     if not Path(model_dir).is_dir():
@@ -174,9 +174,7 @@ def pipeline_method(name: str, model_dir: Path, dataset, steps: int, guidance: f
     settings = {"model": str(model_dir), "generator": generator_kind(pipe), "guidance": guidance,
                 "view": pipe.view}
     if generator_kind(pipe) == "anatomy":
-        settings.update(guidance=pipe.config.default_guidance if guidance is None else guidance,
-                        temperature=pipe.config.default_temperature if temperature is None else temperature,
-                        shape_temperature=anatomy_shape_temperature(pipe, shape_temperature))
+        settings.update(anatomy_sampling(pipe, guidance, temperature, shape_temperature))
     return Method(name, generate, n_samples, estimates, labels, settings)
 
 

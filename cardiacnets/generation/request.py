@@ -234,9 +234,14 @@ def pipeline_inputs(pipe, ecg: torch.Tensor, lead_mask: torch.Tensor | None, dem
     return inputs
 
 
-def anatomy_shape_temperature(pipe, given: float | None) -> float:
-    """The shape temperature an anatomy-first pipeline samples with: `given`, else the pipeline's default."""
-    return float(pipe.config.default_shape_temperature if given is None else given)
+def anatomy_sampling(pipe, guidance: float | None, temperature: float | None,
+                     shape_temperature: float | None) -> dict:
+    """The guidance and temperatures an anatomy-first pipeline samples with: each given one, else the
+    pipeline's validation-chosen default (what provenance and evaluation records report)."""
+    c = pipe.config
+    return {"guidance": c.default_guidance if guidance is None else guidance,
+            "temperature": c.default_temperature if temperature is None else temperature,
+            "shape_temperature": c.default_shape_temperature if shape_temperature is None else shape_temperature}
 
 
 def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: float | None = None,
@@ -295,9 +300,7 @@ def request_provenance(pipe, request: GenerationRequest, model_dir: str | os.Pat
     settings = {"steps": steps, "scheduler": scheduler, "n_samples": n_samples, "seed": seed,
                 "precision": precision or pipe.config.precision}
     if kind == "anatomy":
-        settings.update(guidance=pipe.config.default_guidance if guidance is None else guidance,
-                        temperature=pipe.config.default_temperature if temperature is None else temperature,
-                        shape_temperature=anatomy_shape_temperature(pipe, shape_temperature))
+        settings.update(anatomy_sampling(pipe, guidance, temperature, shape_temperature))
     else:
         settings["guidance"] = 3.0 if guidance is None else guidance
     return {
