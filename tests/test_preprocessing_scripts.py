@@ -97,3 +97,20 @@ def test_preprocess_reads_dicom_bulk_zips(dicom_raw, tmp_path):
     assert not manifest["has_seg_sa"].any()  # no segmentation in a raw download: crop from the variance map
     zip_version = np.load(tmp_path / "ds" / "cmr_sa.npy")
     assert np.isfinite(zip_version.astype(np.float32)).all() and zip_version.max() > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, n", [("calibrate_cmr_acquisition", 4), ("calibrate_ecg_v4", 14)])
+def test_calibration_scripts_report_their_start(script, n, shared_data, tmp_path):
+    # No search rounds: one evaluation of the committed table, written as the JSON report.
+    import json
+
+    out = tmp_path / "report.json"
+    result = _run_script(script, "--real-data", str(shared_data), "--n", str(n), "--rounds", "0",
+                         "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["n_simulated"] == n and report["loss"] == "mean-shift" and len(report["evaluations"]) == 1
+    assert report["final"]["settings"] == report["start"]["settings"]
+    assert report["final"]["loss"] > 0 and "held_out" in report and "calibration" in report
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == report["final"]

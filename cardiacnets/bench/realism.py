@@ -43,6 +43,9 @@ from cardiacnets.config import shared_data_dir
 from cardiacnets.io.ecg_leads import STANDARD_LEADS
 
 CV_FOLDS = 5
+#: PTB-XL ``strat_fold``s left out of simulator version 4's ECG calibration (``preprocessing/calibrate_ecg_v4.py``
+#: fits to folds 1-8, PTB-XL's own training folds).
+HELD_OUT_FOLDS = (9, 10)
 CV_REPEATS = 5
 LEAD = {name: i for i, name in enumerate(STANDARD_LEADS)}
 PRECORDIAL = ("V1", "V2", "V3", "V4", "V5", "V6")
@@ -264,7 +267,7 @@ def real_features(real_dir: Path, max_records: int | None = None) -> tuple[list[
             skipped.append(f"ptbxl {rec['ecg_id']}: {type(err).__name__}: {err}")
             continue
         row.update(set="ptbxl", id=int(rec["ecg_id"]), norm=bool(codes.get("NORM", 0.0) >= 50.0),
-                   codes=" ".join(sorted(codes)))
+                   codes=" ".join(sorted(codes)), strat_fold=int(rec["strat_fold"]))
         rows.append(row)
     xml = real_dir / "ukb_ecg_xml" / "ukbb_scrubbed.xml"
     ukb = {}
@@ -273,7 +276,7 @@ def real_features(real_dir: Path, max_records: int | None = None) -> tuple[list[
 
         record = read_ukb_xml(xml)
         row = ecg_features(record.signal_mV, record.sampling_rate_hz, record.lead_names)
-        row.update(set="ukb_xml", id=0, norm=False, codes="")
+        row.update(set="ukb_xml", id=0, norm=False, codes="", strat_fold=None)
         rows.append(row)
         ukb = {"delineator_qrs_duration_ms": round(row["qrs_duration_ms"], 1),
                "device_qrs_duration_ms": record.measurements.get("qrs_duration_ms"),
@@ -293,7 +296,7 @@ def real_features(real_dir: Path, max_records: int | None = None) -> tuple[list[
 
 def feature_names(rows: list[dict]) -> list[str]:
     """Numeric feature columns (bookkeeping columns left out)."""
-    skip = {"healthy", "xml_qrs_duration_ms", "latent_qrs_duration_ms", "set", "id", "norm", "codes"}
+    skip = {"healthy", "xml_qrs_duration_ms", "latent_qrs_duration_ms", "set", "id", "norm", "codes", "strat_fold"}
     return [k for k in rows[0] if k not in skip]
 
 
@@ -376,6 +379,7 @@ def realism_report(sim_rows: list[dict], real_rows: list[dict], seed: int = 0) -
     clinical = [n for n in names if n.startswith(CLINICAL_PREFIXES)]
     healthy = [r for r in sim_rows if r["healthy"]]
     norm = [r for r in real_rows if r.get("norm")]
+    held_out = [r for r in real_rows if r.get("strat_fold") in HELD_OUT_FOLDS]
 
     xml = np.array([r["xml_qrs_duration_ms"] for r in sim_rows])
     measured = np.array([r["qrs_duration_ms"] for r in sim_rows])
@@ -395,6 +399,9 @@ def realism_report(sim_rows: list[dict], real_rows: list[dict], seed: int = 0) -
             "clinical_features": set_auroc(sim_rows, real_rows, clinical, seed),
             "healthy_vs_ptbxl_norm": set_auroc(healthy, norm, names, seed),
             "healthy_vs_ptbxl_norm_clinical": set_auroc(healthy, norm, clinical, seed),
+            # PTB-XL's folds 9-10 were held out of simulator version 4's calibration (strat_fold 1-8).
+            "all_features_vs_ptbxl_folds_9_10": set_auroc(sim_rows, held_out, names, seed),
+            "healthy_vs_ptbxl_norm_folds_9_10": set_auroc(healthy, [r for r in held_out if r["norm"]], names, seed),
         },
         "precordial_medians_mV": precordial,
         "qrs_duration_agreement": {

@@ -303,7 +303,10 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     r = model.radii(model.slice_u_mm)  # wall radii, each (K, T, N_THETA) in mm
     if config.version >= 3:  # real surroundings (`thorax_atlas`), the heart painted over them
         surroundings = _real_surroundings(n, n_frames, model, r["epi"][:, 0], pose, offset_world, axis_i, axis_j,
-                                          centre, px, rng)
+                                          centre, px, rng, acq.atlas_gamma)
+        blur_in_plane(surroundings, acq.surround_blur_px)  # version 4's reconstruction filter (0 before)
+        if acq.atlas_gain != 1.0:  # version 4: the surroundings' brightness relative to the blood pool
+            surroundings *= np.float32(acq.atlas_gain)
         image = surroundings[:, :, win, win].copy()
     else:
         world = origin + ii[None, ..., None] * sa_affine[:3, 0] + jj[None, ..., None] * sa_affine[:3, 1] \
@@ -327,7 +330,9 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
         xi = model.long_axis_fraction(model.slice_u_mm[:, None] * np.ones((1, n_frames)))
         paint_blood_structure(image, seg, r["endo"], xi, (x_h / px).astype(np.float32), (y_h / px).astype(np.float32),
                               theta_idx, rho_px, (phys.lvedv_ml / model.lv_volume_ml) ** (1.0 / 3.0), px,
-                              signal["myocardium"], rng)
+                              signal["myocardium"], rng,
+                              **({} if acq is None or acq.trabecular_depth is None
+                                 else {"trabecular_depth": acq.trabecular_depth}))
     if config.version >= 3:  # blur what was painted (the real surroundings carry their own blur) and put the
         image -= surroundings[:, :, win, win]  # heart window into the whole field of view
         blur_in_plane(image, psf_px)
@@ -336,6 +341,9 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
         seg = np.pad(seg, [(0, 0), (0, 0), ((n - w) // 2,) * 2, ((n - w) // 2,) * 2])
     else:
         blur_in_plane(image, psf_px)
+    if acq is not None and acq.dark_floor > 0.0:  # version 4: the site's dark level (blood stays 1)
+        image *= np.float32(1.0 - acq.dark_floor)
+        image += np.float32(acq.dark_floor)
     image *= gain[:, None]
     sa_int = _rician_int16(image, sigma, rng, signal_noise)
 
@@ -350,7 +358,7 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
 
 def _real_surroundings(n: int, n_frames: int, model: HeartModel, epi: np.ndarray, pose: _Pose,
                        offset_world: np.ndarray, axis_i: np.ndarray, axis_j: np.ndarray, centre: float, px: float,
-                       rng: np.random.Generator) -> np.ndarray:
+                       rng: np.random.Generator, gamma: float | None = None) -> np.ndarray:
     """Version 3: the thorax atlas warped onto the n x n short-axis grid (centre pixel ``centre``), (K, T, n, n);
     ``epi`` is the end-diastolic epicardial radius per slice and angle (K, N_THETA), mm."""
     from cardiacnets.simulate.thorax_atlas import committed_atlas, real_surroundings
@@ -363,7 +371,8 @@ def _real_surroundings(n: int, n_frames: int, model: HeartModel, epi: np.ndarray
     heart_radius = float(np.mean(epi[mid])) if mid.any() else float(np.max(epi))
     return real_surroundings(committed_atlas(), n=n, pixel_mm=px, lv_centre_px=lv_centre,
                              rv_direction=np.array([septal @ axis_i, septal @ axis_j]), anterior=anterior,
-                             slice_fractions=fractions, n_frames=n_frames, heart_radius_mm=heart_radius, rng=rng)
+                             slice_fractions=fractions, n_frames=n_frames, heart_radius_mm=heart_radius, rng=rng,
+                             gamma=gamma)
 
 
 def _render_la(phys, model: HeartModel, pose: _Pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms,

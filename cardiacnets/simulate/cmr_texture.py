@@ -38,7 +38,8 @@ FLOW_AMPLITUDE = 0.06
 
 def paint_blood_structure(image: np.ndarray, seg: np.ndarray, endo_mm: np.ndarray, xi: np.ndarray,
                           x_px: np.ndarray, y_px: np.ndarray, theta_idx: np.ndarray, rho_px: np.ndarray,
-                          lv_scale: np.ndarray, px: float, myocardium: float, rng: np.random.Generator) -> None:
+                          lv_scale: np.ndarray, px: float, myocardium: float, rng: np.random.Generator,
+                          trabecular_depth: float = TRABECULAR_DEPTH) -> None:
     """Paint papillary muscles, trabeculae and flow variation into the LV/RV blood, in place.
 
     Args:
@@ -52,6 +53,7 @@ def paint_blood_structure(image: np.ndarray, seg: np.ndarray, endo_mm: np.ndarra
         px: pixel size, mm.
         myocardium: myocardial signal relative to LV blood.
         rng: the subject's image generator.
+        trabecular_depth: the trabeculae's largest pull towards myocardial signal.
     """
     endo_px = np.where(endo_mm > 0.0, endo_mm / px, np.nan).astype(np.float32)  # (K, T, angles)
     present = np.isfinite(endo_px).any(axis=-1)
@@ -88,7 +90,7 @@ def paint_blood_structure(image: np.ndarray, seg: np.ndarray, endo_mm: np.ndarra
         pattern[k] = np.clip(0.5 + wave, 0.0, 1.0)
     local_r = np.take(np.nan_to_num(endo_px, nan=np.inf), theta_b, axis=-1)  # (K, T, bx, by)
     band = np.clip((rho_b / local_r - TRABECULAR_BAND[0]) / (TRABECULAR_BAND[1] - TRABECULAR_BAND[0]), 0.0, 1.0)
-    pull = np.float32(TRABECULAR_DEPTH) * band * pattern[:, None][..., theta_b] * lv
+    pull = np.float32(trabecular_depth) * band * pattern[:, None][..., theta_b] * lv
     sub += pull * (myo - sub)
     # Flow: a smooth multiplicative field over both cavities, one per slice.
     blood = (seg == 1) | (seg == 3)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cardiacnets.simulate.ecg_geometry import direction_vector
-from cardiacnets.simulate.ecg_params import ECGParams
+from cardiacnets.simulate.ecg_params import ECG_V4, ECGParams
 
 # QRS lobes of normal conduction, in activation order: (centre, half-width) as
 # fractions of the QRS duration, direction as (axis offset from the QRS axis,
@@ -178,7 +178,9 @@ def qrst_lobes(params: ECGParams, rng: np.random.Generator | None = None, *, ver
         version: the simulator's calibration; from 2 the lobes of normal conduction are
             broader (`QRS_LOBE_WIDTH_V2`), laid over `QRS_LOBE_SPAN_V2` of the QRS and
             scaled by `QRS_LOBE_AMPLITUDE_V2`; from 3 they take `QRS_LOBE_WIDTH_V3`,
-            `QRS_LOBE_SHARE_V3` and `QRS_LOBE_TURN_V3` (same draws).
+            `QRS_LOBE_SHARE_V3` and `QRS_LOBE_TURN_V3` (same draws); from 4 a subject's lobes of
+            normal conduction vary more in size and direction, and the postero-basal one is resized
+            (`ecg_params.ECG_V4`).
 
     Returns:
         The beat's `BeatLobes`.
@@ -213,14 +215,19 @@ def qrst_lobes(params: ECGParams, rng: np.random.Generator | None = None, *, ver
     turns = ((0.0, 0.0),) * len(table)
     if version >= 3 and table is NORMAL_QRS_LOBES:
         shares, widths, turns = QRS_LOBE_SHARE_V3, QRS_LOBE_WIDTH_V3, QRS_LOBE_TURN_V3
+        if version >= 4 and not (params.rbbb or params.lafb):  # the postero-basal lobe (S in V1-V3) resized
+            shares = shares[:2] + (shares[2] * ECG_V4["basal_lobe_share"],) + shares[3:]
     elif version >= 2 and table is NORMAL_QRS_LOBES:
         shares = QRS_LOBE_SHARE_V2
     # The initial forces (and an infarct's Q waves) keep the table's width.
+    varied = version >= 4 and table is NORMAL_QRS_LOBES and not (params.rbbb or params.lafb)
+    axis_sd, share_sd = (ECG_V4["lobe_axis_sd_deg"], ECG_V4["lobe_share_sd"]) if varied else (8.0, 0.12)
     for (c, s, d_axis, d_elev, share), relative, lobe_width, turn in zip(table, shares, widths, turns):
         share, d_axis, d_elev = share * relative, d_axis + turn[0], d_elev + turn[1]
         if rng is not None:
-            c, d_axis, d_elev = c + rng.normal(0.0, 0.015), d_axis + rng.normal(0.0, 8.0), d_elev + rng.normal(0.0, 8.0)
-            share *= math.exp(rng.normal(0.0, 0.12))
+            c, d_axis, d_elev = (c + rng.normal(0.0, 0.015), d_axis + rng.normal(0.0, axis_sd),
+                                 d_elev + rng.normal(0.0, axis_sd))
+            share *= math.exp(rng.normal(0.0, share_sd))
         rows.append((c * span, s * span * lobe_width, s * span * lobe_width, axis + d_axis, elev + d_elev,
                      share * amp, True, True))
     if params.rbbb and not (params.lbbb or params.paced):

@@ -88,7 +88,7 @@ from cardiacnets.simulate.ecg_noise import (
     BASELINE_WANDER_MAX_MV, DEVICE_LOWPASS_HZ, EMG_RMS_MAX_MV, EMG_RMS_MEDIAN_MV, MAINS_MAX_MV, device_lowpass_sos,
     recording_noise,
 )
-from cardiacnets.simulate.ecg_params import ECG_VISIBLE_LATENTS, ECGParams, ecg_parameters
+from cardiacnets.simulate.ecg_params import ECG_V4, ECG_VISIBLE_LATENTS, ECGParams, ecg_parameters
 from cardiacnets.simulate.ecg_rhythm import (
     PAC, PVC, SINUS, BeatSchedule, beat_schedule, fibrillatory_waves, pacing_spikes,
 )
@@ -170,13 +170,18 @@ def _ventricular_vcg_v2(qrst: BeatLobes, pvc: BeatLobes, s: BeatSchedule, rng: n
     conducted, ectopic_v = s.kind != PVC, s.kind == PVC
     shape = (int(conducted.sum()), len(qrst.center_s))
     lobe_sd = np.where(qrst.is_qrs, BEAT_LOBE_JITTER_V2, BEAT_T_JITTER_V2)
+    smoothing_ms = QRS_CORNER_SMOOTHING_MS_V3
+    if version >= 4:  # the subject's own beat-to-beat variability and corner rounding (`ECG_V4`)
+        lo, hi = ECG_V4["beat_jitter"]
+        lobe_sd = lobe_sd * float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        smoothing_ms = float(rng.uniform(*ECG_V4["corner_smoothing_ms"]))
     lobe_jitter = 1.0 + rng.normal(0.0, 1.0, shape) * lobe_sd
     vcg = render_vcg(qrst, s.onsets_s[conducted], s.beat_scale[conducted], s.qrs_scale[conducted], n_samples, fs,
                      s.rotation_rad[conducted], lobe_jitter)
     vcg += render_vcg(pvc, s.onsets_s[ectopic_v], s.beat_scale[ectopic_v], np.ones(int(ectopic_v.sum())),
                       n_samples, fs)
     if version >= 3:
-        vcg = gaussian_filter1d(vcg, QRS_CORNER_SMOOTHING_MS_V3 * fs / 1000.0, axis=-1, mode="nearest")
+        vcg = gaussian_filter1d(vcg, smoothing_ms * fs / 1000.0, axis=-1, mode="nearest")
     return vcg
 
 

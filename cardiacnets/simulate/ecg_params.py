@@ -45,6 +45,37 @@ QRS_ELEVATION_V3_DEG = 17.5
 # against PTB-XL NORM's 394-430, their RR SD / mean 0.026-0.046 against NORM's 0.019-0.057.
 QTC_SD_V3_MS = 20.0
 RR_VARIABILITY_SD_V3 = 0.02
+#: Version 4: the variety between subjects that real ECGs have and version 3's lacked. Marginal by
+#: marginal version 3 was close to PTB-XL NORM (no feature above univariate AUROC 0.69), yet a logistic
+#: regression on all of them told the two apart (AUROC 0.97): small shifts of the means, each under
+#: 0.65 SD, that add up across correlated features (the squared Mahalanobis distance between the means
+#: was 7.6; the largest terms the 40-100 Hz band, V1's upstroke and S wave, the T and QRS axes, the
+#: beat-to-beat residual), and spreads narrower than NORM's (QTc's 90th percentile 1.6 interquartile
+#: ranges below NORM's). Fitted to PTB-XL NORM of ``strat_fold`` 1-8 (``preprocessing/calibrate_ecg_v4.py``,
+#: the Mahalanobis distance as the loss; folds 9-10 held out):
+#:
+#: * ``lobe_share_sd``, ``lobe_axis_sd_deg``: SDs of each normal-conduction QRS lobe's log size and of its
+#:   direction in a subject (version 3: 0.12 and 8; right bundle branch and fascicular blocks keep version
+#:   3's QRS, so a device reads them as before);
+#: * ``corner_smoothing_ms``: uniform range of the QRS corners' rounding (version 3: 0.9 ms);
+#: * ``beat_jitter``: log-uniform range of a per-subject factor on the beat-to-beat jitter of the lobes;
+#: * ``qtc_tail_ms``, ``p_duration_tail_ms``: means of exponential terms added to QTc and the P wave's
+#:   duration, less their medians (NORM's long tails);
+#: * ``rr_log_sd``: SD of a per-subject log factor on the sinus RR variability (and its cap 0.12, version
+#:   3: 0.08);
+#: * ``qrs_axis_shift_deg``, ``t_axis_shift_deg``: added to the mean frontal QRS axis and the T axis offset;
+#: * ``t_amplitude_factor``: on the T wave's size (mean and SD of its draw);
+#: * ``basal_lobe_share``: factor on the postero-basal QRS lobe's size (S in V1-V3).
+#:
+#: The search's own optimum (``lobe_share_sd`` 0.4, its bound; ``lobe_axis_sd_deg`` 20; ``basal_lobe_share``
+#: 0.85; ``qrs_axis_shift_deg`` -7) reached healthy-vs-NORM AUROC 0.93 at seed 0 but put the median S in V2
+#: of healthy subjects at 0.66-0.79 of NORM's and S in V5 at 1.3, outside the 25 % the simulator issue
+#: allows; the landed values (0.2, 12, 1.1, -4) keep every precordial median within it and give back most
+#: of the gain (0.956; version 3 0.973). Two more settings were searched and left at 0, so they are not
+#: here: a per-subject factor on every lobe's width and a per-lobe one (QRS sharpness).
+ECG_V4 = dict(lobe_share_sd=0.2, lobe_axis_sd_deg=12.0, corner_smoothing_ms=(0.9, 1.1), beat_jitter=(0.8, 2.0),
+              qtc_tail_ms=30.0, p_duration_tail_ms=16.0, rr_log_sd=0.4, qrs_axis_shift_deg=-4.0,
+              t_axis_shift_deg=1.0, t_amplitude_factor=1.15, basal_lobe_share=1.1)
 
 
 @dataclass
@@ -177,7 +208,7 @@ def ecg_parameters(phys: Physiology, rng: np.random.Generator,
     p.update(_voltage(phys, rng))                                       # 1. voltage
     p.update(_conduction(phys, rng, rhythm or RhythmPrevalence()))      # 2. rhythm and conduction
     p.update(_depolarisation(phys, rng, p, version))                    # 3. QRS
-    p.update(_atria(phys, rng, p))                                      # 4. P wave and atrial repolarisation
+    p.update(_atria(phys, rng, p, version))                                      # 4. P wave and atrial repolarisation
     p.update(_repolarisation(phys, rng, p, version))                    # 5. T wave, secondary and strain ST-T
     p.update(_infarct_q_wave(phys, rng, p))                             # 6. Q waves of an old infarct
     p.update(_inflammation(phys, rng, p))                               # 7. myocarditis, pericarditis
@@ -227,6 +258,12 @@ def _rv_excess(phys: Physiology) -> float:
     return max(phys.rvedv_ml / phys.bsa_m2 - 90.0, 0.0)
 
 
+def _tail(rng: np.random.Generator, mean: float) -> float:
+    """An exponential term of this mean less its median (0 at mean 0, without a draw): a right tail that
+    leaves the median where it was."""
+    return float(rng.exponential(mean)) - mean * math.log(2.0) if mean > 0 else 0.0
+
+
 def _depolarisation(phys: Physiology, rng: np.random.Generator, p: dict, version: int = 2) -> dict:
     """QRS width, axis, elevation and size; the septal and late right-ventricular forces."""
     normal = rng.normal
@@ -247,7 +284,8 @@ def _depolarisation(phys: Physiology, rng: np.random.Generator, p: dict, version
 
     # Frontal axis of the LV forces; right-heart load turns the measured axis through
     # the RV lobe below, and infarcts through their Q vector.
-    qrs_axis = (normal(42.0, 22.0) - 0.4 * (phys.age_years - 55.0) - 1.2 * (phys.bmi - 26.0)
+    axis_shift = ECG_V4["qrs_axis_shift_deg"] if version >= 4 else 0.0
+    qrs_axis = (normal(42.0 + axis_shift, 22.0) - 0.4 * (phys.age_years - 55.0) - 1.2 * (phys.bmi - 26.0)
                 + 0.15 * rv_excess - 25.0 * lbbb - 10.0 * phys.hcm)
     if lafb:  # the left anterior fascicle's territory activates late: left superior axis
         qrs_axis = rng.uniform(-80.0, -50.0)
@@ -270,7 +308,7 @@ def _depolarisation(phys: Physiology, rng: np.random.Generator, p: dict, version
             "rv_amplitude_mV": float(rv_amplitude_mV)}
 
 
-def _atria(phys: Physiology, rng: np.random.Generator, p: dict) -> dict:
+def _atria(phys: Physiology, rng: np.random.Generator, p: dict, version: int = 2) -> dict:
     """PR interval and the P wave. Left atrial enlargement widens the P wave and weights its late (LA)
     part; right atrial enlargement makes it tall (P pulmonale). Indexed maximal atrial volumes,
     normal about 35 (LA) and 45 (RA) ml/m2."""
@@ -281,7 +319,8 @@ def _atria(phys: Physiology, rng: np.random.Generator, p: dict) -> dict:
                           110.0, 280.0))
     la_excess = max(phys.la_max_ml / bsa_m2 - 35.0, 0.0)
     ra_excess = max(phys.ra_max_ml / bsa_m2 - 45.0, 0.0)
-    p_duration_ms = float(np.clip(normal(98.0 + 0.2 * (age - 55.0) + 0.6 * la_excess, 8.0), 70.0, 160.0))
+    p_duration_ms = float(np.clip(normal(98.0 + 0.2 * (age - 55.0) + 0.6 * la_excess, 8.0)
+                                  + (_tail(rng, ECG_V4["p_duration_tail_ms"]) if version >= 4 else 0.0), 70.0, 160.0))
     p_axis = float(np.clip(normal(45.0 + 0.3 * ra_excess, 20.0), -30.0, 100.0))
     p_amplitude_mV = (float(np.clip(normal(0.12 + 0.004 * ra_excess, 0.03), 0.04, 0.4)) * _gain(p)
                       / p["thorax_factor"] ** 0.5)
@@ -307,10 +346,15 @@ def _repolarisation(phys: Physiology, rng: np.random.Generator, p: dict, version
     qtc_sd_ms = QTC_SD_V3_MS if version >= 3 else 14.0
     qtc_fridericia_ms = (normal(qtc_base_ms + 10.0 * (1 - male), qtc_sd_ms) + 0.5 * max(p["qrs_duration_ms"] - 95.0, 0.0)
                          + 15.0 * phys.hcm + 10.0 * phys.myocarditis + 10.0 * phys.hf)
+    if version >= 4:
+        qtc_fridericia_ms += _tail(rng, ECG_V4["qtc_tail_ms"])
     qt_ms = float(qtc_fridericia_ms * (60.0 / p["heart_rate_bpm"]) ** (1.0 / 3.0))
+    if version >= 4:
+        t_axis_offset_deg += ECG_V4["t_axis_shift_deg"]
     t_axis = wrap_deg(0.6 * qrs_axis + t_axis_offset_deg + normal(0.0, 15.0))
     t_elevation = float(normal(t_elevation_mean_deg, 12.0))
-    t_amplitude_mV = (float(np.clip(normal(0.44, 0.1), 0.1, 1.0)) * gain
+    t_size = ECG_V4["t_amplitude_factor"] if version >= 4 else 1.0
+    t_amplitude_mV = (float(np.clip(normal(0.44 * t_size, 0.1 * t_size), 0.1, 1.0)) * gain
                       * (0.8 + 0.2 * phys.lv_mass_g / 110.0) * (0.8 if phys.hf else 1.0))
     st = np.zeros(3)  # display-frame ST vector, mV
 
@@ -385,7 +429,9 @@ def _beat_variation(phys: Physiology, rng: np.random.Generator, p: dict, version
     heart_rate_bpm = p["heart_rate_bpm"]
     rr_sd = RR_VARIABILITY_SD_V3 if version >= 3 else 0.01
     rr_variability_frac = float(np.clip(rng.normal(0.035, rr_sd) * 70.0 / heart_rate_bpm
-                                        * (0.5 if phys.hf else 1.0), 0.003, 0.08))
+                                        * (0.5 if phys.hf else 1.0)
+                                        * (np.exp(rng.normal(0.0, ECG_V4["rr_log_sd"])) if version >= 4 else 1.0),
+                                        0.003, 0.08 if version < 4 else 0.12))
     if p["atrial_fibrillation"]:  # irregularly irregular: SD of RR as a share of the mean
         rr_variability_frac = float(rng.uniform(0.12, 0.25))
     resp_axis_swing_deg = float(rng.uniform(1.0, 6.0))

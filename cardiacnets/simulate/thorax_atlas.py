@@ -144,7 +144,7 @@ def _frame_basis(direction: np.ndarray, anterior: np.ndarray) -> np.ndarray:
 
 def real_surroundings(atlas: ThoraxAtlas, *, n: int, pixel_mm: float, lv_centre_px: np.ndarray,
                       rv_direction: np.ndarray, anterior: np.ndarray, slice_fractions: np.ndarray, n_frames: int,
-                      heart_radius_mm: float, rng: np.random.Generator) -> np.ndarray:
+                      heart_radius_mm: float, rng: np.random.Generator, gamma: float | None = None) -> np.ndarray:
     """The atlas warped onto a simulated short-axis grid (see the module docstring).
 
     Args:
@@ -158,13 +158,16 @@ def real_surroundings(atlas: ThoraxAtlas, *, n: int, pixel_mm: float, lv_centre_
             so its heart has this size (within `SCALE_JITTER`), so the simulated heart, painted over the
             surroundings, covers the real heart's inpainted region.
         rng: random generator (scale jitter, rotation, gamma, slice shift, elastic deformation).
+        gamma: the intensity gamma (None: drawn from `GAMMA_RANGE`; the draw is made either way, so the
+            generator's later draws do not depend on it).
 
     Returns:
         (K, T, n, n) float32 intensities (blood pool = 1).
     """
     scale = heart_radius_mm / atlas.epi_radius_mm * float(rng.uniform(*SCALE_JITTER))
     angle = np.radians(float(rng.normal(0.0, ROTATION_SD_DEG)))
-    gamma = float(rng.uniform(*GAMMA_RANGE))
+    drawn_gamma = float(rng.uniform(*GAMMA_RANGE))
+    gamma = drawn_gamma if gamma is None else float(gamma)
     slice_shift = float(rng.uniform(-SLICE_JITTER, SLICE_JITTER))
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     sim_basis = _frame_basis(np.asarray(rv_direction, float), np.asarray(anterior, float))

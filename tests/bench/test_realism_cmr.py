@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from cardiacnets.bench import realism
+from cardiacnets.bench import realism, realism_cmr
 from cardiacnets.bench.realism_cmr import (LV, MYO, acdc_frames, cmr_features, encoder_input, frechet_report,
                                            mid_ventricular_slice, sunnybrook_frames)
 from cardiacnets.cli import main
@@ -150,8 +150,12 @@ def test_bench_realism_cmr_json(tmp_path):
     cmr = result["cmr"]
     assert cmr["n_simulated_frames"] == 12 and cmr["n_real_frames"] == 78
     assert cmr["real_sets"]["acdc"]["patients"] == 30 and cmr["real_sets"]["sunnybrook"]["frames"] == 18
-    for key in ("all_features_vs_all_real", "all_features_vs_acdc", "without_blood_pool_vs_all_real"):
+    for key in ("all_features_vs_all_real", "all_features_vs_acdc", "without_blood_pool_vs_all_real",
+                "all_features_vs_acdc_odd_patients", "all_features_vs_acdc_even_patients"):
         assert 0.0 <= cmr["auroc"][key]["auroc"] <= 1.0
+    # The calibration half of version 4 (odd-numbered patients) and the held-out half split ACDC's 60 frames.
+    halves = [cmr["auroc"][f"all_features_vs_acdc_{h}_patients"]["n_real"] for h in ("odd", "even")]
+    assert sum(halves) == 60 and min(halves) > 20
     assert cmr["blood_pool_cv"]["simulated"]["n"] == 12 and cmr["blood_pool_cv"]["real"]["n"] == 78
     assert set(cmr["features"]["vs_all_real"]) == set(cmr["feature_names"])
     assert len(cmr["most_separating"]) == 6
@@ -163,6 +167,13 @@ def test_bench_realism_cmr_json(tmp_path):
 
     with Image.open(cmr["examples"]) as figure:
         assert cmr["examples"] == str(tmp_path / "examples" / "cmr_examples.png") and figure.size == (800, 516)
+
+
+def test_acdc_halves_split_by_patient_number():
+    rows = [{"set": "acdc", "id": "patient001"}, {"set": "acdc", "id": "patient002"},
+            {"set": "acdc", "id": "patient013"}, {"set": "sunnybrook", "id": "SC-HF-I-1-0001"}]
+    odd, even = realism_cmr.acdc_halves(rows)
+    assert [r["id"] for r in odd] == ["patient001", "patient013"] and [r["id"] for r in even] == ["patient002"]
 
 
 def test_lv_crop_centres_the_cavity_and_windows_it():
