@@ -99,7 +99,7 @@ def _heart_labels(frames: int, size: int) -> np.ndarray:
     return cine
 
 
-def untrained_anatomy_pipeline(*, n_frames: int = 25, image_size: int = 64, n_components: int = 32,
+def untrained_anatomy_pipeline(*, n_frames: int = 25, image_size: int = 64, n_components: int = 64,
                                vae_overrides: dict | None = None, seed: int = 0):
     """An `AnatomyFirstPipeline` of freshly initialised demo-size models (for benchmarks and size checks).
 
