@@ -8,10 +8,10 @@ from the features' marginal distributions: mapping every simulated feature onto 
 (ranks kept) takes version 3's AUROC from 0.98 to chance. So this script fits the per-subject
 acquisition ranges (`cardiacnets.bench.calibration`: coordinate search, the same ``--n`` subjects
 at every evaluation; ``--loss``: the distance between the feature means a linear classifier uses,
-the default, or the features' quantiles) to ACDC's **odd-numbered** patients; the even-numbered ones stay held out (`realism_cmr.acdc_halves`, reported by the
-benchmark). The result (JSON: start and final ranges, loss, AUROCs, every evaluation) is printed
-and written to ``--out``; copying the final ranges into `ACQUISITION_V4` is a deliberate edit, not
-done here. The real data are only read.
+the default, or the features' quantiles) to ACDC's **odd-numbered** patients; the even-numbered
+ones stay held out (`realism_cmr.acdc_halves`, reported by the benchmark). The result (JSON:
+start and final ranges, loss, AUROCs, every evaluation) is printed and written to ``--out``;
+copying the final ranges into `ACQUISITION_V4` is a deliberate edit, not done here. The real data are only read.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ SEARCH = {
     "rr_log_sd": (0.1, (0.0, 1.0)),
 }
 
+
 def main() -> None:
     args = calibration_parser(__doc__.split("\n")[0], n_default=150).parse_args()
     rows, _, _ = realism.real_features(args.real_data or shared_data_dir())

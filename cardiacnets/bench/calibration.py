@@ -9,9 +9,10 @@ subjects at every evaluation (common random numbers), on one of two losses: the
 features' quantiles (`quantile_loss`, which sees spreads and tails), or the
 distance between the feature means that a linear classifier uses
 (`mean_shift_distance`, which sees small shifts that add up across correlated
-features and that the quantile loss, feature by feature, weighs too little). The scripts ``preprocessing/calibrate_cmr_acquisition.py``
-and ``preprocessing/calibrate_ecg_v4.py`` use both; their results are copied into
-the simulator's tables by hand.
+features and that the quantile loss, feature by feature, weighs too little). The
+scripts ``preprocessing/calibrate_cmr_acquisition.py`` and
+``preprocessing/calibrate_ecg_v4.py`` use both; their results are copied into the
+simulator's tables by hand.
 """
 
 from __future__ import annotations
@@ -174,8 +175,7 @@ def run_calibration(args, table: dict, search: dict, simulate: Callable[[], list
                 "auroc_calibration": set_auroc(sim, calibration, names, args.seed)["auroc"]}
 
     started = time.perf_counter()
-    start = {k: (tuple(v) if isinstance(v, tuple | list) else v) for k, v in table.items() if k in search}
-    settings, best, history = coordinate_search(evaluate, start, search, args.rounds,
+    settings, best, history = coordinate_search(evaluate, {k: table[k] for k in search}, search, args.rounds,
                                                 log=lambda row: print(json.dumps(row), flush=True))
     table.update(settings)
     report = {**described, "n_simulated": args.n, "seed": args.seed, "loss": args.loss, "start": history[0],

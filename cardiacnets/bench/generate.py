@@ -86,8 +86,8 @@ def _pipelines(models: list[Path] | None) -> list[tuple[str, object, str]]:
     return [("direct", untrained_pipeline(),
              "untrained demo models (ecg_resnet1d of configs/demo/align.yaml, cmr_vae_demo, cine_unet3d_demo)"),
             ("anatomy", untrained_anatomy_pipeline(),
-             "untrained demo models (ecg_resnet1d, anatomy_prior_demo, a 64-component shape model as configs/demo/anatomy.yaml, "
-             "anatomy_image_unet_demo, cmr_vae_demo with levels 32/64/64)")]
+             "untrained demo models (ecg_resnet1d, anatomy_prior_demo, a 64-component shape model as "
+             "configs/demo/anatomy.yaml, anatomy_image_unet_demo, cmr_vae_demo with levels 32/64/64)")]
 
 
 def _bench_pipeline(name: str, pipe, source: str, args: argparse.Namespace) -> dict:

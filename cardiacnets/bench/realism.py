@@ -43,10 +43,10 @@ from cardiacnets.config import shared_data_dir
 from cardiacnets.io.ecg_leads import STANDARD_LEADS
 
 CV_FOLDS = 5
+CV_REPEATS = 5
 #: PTB-XL ``strat_fold``s left out of simulator version 4's ECG calibration (``preprocessing/calibrate_ecg_v4.py``
 #: fits to folds 1-8, PTB-XL's own training folds).
 HELD_OUT_FOLDS = (9, 10)
-CV_REPEATS = 5
 LEAD = {name: i for i, name in enumerate(STANDARD_LEADS)}
 PRECORDIAL = ("V1", "V2", "V3", "V4", "V5", "V6")
 SPECTRAL_BANDS_HZ = ((0.0, 0.67), (0.67, 5.0), (5.0, 15.0), (15.0, 40.0), (40.0, 100.0), (100.0, 250.0))

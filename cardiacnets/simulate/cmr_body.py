@@ -128,7 +128,8 @@ def sample_acquisition(base_signal: dict, rng: np.random.Generator, version: int
     acq = Acquisition(signal=signal, mediastinum=float(rng.uniform(*MEDIASTINUM_RANGE)),
                       lung=float(rng.uniform(*LUNG_RANGE)),
                       thermal_noise=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
-                      signal_noise=float(rng.uniform(*factors["signal_noise"])), psf=float(rng.uniform(*factors["psf"])),
+                      signal_noise=float(rng.uniform(*factors["signal_noise"])),
+                      psf=float(rng.uniform(*factors["psf"])),
                       texture_sd=float(rng.uniform(*TEXTURE_SD_RANGE)))
     if version >= 4:
         for name in ("dark_floor", "surround_blur_px", "atlas_gamma", "trabecular_depth", "atlas_gain"):

@@ -19,7 +19,7 @@ import numpy as np
 from einops import rearrange
 
 from cardiacnets.io.cmr_image import CMRImage
-from cardiacnets.simulate.cmr_body import BodyCanvas, body_background_v2, sample_acquisition, soft_inside
+from cardiacnets.simulate.cmr_body import Acquisition, BodyCanvas, body_background_v2, sample_acquisition, soft_inside
 from cardiacnets.simulate.cmr_texture import blur_in_plane, paint_blood_structure
 from cardiacnets.simulate.heart_model import D_THETA, N_THETA, THETA, HeartModel, smooth_bump
 
@@ -303,10 +303,7 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
     r = model.radii(model.slice_u_mm)  # wall radii, each (K, T, N_THETA) in mm
     if config.version >= 3:  # real surroundings (`thorax_atlas`), the heart painted over them
         surroundings = _real_surroundings(n, n_frames, model, r["epi"][:, 0], pose, offset_world, axis_i, axis_j,
-                                          centre, px, rng, acq.atlas_gamma)
-        blur_in_plane(surroundings, acq.surround_blur_px)  # version 4's reconstruction filter (0 before)
-        if acq.atlas_gain != 1.0:  # version 4: the surroundings' brightness relative to the blood pool
-            surroundings *= np.float32(acq.atlas_gain)
+                                          centre, px, rng, acq)
         image = surroundings[:, :, win, win].copy()
     else:
         world = origin + ii[None, ..., None] * sa_affine[:3, 0] + jj[None, ..., None] * sa_affine[:3, 1] \
@@ -358,9 +355,11 @@ def render_cmr(phys, rng: np.random.Generator, config) -> SimulatedCMR:
 
 def _real_surroundings(n: int, n_frames: int, model: HeartModel, epi: np.ndarray, pose: _Pose,
                        offset_world: np.ndarray, axis_i: np.ndarray, axis_j: np.ndarray, centre: float, px: float,
-                       rng: np.random.Generator, gamma: float | None = None) -> np.ndarray:
+                       rng: np.random.Generator, acq: Acquisition) -> np.ndarray:
     """Version 3: the thorax atlas warped onto the n x n short-axis grid (centre pixel ``centre``), (K, T, n, n);
-    ``epi`` is the end-diastolic epicardial radius per slice and angle (K, N_THETA), mm."""
+    ``epi`` is the end-diastolic epicardial radius per slice and angle (K, N_THETA), mm. Version 4's acquisition
+    (``acq``) sets the atlas's gamma, a blur (its reconstruction filter) and a gain (its brightness relative to
+    the blood pool); earlier versions leave them at the draw, 0 and 1."""
     from cardiacnets.simulate.thorax_atlas import committed_atlas, real_surroundings
 
     lv_centre = np.array([centre - offset_world @ axis_i / px, centre - offset_world @ axis_j / px])
@@ -372,7 +371,7 @@ def _real_surroundings(n: int, n_frames: int, model: HeartModel, epi: np.ndarray
     return real_surroundings(committed_atlas(), n=n, pixel_mm=px, lv_centre_px=lv_centre,
                              rv_direction=np.array([septal @ axis_i, septal @ axis_j]), anterior=anterior,
                              slice_fractions=fractions, n_frames=n_frames, heart_radius_mm=heart_radius, rng=rng,
-                             gamma=gamma)
+                             gamma=acq.atlas_gamma, blur_px=acq.surround_blur_px, gain=acq.atlas_gain)
 
 
 def _render_la(phys, model: HeartModel, pose: _Pose, config, rng, signal_scale, sigma, fat_theta_px, frame_ms,

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cardiacnets.simulate.cmr_texture import blur_in_plane
+
 #: The committed atlas (built from ``../shared/data/sunnybrook`` by ``preprocessing/build_thorax_atlas.py``).
 ATLAS_FILE = Path(__file__).parent / "assets" / "sunnybrook_thorax.npz"
 #: Stored intensities: uint8 of (intensity / blood) * STEP, so 0-2.55 of the blood pool.
@@ -144,7 +146,8 @@ def _frame_basis(direction: np.ndarray, anterior: np.ndarray) -> np.ndarray:
 
 def real_surroundings(atlas: ThoraxAtlas, *, n: int, pixel_mm: float, lv_centre_px: np.ndarray,
                       rv_direction: np.ndarray, anterior: np.ndarray, slice_fractions: np.ndarray, n_frames: int,
-                      heart_radius_mm: float, rng: np.random.Generator, gamma: float | None = None) -> np.ndarray:
+                      heart_radius_mm: float, rng: np.random.Generator, gamma: float | None = None,
+                      blur_px: float = 0.0, gain: float = 1.0) -> np.ndarray:
     """The atlas warped onto a simulated short-axis grid (see the module docstring).
 
     Args:
@@ -160,6 +163,9 @@ def real_surroundings(atlas: ThoraxAtlas, *, n: int, pixel_mm: float, lv_centre_
         rng: random generator (scale jitter, rotation, gamma, slice shift, elastic deformation).
         gamma: the intensity gamma (None: drawn from `GAMMA_RANGE`; the draw is made either way, so the
             generator's later draws do not depend on it).
+        blur_px, gain: an in-plane Gaussian blur (pixels; 0: none) and then a factor on the warped
+            surroundings (simulator version 4's acquisition), applied once per distinct atlas phase before
+            the phases are repeated over the ``n_frames`` frames.
 
     Returns:
         (K, T, n, n) float32 intensities (blood pool = 1).
@@ -187,6 +193,9 @@ def real_surroundings(atlas: ThoraxAtlas, *, n: int, pixel_mm: float, lv_centre_
         index, weight = _bilinear(mapped + atlas.lv_centre_px[s][:, None], atlas.frames.shape[-2:])
         values = lut[atlas.frames[s, used].reshape(len(used), -1)[:, index]]  # (phases, 4, pixels)
         warped = np.einsum("pcn,cn->pn", values, weight).reshape(len(used), n, n)
+        blur_in_plane(warped, blur_px)
+        if gain != 1.0:
+            warped *= np.float32(gain)
         out[k] = warped[which]
     return out
 
