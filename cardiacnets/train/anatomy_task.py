@@ -299,7 +299,7 @@ class AnatomyTask(Task):
                               f"has {len(train.subject_ids)} (lower options.n_components)")
         self.shape_model, fit = ShapeModel.fit(train.labels, o.n_components, o.grid_size, o.truncate_px,
                                                o.min_wall_px)
-        self.codes["train"] = self.shape_model.encode(train.labels)
+        self.codes["train"] = fit.codes
         self.shape_report = {"n_subjects": fit.n_subjects, "n_components": o.n_components,
                              "explained_variance": round(float(fit.explained_variance.sum()), 4),
                              "fit_seconds": round(time.perf_counter() - started, 2)}

@@ -124,6 +124,7 @@ def test_shape_model_codes_are_whitened_and_round_trip(fitted):
     model, fit, train = fitted
     codes = model.encode(train)
     assert codes.shape == (60, 12)
+    torch.testing.assert_close(fit.codes, codes, rtol=0, atol=0)  # the fit's training codes are encode's, exactly
     np.testing.assert_allclose(codes.std(dim=0, unbiased=True).numpy(), 1.0, atol=1e-3)
     np.testing.assert_allclose(codes.mean(dim=0).numpy(), 0.0, atol=1e-4)
     assert fit.n_subjects == 60 and 0.9 < fit.explained_variance.sum() <= 1.0
