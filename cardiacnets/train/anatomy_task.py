@@ -37,6 +37,7 @@ from cardiacnets.data.store import TrainingSet, read_dataset_info
 from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.generation.diffusion import noise_scheduler_from, training_target
 from cardiacnets.generation.index_readout import index_statistics
+from cardiacnets.generation.readout import nan_corr as _nan_corr
 from cardiacnets.io.ukb_xml import SUMMARY_MEASUREMENTS
 from cardiacnets.train.generation_common import (
     check_view, generation_provenance, load_diffusers_weights, load_vae, pipeline_settings,
@@ -69,6 +70,9 @@ class AnatomyOptions:
         measurements: device measurements read (manifest ``ecg_<name>``; ECG-file measurement names).
         readout_ridge: ridge penalties searched per training subject (leave-one-out choice).
         readout_folds: folds of the cross-fitted training conditions.
+        readout_hidden: width of the read-out's nonlinear correction (0: the ridge alone; see
+            `cardiacnets.generation.readout`).
+        readout_correction_steps: full-batch training steps of each correction fit.
         measurements_dropout: probability that a training condition is the read-out without
             measurements (so the prior also serves ECG files without them).
         condition_source: what the prior's training conditions hold. ``teacher``: each training
@@ -103,6 +107,8 @@ class AnatomyOptions:
     measurements: list[str] = field(default_factory=lambda: list(DEFAULT_MEASUREMENTS))
     readout_ridge: list[float] = field(default_factory=lambda: [1e-3, 0.01, 0.1, 1.0, 10.0, 100.0])
     readout_folds: int = 5
+    readout_hidden: int = 0
+    readout_correction_steps: int = 1000
     measurements_dropout: float = 0.2
     condition_source: Literal["teacher", "cross_fitted"] = "teacher"
     teacher_noise: float = 0.1
@@ -139,6 +145,9 @@ class AnatomyOptions:
                               f"{self.condition_source!r}")
         if self.teacher_noise < 0:
             raise ConfigError(f"options.teacher_noise must be non-negative, got {self.teacher_noise}")
+        if self.readout_hidden < 0 or self.readout_correction_steps < 1:
+            raise ConfigError(f"options.readout_hidden must be non-negative and options.readout_correction_steps "
+                              f"positive, got {self.readout_hidden} and {self.readout_correction_steps}")
         if self.readout_folds < 2:
             raise ConfigError(f"options.readout_folds must be at least 2, got {self.readout_folds}")
         for name in ("measurements_dropout", "condition_dropout"):
@@ -319,7 +328,7 @@ class AnatomyTask(Task):
 
     def fit_readout(self) -> None:
         """Fit the read-out (full and waveform) on the training split; cross-fit the training conditions."""
-        from cardiacnets.generation.readout import ConditionReadout, fit_ridge
+        from cardiacnets.generation.readout import ConditionReadout, cross_fit
 
         c, o = self.config, self.options
         train = self.table(c.data.train_split)
@@ -333,30 +342,21 @@ class AnatomyTask(Task):
         readout = ConditionReadout(feature_names=tuple(o.readout_features), embed_dim=train.embedding.shape[1],
                                    token_dim=train.token_mean.shape[1], demographics=demographics,
                                    measurements=measurements, index_names=tuple(o.condition_indices),
-                                   index_mean=tuple(index_mean.tolist()), index_std=tuple(index_std.tolist()))
+                                   index_mean=tuple(index_mean.tolist()), index_std=tuple(index_std.tolist()),
+                                   hidden_dim=o.readout_hidden)
         targets = (train.indices - index_mean) / index_std
         features = {fit: self._features(readout, train, names).numpy()
                     for fit, names in (("full", readout.config.feature_names), ("waveform", readout.waveform_names))}
         folds = np.arange(len(train.subject_ids)) % o.readout_folds
         np.random.default_rng(self.config.seed).shuffle(folds)
+        inputs = self._standardised(readout, train)
         report: dict = {}
         out_of_fold = {}
         for fit, x in features.items():
-            weight, bias, penalties, r2 = fit_ridge(x, targets, o.readout_ridge)
-            readout.set_fit(fit, torch.as_tensor(weight, dtype=torch.float32),
-                            torch.as_tensor(bias, dtype=torch.float32))
-            oof = np.zeros_like(targets)
-            for k in range(o.readout_folds):
-                held = folds == k
-                w, b, _, _ = fit_ridge(x[~held], targets[~held], o.readout_ridge)
-                oof[held] = x[held] @ w.T + b
-            out_of_fold[fit] = oof
-            readout.set_residual(fit, torch.as_tensor(targets - oof, dtype=torch.float32))
-            report[fit] = {name: {"penalty": penalties[j], "loo_r2": round(r2[j], 4),
-                                  "cross_fitted_r": round(_nan_corr(oof[:, j], targets[:, j]), 4)}
-                           for j, name in enumerate(o.condition_indices)}
+            out_of_fold[fit], report[fit] = cross_fit(
+                readout, fit, x, targets, folds, o.readout_ridge, inputs.get("demographics"),
+                inputs.get("measurements"), o.readout_correction_steps, self.config.seed)
         self.readout = readout
-        inputs = self._standardised(readout, train)
         self.train_demographics = (inputs.get("demographics"), inputs.get("demographics_present"))
         # The teacher values: each cine's own indices (the full fit's cross-fitted estimate where one is missing).
         self.teacher = torch.as_tensor(np.where(np.isfinite(targets), targets, out_of_fold["full"]),
@@ -557,13 +557,6 @@ class AnatomyTask(Task):
                            "sampling_selection": self.selection, "seconds": self.seconds})
         (pipeline_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
         return {"anatomy_denoiser": denoiser_dir, "pipeline": pipeline_dir}
-
-
-def _nan_corr(a: np.ndarray, b: np.ndarray) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
-        return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
 def shape_round_trip(shape_model, labels: np.ndarray, spacing_mm: float) -> dict:

@@ -199,6 +199,7 @@ def test_evaluate_generation_with_a_noisy_oracle_and_baselines(disc_set, models,
     assert result["rendered_readout"]["anatomy"]["validity"]["one_cycle"] == 1.0
     assert result["rendered_readout"]["anatomy"]["dice_vs_segmented_cine"]["lv_cavity"] > 0.9
     assert result["rendered_readout"]["method"]["features"] == ["sex_male", "age_years"]  # no measurements here
+    assert result["rendered_readout"]["method"]["correction_hidden"] == 32  # ridge + the read-out's MLP correction
     assert result["n"] == 4 and result["settings"]["batch_size"] == 3
     assert result["ssim"] > result["nn_baseline"]["ssim"] and result["psnr"] > result["nn_baseline"]["psnr"]
     assert result["lvedv_r"] == pytest.approx(1.0, abs=1e-3) and result["lvedv_mae_ml"] < 0.5

@@ -20,7 +20,8 @@ from cardiacnets.generation.anatomy_pipeline import AnatomyFirstPipeline
 from cardiacnets.generation.anatomy_prior import AnatomyDenoiser
 from cardiacnets.generation.conditioning import ECGConditionEncoder
 from cardiacnets.generation.image_decoder import LabelConditionedDenoiser, label_channels
-from cardiacnets.generation.readout import ConditionReadout, readout_features, ridge_loo
+from cardiacnets.generation.readout import (
+    ConditionReadout, correction_mlp, cross_fit, fit_correction, readout_features, ridge_loo)
 from cardiacnets.generation.shape_model import (
     ShapeModel, anatomy_validity, contraction_count, label_dice, labels_from_distances, signed_distances,
 )
@@ -226,6 +227,80 @@ def test_ridge_loo_matches_refitting_without_each_row():
         errors.append(y[i] - (y[keep].mean() + (x[i] - x[keep].mean(0)) @ w))
     assert loo_r2 == pytest.approx(1 - np.mean(np.square(errors)) / np.var(y), rel=1e-6)
     assert readout_features(("embedding",), torch.ones(2, 3), None, None, None).shape == (2, 3)
+
+
+def _nonlinear_table(n: int, seed: int):
+    """Features whose first column enters the truth linearly and whose age enters it quadratically."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    age = rng.normal(size=n)
+    truth = 0.8 * x[:, :1] + 0.9 * (age[:, None] ** 2 - 1.0) + 0.2 * rng.normal(size=(n, 1))
+    return x, age, truth
+
+
+def test_fit_correction_learns_what_the_linear_fit_misses_and_stops_early():
+    x, age, truth = _nonlinear_table(600, 0)
+    inputs = np.stack([x[:, 0], age], axis=1)
+    residual = truth - 0.8 * x[:, :1]  # what a linear fit of x leaves: the age term and the noise
+    mlp = fit_correction(correction_mlp(2, 16, 1), inputs, residual, steps=400, seed=0)
+    assert not any(p.requires_grad for p in mlp.parameters())
+    x2, age2, truth2 = _nonlinear_table(300, 1)
+    with torch.no_grad():
+        predicted = mlp(torch.as_tensor(np.stack([x2[:, 0], age2], 1), dtype=torch.float32)).numpy()
+    left = truth2 - 0.8 * x2[:, :1]
+    assert np.mean((left - predicted) ** 2) < 0.3 * np.mean(left**2)  # most of the quadratic term learnt
+    # Pure noise: the held-out error never beats the zero correction by much, so the kept one stays near zero.
+    noise = np.random.default_rng(2).normal(size=(600, 1))
+    quiet = fit_correction(correction_mlp(2, 16, 1), inputs, noise, steps=400, seed=0)
+    with torch.no_grad():
+        assert quiet(torch.as_tensor(inputs, dtype=torch.float32)).std() < 0.3
+
+
+def test_cross_fit_keeps_a_correction_only_where_it_helps():
+    x, age, truth = _nonlinear_table(800, 3)
+    demographics = {"columns": ["age_years"], "mean": [0.0], "std": [1.0]}
+    readout = ConditionReadout(feature_names=("embedding",), embed_dim=4, token_dim=4, demographics=demographics,
+                               index_names=("lvedv_ml",), hidden_dim=16)
+    folds = np.arange(800) % 4
+    age_t = torch.as_tensor(age[:, None], dtype=torch.float32)
+    estimates, report = cross_fit(readout, "waveform", x, truth, folds, [1e-3, 1.0], demographics=age_t,
+                                  correction_steps=300)
+    assert report["correction"]["kept"] and report["correction"]["corrected_mse"] < report["correction"]["linear_mse"]
+    assert report["lvedv_ml"]["corrected_cross_fitted_r"] > report["lvedv_ml"]["cross_fitted_r"] + 0.1
+    # The read-out applies linear fit + correction; the residual spread is the corrected estimates' scatter.
+    embedding = torch.as_tensor(x, dtype=torch.float32)
+    estimate, _ = readout.estimate(embedding, None, age_t)
+    linear = embedding @ readout.waveform_weight.T + readout.waveform_bias
+    torch.testing.assert_close(estimate, linear + readout.waveform_mlp(torch.cat([linear, age_t], 1)))
+    assert float(readout.waveform_residual[0, 0]) ** 2 == pytest.approx(np.var(truth - estimates, ddof=1), rel=1e-3)
+    # Linear truth: the correction cannot lower the cross-fitted error and is left at zero.
+    plain = ConditionReadout(feature_names=("embedding",), embed_dim=4, token_dim=4, demographics=demographics,
+                             index_names=("lvedv_ml",), hidden_dim=16)
+    linear_truth = x[:, :1] + 0.1 * np.random.default_rng(4).normal(size=(800, 1))
+    _, plain_report = cross_fit(plain, "waveform", x, linear_truth, folds, [1e-3], demographics=age_t,
+                                correction_steps=300)
+    if not plain_report["correction"]["kept"]:
+        assert float(plain.waveform_mlp[-1].weight.abs().sum()) == 0.0
+    assert plain_report["lvedv_ml"]["corrected_cross_fitted_r"] == pytest.approx(
+        plain_report["lvedv_ml"]["cross_fitted_r"], abs=0.01)
+
+
+def test_readout_with_correction_saves_and_loads(tmp_path):
+    readout = tiny_readout()
+    assert ConditionReadout(**{**readout.config, "hidden_dim": 0}).correct("full", torch.ones(1, 2)).sum() == 2
+    corrected = ConditionReadout(**{**readout.config, "hidden_dim": 8})
+    assert corrected.correction_width("full") == 2 + 2 + 1 and corrected.correction_width("waveform") == 2 + 2
+    linear = torch.randn(3, 2)
+    torch.testing.assert_close(corrected.correct("full", linear, torch.zeros(3, 2), torch.zeros(3, 1)), linear)
+    torch.nn.init.normal_(corrected.full_mlp[-1].weight)  # an untrained correction is zero: make it respond
+    corrected.save_pretrained(tmp_path / "readout")
+    loaded = ConditionReadout.from_pretrained(tmp_path / "readout")
+    demographics, measurements = torch.randn(3, 2), torch.randn(3, 1)
+    torch.testing.assert_close(loaded.correct("full", linear, demographics, measurements),
+                               corrected.correct("full", linear, demographics, measurements))
+    assert not torch.allclose(loaded.correct("full", linear, demographics, measurements), linear)
+    with pytest.raises(ValueError, match="hidden_dim"):
+        ConditionReadout(hidden_dim=-1)
 
 
 def test_anatomy_denoiser_null_condition_and_errors():

@@ -90,7 +90,12 @@ def test_anatomy_run_exports_a_working_pipeline(runs, disc_data):
     assert provenance["shape_model"]["val_round_trip"]["dice"]["lv_cavity"] > 0.8
     # The read-out: both fits, per index, with the cross-fitted r of the training conditions.
     assert set(provenance["readout"]) >= {"full", "waveform", "val_r"}
-    assert set(provenance["readout"]["full"]) == {"lvedv_ml", "lvesv_ml", "lvef_pct", "lvm_g", "rvedv_ml", "rvesv_ml"}
+    indices = {"lvedv_ml", "lvesv_ml", "lvef_pct", "lvm_g", "rvedv_ml", "rvesv_ml"}
+    assert set(provenance["readout"]["full"]) == indices | {"correction"}  # the demo config's nonlinear correction
+    correction = provenance["readout"]["full"]["correction"]
+    assert isinstance(correction["kept"], bool)
+    assert correction["kept"] == (correction["corrected_mse"] < correction["linear_mse"])
+    assert pipe.readout.config.hidden_dim == 32
     # Sampling settings chosen on the validation split among the configured grid.
     selection = provenance["sampling_selection"]
     assert selection["split"] == "val" and selection["n"] == 4 and len(selection["grid"]) == 4
