@@ -28,6 +28,9 @@ class InputError(CardiacNetsError, ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # rebuilt from (path, problem) when raised in a worker process
+        return type(self), (self.path, self.problem)
+
 
 class ConfigError(CardiacNetsError, ValueError):
     """A configuration file or override is invalid (unknown key, wrong type)."""

@@ -20,6 +20,7 @@ the worker count or the order of completion.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import math
 import multiprocessing
@@ -200,8 +201,31 @@ def _write_subject(task: tuple[int, int, SynthConfig, str]) -> dict:
         stage_ms["cpu"] = 1e3 * (time.process_time() - cpu_start)
         return dict(eid=eid, ground_truth=ground_truth_row(phys, params, measured),
                     tabular=tabular_row(phys, measured), stage_ms=stage_ms)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # not this subject's fault: every later one would fail too
+            raise DiskFullError(out_dir, f"the disk is full (subject {eid}: {err.strerror}); free space or choose "
+                                         "another --out") from None
+        return dict(eid=eid, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     except Exception as err:  # a batch job lists a failed subject and goes on
         return dict(eid=eid, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+
+
+class DiskFullError(InputError):
+    """The cohort's disk has no room left (or too little for the cohort): a batch-wide failure, not a subject's."""
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _check_room(out_dir: Path, n: int, margin: float = 1.1) -> None:
+    """Refuse a cohort whose remaining subjects would not fit on the disk, judged by the first one's files."""
+    per_subject = _tree_bytes(out_dir)
+    need, free = margin * per_subject * (n - 1), shutil.disk_usage(out_dir).free
+    if need > free:
+        raise DiskFullError(out_dir, f"{n} subjects need about {need / 1e9:.1f} GB more (the first one wrote "
+                                     f"{per_subject / 1e6:.1f} MB) but {free / 1e9:.1f} GB are free; free space, "
+                                     "choose another --out or simulate fewer subjects")
 
 
 def ground_truth_row(phys: Physiology, params, measured: dict) -> dict:
@@ -322,6 +346,8 @@ def write_cohort(
 
     Raises:
         InputError: when `out_dir` is a non-empty folder that is not a synth output.
+        DiskFullError: when the first subject's files, times `n`, would not fit on the disk (checked before
+            the others are simulated), or when the disk fills up on the way.
     """
     import pandas as pd
 
@@ -341,15 +367,20 @@ def write_cohort(
         from tqdm import tqdm
 
         bar = tqdm(total=n, unit="subject", file=sys.stderr)
-    results = []
+    # The first subject is written here: its files size the whole cohort against the free disk space.
+    results = [_write_subject(tasks[0])]
+    if bar is not None:
+        bar.update(1)
+    _check_room(out_dir, n)
+    tasks = tasks[1:]
     if workers == 1:
         for task in tasks:
             results.append(_write_subject(task))
             if bar is not None:
                 bar.update(1)
-    else:
+    elif tasks:
         with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-            for result in pool.map(_write_subject, tasks, chunksize=max(1, min(8, n // (4 * workers)))):
+            for result in pool.map(_write_subject, tasks, chunksize=max(1, min(8, len(tasks) // (4 * workers)))):
                 results.append(result)
                 if bar is not None:
                     bar.update(1)

@@ -16,6 +16,10 @@ from cardiacnets.errors import ConfigError
 from cardiacnets.simulate.physiology import SIMULATOR_VERSIONS
 from support import REPO_ROOT
 
+# The simulator version configs/reference/reference.yaml trains on (what the bundle records, what the demo draws).
+REFERENCE_SYNTH = yaml.safe_load((REPO_ROOT / "configs" / "reference" / "reference.yaml").read_text())["synth"]
+REFERENCE_VERSION = int(REFERENCE_SYNTH[0].split("=")[1])
+
 SHORT = ["schedule.epochs=null", "schedule.max_steps=2", "schedule.warmup_steps=1", "data.batch_size=8"]
 
 
@@ -54,7 +58,7 @@ def test_reference_build_exports_a_sealed_bundle_with_its_model_card(tiny_bundle
     bundle = tiny_bundle / "bundle"
     info = json.loads((bundle / "bundle.json").read_text())
     assert info["name"] == "tiny-reference" and info["metadata"]["n_subjects"] == 30 and info["metadata"]["seed"] == 1
-    assert info["metadata"]["simulator_version"] == 3 and info["metadata"]["synth"] == ["version=3"]
+    assert info["metadata"]["simulator_version"] == REFERENCE_VERSION and info["metadata"]["synth"] == REFERENCE_SYNTH
     assert {key.split("/")[0] for key in info["components"]} == set(BUNDLE_STAGES)
     assert (bundle / "anatomy" / "pipeline" / "model_index.json").is_file()
     assert (bundle / "heads_lead_i" / "model").is_dir() and (bundle / "align" / "model").is_dir()
@@ -93,9 +97,9 @@ def test_demo_evaluates_the_bundle_on_a_fresh_cohort(tiny_bundle, tmp_path, caps
     assert models["stages"] == {**{stage: "reference bundle" for stage in BUNDLE_STAGES},
                                 "heads_aligned": "trained by this demo", "heads_scratch": "trained by this demo"}
     assert set(metrics["training"]) == {"heads_aligned", "heads_scratch"}
-    # The fresh cohort is drawn with the simulator version the bundle records (3 here).
+    # The fresh cohort is drawn with the simulator version the bundle records.
     assert {k: metrics["cohort"][k] for k in ("n_subjects", "seed", "raw", "simulator_version")} == {
-        "n_subjects": 30, "seed": 7, "raw": str(out / "raw"), "simulator_version": 3}
+        "n_subjects": 30, "seed": 7, "raw": str(out / "raw"), "simulator_version": REFERENCE_VERSION}
     heads = metrics["heads"]
     assert set(heads["others"]) == {"heads_aligned", "heads_lead_i", "heads_scratch"}
     assert heads["others"]["heads_lead_i"]["leads"] == "I" and "I" in heads["lead_subsets"]
@@ -230,7 +234,7 @@ def test_a_second_build_reuses_the_runs_and_replaces_its_bundle(tiny_bundle, tmp
 
     # The raw cohort deleted to save disk: the training set built from it is reused, not re-simulated.
     kept = json.loads((tiny_bundle / "dataset" / "demo_cohort.json").read_text())
-    assert kept["key"] == {"n_subjects": 30, "seed": 1, "synth": ["version=3"], "version": 3}
+    assert kept["key"] == {"n_subjects": 30, "seed": 1, "synth": REFERENCE_SYNTH, "version": REFERENCE_VERSION}
     shutil.rmtree(tiny_bundle / "raw")
     # A retrained upstream stage retrains the stages built on it: the image denoiser, then the generator.
     tiny_config(REPO_ROOT / "configs" / "reference" / "reference.yaml", config)
