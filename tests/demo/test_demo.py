@@ -156,7 +156,7 @@ def test_shipped_demo_configs_resolve():
     assert scratch.reference is None and {"align", "heads", "segment", "anatomy"} <= set(scratch.stages)
     protocol = load_demo_config(REPO_ROOT / "configs" / "demo" / "generation_2000.yaml")  # the generation issue's
     protocol.validate()
-    assert protocol.n_subjects == 2000 and protocol.reference is None and protocol.synth == ["version=3"]
+    assert protocol.n_subjects == 2000 and protocol.reference is None and protocol.synth == REFERENCE_SYNTH
     assert {"align", "segment", "frame_vae", "anatomy_image", "anatomy"} <= set(protocol.stages)
 
 
