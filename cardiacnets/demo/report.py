@@ -222,7 +222,7 @@ def _heads_comparison(r: dict) -> str:
                                           for subset, block in r.get("lead_subsets", {}).items() if subset == "I"]
     models += [(name.replace("_", " "), block) for name, block in r.get("others", {}).items()]
     baselines = {name: block for name, block in r.get("baselines", {}).items() if "regression" in block}
-    models += [(f"baseline: {name}", block) for name, block in baselines.items()]
+    models += [(f"baseline: {name.replace('_', ' ')}", block) for name, block in baselines.items()]
     if len(models) < 2:
         return ""
     rows = [[name] + [_ci(block.get("regression", {}).get(key, {}).get("r2")) for key, _ in _COMPARED_INDICES]
@@ -240,9 +240,10 @@ def _baseline_note(baselines: dict) -> str:
         return ""
     n_train = {block.get("n_train") for block in baselines.values()}
     return ("<p><i>baseline: measurements</i> is a ridge (indices) or logistic regression (labels) on the ECG "
-            "device's measurements and the demographics; <i>baseline: sokolow</i> the Sokolow-Lyon voltage alone; "
-            f"both fitted on the {', '.join(_fmt(n) for n in sorted(n_train))} subjects of this cohort's training "
-            "split. Where a heads model does not beat them, its waveform adds nothing the device's numbers do not "
+            "device's measurements and the demographics; <i>baseline: measurements boosted</i> gradient-boosted "
+            "trees on the same numbers (their nonlinear relations too); <i>baseline: sokolow</i> the Sokolow-Lyon "
+            f"voltage alone; all fitted on the {', '.join(_fmt(n) for n in sorted(n_train))} subjects of this "
+            "cohort's training split. Where a heads model does not beat them, its waveform adds nothing the device's numbers do not "
             "already say (paired differences with CIs in metrics.json, <code>heads.baselines</code>).</p>")
 
 

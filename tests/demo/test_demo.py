@@ -105,7 +105,7 @@ def test_demo_evaluates_the_bundle_on_a_fresh_cohort(tiny_bundle, tmp_path, caps
     assert heads["others"]["heads_lead_i"]["leads"] == "I" and "I" in heads["lead_subsets"]
     assert "r2" in heads["regression"]["lvedv_ml"]
     # The measurement baselines are scored once, on the reference heads' subjects, and shown in the report.
-    assert set(heads["baselines"]) == {"measurements", "sokolow"}
+    assert set(heads["baselines"]) == {"measurements", "measurements_boosted", "sokolow"}
     assert "baselines" not in heads["others"]["heads_scratch"]
     measurements = heads["baselines"]["measurements"]
     assert "ecg_sokolov_lvh_index_mV" in measurements["features"]

@@ -82,3 +82,26 @@ def test_baseline_errors_name_the_problem(device_set, tmp_path):
     stranger = SplitPredictions(["nobody"], regression={"lvm_g": (np.array([1.0]), np.array([np.nan]))})
     with pytest.raises(InputError, match="not in the manifest: nobody"):
         baseline.predict(stranger)
+
+
+def test_boosted_baseline_finds_what_a_line_misses(tmp_path):
+    """A U-shaped relation of LVEF to the voltage: the ridge sees nothing, the boosted trees recover it."""
+    root = write_heads_set(tmp_path / "dataset", n=400)
+    manifest = pd.read_csv(root / "manifest.csv", dtype={"subject_id": str})
+    rng = np.random.default_rng(2)
+    voltage = rng.normal(2.5, 0.6, len(manifest))
+    manifest["ecg_sokolov_lvh_index_mV"] = voltage
+    manifest["lvef_pct"] = 60.0 - 25.0 * (voltage - 2.5) ** 2 + rng.normal(0.0, 1.0, len(manifest))
+    manifest.to_csv(root / "manifest.csv", index=False)
+    rows = manifest[manifest["split"] == "test"]
+    reference = SplitPredictions(list(rows["subject_id"]), regression={
+        "lvef_pct": (rows["lvef_pct"].to_numpy(float), np.full(len(rows), np.nan))})
+    r = {}
+    for name in ("measurements", "measurements_boosted"):
+        baseline = MeasurementBaseline(root, name, ["lvef_pct"], ["label_heart_failure"])
+        truth, estimate = baseline.predict(reference).regression["lvef_pct"]
+        r[name] = np.corrcoef(truth, estimate)[0, 1]
+    assert abs(r["measurements"]) < 0.35 and r["measurements_boosted"] > 0.85
+    assert baseline.info()["model"] == "boosted trees" and baseline.info()["n_train"] == 240
+    label, probability = baseline.predict(_reference(manifest)).binary["label_heart_failure"]
+    assert probability.min() >= 0.0 and probability.max() <= 1.0 and len(probability) == len(label) == 80

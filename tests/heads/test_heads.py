@@ -411,6 +411,9 @@ def test_evaluate_heads_cli(trained_runs, heads_set, tmp_path, capsys):
     assert measurements["regression"]["lvm_g"]["n"] == 8
     assert measurements["heads_minus_baseline"]["regression"]["lvm_g"]["r2"]["b"] == pytest.approx(lvm["r2"]["value"])
     assert "none of the columns the sokolow baseline uses" in result["baselines"]["sokolow"]["skipped"]
+    boosted = result["baselines"]["measurements_boosted"]  # the same numbers, boosted trees (24 rows: 100 rounds)
+    assert boosted["model"] == "boosted trees" and boosted["features"] == measurements["features"]
+    assert boosted["regression"]["lvm_g"]["n"] == 8
     assert set(result["compare"]["binary"]["heart_failure"]) >= {"auroc", "delong"}
     assert result["compare"]["difference"] == "b - a"
     for name in ("roc.png", "calibration.png", "scatter_lvm_g.png", "bland_altman_lvm_g.png", "predictions.csv",
@@ -485,7 +488,8 @@ def test_heads_compare_end_to_end_and_rerun_reuses_runs(heads_set, aligned_encod
     assert json.loads(scratch[scratch["label_fraction"] == 1.0]["overrides"].iloc[0]) == chosen_lr
     assert selection[selection["mode"] == "finetune"]["label_fraction"].tolist() == [1.0]
     table = pd.read_csv(out / "results.csv")
-    assert set(table["mode"]) == {"linear_probe", "finetune", "scratch", "baseline: measurements"}
+    assert set(table["mode"]) == {"linear_probe", "finetune", "scratch", "baseline: measurements",
+                                  "baseline: measurements_boosted"}
     assert set(table["leads"]) == {12}
     assert set(pd.read_csv(out / "results_reduced_leads.csv")["mode"]) == {
         "linear_probe [leads I]", "finetune [leads I]", "scratch [leads I]"}
@@ -494,12 +498,14 @@ def test_heads_compare_end_to_end_and_rerun_reuses_runs(heads_set, aligned_encod
     assert "| lvm_g | r2 |" in (out / "results.md").read_text()
     comparisons = json.loads((out / "comparisons.json").read_text())
     # Every mode against the measurement baseline fitted on the same label fraction (no device measurements in
-    # this tiny set: the Sokolow baseline is skipped, the other uses the demographics).
-    assert set(comparisons) == {"finetune - scratch @ 1", "linear_probe - baseline measurements @ 0.5",
-                                "scratch - baseline measurements @ 0.5", "linear_probe - baseline measurements @ 1",
-                                "finetune - baseline measurements @ 1", "scratch - baseline measurements @ 1"}
+    # this tiny set: the Sokolow baseline is skipped, the other two use the demographics).
+    assert set(comparisons) == {"finetune - scratch @ 1"} | {
+        f"{mode} - baseline {name} @ {fraction}" for name in ("measurements", "measurements_boosted")
+        for mode, fraction in [("linear_probe", 0.5), ("scratch", 0.5), ("linear_probe", 1), ("finetune", 1),
+                               ("scratch", 1)]}
     scores = json.loads((out / "compare.json").read_text())["scores"]
     assert scores["baseline_measurements@0.5"]["n_train"] == 12 and scores["baseline_measurements@1"]["n_train"] == 24
+    assert scores["baseline_measurements_boosted@0.5"]["n_train"] == 12
     assert "none of the columns the sokolow baseline uses" in scores["baseline_sokolow@1"]["skipped"]
     assert "finetune - scratch @ 1" in (out / "comparisons.md").read_text()
     finetune = HeadsModel.from_pretrained(out / "runs" / "finetune_f100" / "model")

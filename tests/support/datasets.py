@@ -233,7 +233,8 @@ def write_heads_set(root: Path, n: int = 40, seed: int = 0) -> Path:
     mask = np.load(root / "ecg_lead_mask.npy", mmap_mode="r+")
     mask[:] = True
     mask.flush()
-    splits = ["train"] * 24 + ["val"] * 8 + ["test"] * 8
+    n_train, n_val = int(0.6 * n), int(0.2 * n)  # 24 / 8 / 8 at the default 40
+    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
     hf = lvm > np.median(lvm)
     icd = np.where(hf, "I420;I500", np.where(np.arange(n) % 3 == 0, "I421", ""))
     manifest = pd.DataFrame({
