@@ -243,8 +243,9 @@ def _baseline_note(baselines: dict) -> str:
             "device's measurements and the demographics; <i>baseline: measurements boosted</i> gradient-boosted "
             "trees on the same numbers (their nonlinear relations too); <i>baseline: sokolow</i> the Sokolow-Lyon "
             f"voltage alone; all fitted on the {', '.join(_fmt(n) for n in sorted(n_train))} subjects of this "
-            "cohort's training split. Where a heads model does not beat them, its waveform adds nothing the device's numbers do not "
-            "already say (paired differences with CIs in metrics.json, <code>heads.baselines</code>).</p>")
+            "cohort's training split. Where a heads model does not beat them, its waveform adds nothing the "
+            "device's numbers do not already say (paired differences with CIs in metrics.json, "
+            "<code>heads.baselines</code>).</p>")
 
 
 @register_section("generation")

@@ -4,8 +4,8 @@ A resting ECG's XML (UK Biobank field 20205, GE 12SL) carries the device's
 measurements — rate, PR, QRS, QT/QTc, the P/R/T axes and the Sokolow-Lyon
 voltage — and the patient's sex and age; UK Biobank adds height and weight. A
 deep model of the waveform earns its place only where it beats a linear model
-of these numbers, so `evaluate_heads` scores two baselines on the same
-subjects, with the same metrics and bootstrap, and a paired comparison (three baselines):
+of these numbers, so `evaluate_heads` scores three baselines on the same
+subjects, with the same metrics and bootstrap, and a paired comparison:
 
 * ``measurements``: ridge regression (penalty by leave-one-out, per index) and
   L2 logistic regression (per label) on the standardised device measurements
@@ -36,13 +36,14 @@ from cardiacnets.heads.inference import SplitPredictions
 from cardiacnets.io.ukb_xml import SUMMARY_MEASUREMENTS
 from cardiacnets.stats.features import tabular_features
 
-#: Device measurements (``ecg_<name>`` manifest columns) the ``measurements`` baseline uses.
 DEMOGRAPHIC_FEATURES = ("sex_male", "age_years", "height_cm", "weight_kg")
+#: Device measurements (``ecg_<name>`` manifest columns) and demographics the ``measurements`` baselines use.
+MEASUREMENT_FEATURES = tuple(f"ecg_{m}" for m in SUMMARY_MEASUREMENTS) + DEMOGRAPHIC_FEATURES
 BASELINES: dict[str, tuple[str, ...]] = {
-    "measurements": tuple(f"ecg_{m}" for m in SUMMARY_MEASUREMENTS) + DEMOGRAPHIC_FEATURES,
+    "measurements": MEASUREMENT_FEATURES,
+    "measurements_boosted": MEASUREMENT_FEATURES,
     "sokolow": ("ecg_sokolov_lvh_index_mV",),
 }
-BASELINES["measurements_boosted"] = BASELINES["measurements"]
 #: Baselines fitted with gradient-boosted trees instead of ridge / logistic regression.
 BOOSTED = frozenset({"measurements_boosted"})
 RIDGE_PENALTIES = np.logspace(-3, 4, 15)

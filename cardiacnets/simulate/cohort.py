@@ -201,12 +201,10 @@ def _write_subject(task: tuple[int, int, SynthConfig, str]) -> dict:
         stage_ms["cpu"] = 1e3 * (time.process_time() - cpu_start)
         return dict(eid=eid, ground_truth=ground_truth_row(phys, params, measured),
                     tabular=tabular_row(phys, measured), stage_ms=stage_ms)
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # not this subject's fault: every later one would fail too
+    except Exception as err:  # a batch job lists a failed subject and goes on
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # every later subject would fail
             raise DiskFullError(out_dir, f"the disk is full (subject {eid}: {err.strerror}); free space or choose "
                                          "another --out") from None
-        return dict(eid=eid, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-    except Exception as err:  # a batch job lists a failed subject and goes on
         return dict(eid=eid, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
 
 
