@@ -100,7 +100,7 @@ def test_preprocess_reads_dicom_bulk_zips(dicom_raw, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script, n", [("calibrate_cmr_acquisition", 4), ("calibrate_ecg_v4", 14)])
+@pytest.mark.parametrize("script, n", [("calibrate_cmr_acquisition", 4), ("calibrate_ecg", 14)])
 def test_calibration_scripts_report_their_start(script, n, shared_data, tmp_path):
     # No search rounds: one evaluation of the committed table, written as the JSON report.
     import json

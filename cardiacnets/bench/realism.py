@@ -44,7 +44,7 @@ from cardiacnets.io.ecg_leads import STANDARD_LEADS
 
 CV_FOLDS = 5
 CV_REPEATS = 5
-#: PTB-XL ``strat_fold``s left out of simulator version 4's ECG calibration (``preprocessing/calibrate_ecg_v4.py``
+#: PTB-XL ``strat_fold``s left out of simulator versions 4 and 5's ECG calibration (``preprocessing/calibrate_ecg.py``
 #: fits to folds 1-8, PTB-XL's own training folds).
 HELD_OUT_FOLDS = (9, 10)
 LEAD = {name: i for i, name in enumerate(STANDARD_LEADS)}
@@ -198,8 +198,25 @@ def _beat_variation(strip: np.ndarray, fs: float, d, q_on: int, q_off: int) -> d
 
 # --------------------------------------------------------------------------- data sets
 
-def simulated_features(n: int, seed: int, config, workdir: Path) -> tuple[list[dict], list[str]]:
+def healthy_subject(phys, params) -> bool:
+    """No diagnosis, sinus rhythm, no block, no ectopy: the subjects compared with PTB-XL NORM."""
+    from cardiacnets.simulate.physiology import icd10_codes
+
+    p = params.as_dict()
+    electrically_normal = not any(bool(p.get(k, False)) for k in ("lbbb", "rbbb", "lafb", "paced",
+                                                                 "atrial_fibrillation")) \
+        and p.get("pvc_per_min", 0.0) == 0.0 and p.get("pac_per_min", 0.0) == 0.0
+    return bool(not icd10_codes(phys) and electrically_normal)
+
+
+def simulated_features(n: int, seed: int, config, workdir: Path,
+                       healthy_only: bool = False) -> tuple[list[dict], list[str]]:
     """Features of ``n`` simulated subjects, each written as UK Biobank XML and read back.
+
+    Args:
+        n, seed, config: the subjects (indices ``0 .. n-1`` of the cohort ``seed``) and the simulator.
+        workdir: scratch folder of the XML files.
+        healthy_only: skip the other subjects before their strip is drawn (a calibration against NORM).
 
     Returns:
         ``(rows, skipped)``: one dict per subject (features plus ``healthy``,
@@ -207,13 +224,16 @@ def simulated_features(n: int, seed: int, config, workdir: Path) -> tuple[list[d
         ``"eid: reason"`` for subjects whose record could not be measured.
     """
     from cardiacnets.io.ukb_xml import read_ukb_xml
-    from cardiacnets.simulate.cohort import simulate_ecg
-    from cardiacnets.simulate.physiology import icd10_codes
+    from cardiacnets.simulate.cohort import ecg_latents, ecg_strip
     from cardiacnets.simulate.ukb_xml_writer import write_ukb_xml
 
     rows, skipped = [], []
     for i in range(n):
-        phys, params, ecg = simulate_ecg(i, seed, config)
+        phys, params, ecg_rng = ecg_latents(i, seed, config)
+        healthy = healthy_subject(phys, params)
+        if healthy_only and not healthy:
+            continue
+        ecg = ecg_strip(params, ecg_rng, config)
         path = workdir / f"{phys.eid}.xml"
         write_ukb_xml(path, ecg.signal_mV, ecg.sampling_rate_hz, median_mV=ecg.median_mV,
                       measurements=ecg.measurements, interpretation=ecg.interpretation,
@@ -226,11 +246,7 @@ def simulated_features(n: int, seed: int, config, workdir: Path) -> tuple[list[d
         except ValueError as err:
             skipped.append(f"{phys.eid}: {err}")
             continue
-        p = params.as_dict()
-        electrically_normal = not any(bool(p.get(k, False)) for k in
-                                      ("lbbb", "rbbb", "lafb", "paced", "atrial_fibrillation")) \
-            and p.get("pvc_per_min", 0.0) == 0.0 and p.get("pac_per_min", 0.0) == 0.0
-        row["healthy"] = bool(not icd10_codes(phys) and electrically_normal)
+        row["healthy"] = healthy
         row["xml_qrs_duration_ms"] = float(record.measurements.get("qrs_duration_ms") or math.nan)
         row["latent_qrs_duration_ms"] = float(params.qrs_duration_ms)
         rows.append(row)
@@ -399,7 +415,7 @@ def realism_report(sim_rows: list[dict], real_rows: list[dict], seed: int = 0) -
             "clinical_features": set_auroc(sim_rows, real_rows, clinical, seed),
             "healthy_vs_ptbxl_norm": set_auroc(healthy, norm, names, seed),
             "healthy_vs_ptbxl_norm_clinical": set_auroc(healthy, norm, clinical, seed),
-            # PTB-XL's folds 9-10 were held out of simulator version 4's calibration (strat_fold 1-8).
+            # PTB-XL's folds 9-10 were held out of simulator versions 4 and 5's calibration (strat_fold 1-8).
             "all_features_vs_ptbxl_folds_9_10": set_auroc(sim_rows, held_out, names, seed),
             "healthy_vs_ptbxl_norm_folds_9_10": set_auroc(healthy, [r for r in held_out if r["norm"]], names, seed),
         },

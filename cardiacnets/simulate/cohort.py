@@ -105,6 +105,28 @@ def subject_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.
     return physiology_rng, ecg_rng, cmr_rng
 
 
+def ecg_latents(index: int, seed: int, config: SynthConfig):
+    """A subject's `Physiology` and `ECGParams` without the strip (cheap), as `simulate_ecg` draws them.
+
+    Returns:
+        ``(phys, ecg_params, ecg_rng)``: the generator is left where the strip's draws begin.
+    """
+    from cardiacnets.simulate.ecg_model import ecg_parameters
+
+    physiology_rng, ecg_rng, _ = subject_rngs(seed, index)
+    phys = sample_physiology(EID_START + index, physiology_rng, config)
+    return phys, ecg_parameters(phys, ecg_rng, config.rhythm, version=config.version), ecg_rng
+
+
+def ecg_strip(params, ecg_rng: np.random.Generator, config: SynthConfig):
+    """The `SimulatedECG` of a subject's `ecg_latents` under the config's recording settings."""
+    from cardiacnets.simulate.ecg_model import synthesize_ecg
+
+    return synthesize_ecg(params, ecg_rng, sampling_rate_hz=config.ecg_sampling_rate_hz,
+                          duration_s=config.ecg_duration_s, mains_hz=config.mains_hz, noise=config.ecg_noise,
+                          version=config.version)
+
+
 def simulate_ecg(index: int, seed: int, config: SynthConfig):
     """Simulate one subject's physiology and ECG only (what `simulate_subject` draws for them).
 
@@ -117,15 +139,8 @@ def simulate_ecg(index: int, seed: int, config: SynthConfig):
         ``(phys, ecg_params, ecg)``: the same `Physiology`, `ECGParams` and
         `SimulatedECG` that `simulate_subject` returns for this subject.
     """
-    from cardiacnets.simulate.ecg_model import ecg_parameters, synthesize_ecg
-
-    physiology_rng, ecg_rng, _ = subject_rngs(seed, index)
-    phys = sample_physiology(EID_START + index, physiology_rng, config)
-    params = ecg_parameters(phys, ecg_rng, config.rhythm, version=config.version)
-    ecg = synthesize_ecg(params, ecg_rng, sampling_rate_hz=config.ecg_sampling_rate_hz,
-                         duration_s=config.ecg_duration_s, mains_hz=config.mains_hz, noise=config.ecg_noise,
-                         version=config.version)
-    return phys, params, ecg
+    phys, params, ecg_rng = ecg_latents(index, seed, config)
+    return phys, params, ecg_strip(params, ecg_rng, config)
 
 
 def simulate_subject(index: int, seed: int, config: SynthConfig):
@@ -144,7 +159,7 @@ def simulate_subject(index: int, seed: int, config: SynthConfig):
     """
     from cardiacnets.cmr.indices import function_indices
     from cardiacnets.simulate.cmr_model import render_cmr
-    from cardiacnets.simulate.ecg_model import ecg_parameters, synthesize_ecg
+    from cardiacnets.simulate.ecg_model import ecg_parameters
 
     physiology_rng, ecg_rng, cmr_rng = subject_rngs(seed, index)
     stage_ms = {}
@@ -152,9 +167,7 @@ def simulate_subject(index: int, seed: int, config: SynthConfig):
     phys = sample_physiology(EID_START + index, physiology_rng, config)
     t1 = time.perf_counter()
     params = ecg_parameters(phys, ecg_rng, config.rhythm, version=config.version)
-    ecg = synthesize_ecg(params, ecg_rng, sampling_rate_hz=config.ecg_sampling_rate_hz,
-                         duration_s=config.ecg_duration_s, mains_hz=config.mains_hz, noise=config.ecg_noise,
-                         version=config.version)
+    ecg = ecg_strip(params, ecg_rng, config)
     t2 = time.perf_counter()
     cmr = render_cmr(phys, cmr_rng, config)
     t3 = time.perf_counter()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cardiacnets.simulate.ecg_geometry import direction_vector
-from cardiacnets.simulate.ecg_params import ECG_V4, ECGParams
+from cardiacnets.simulate.ecg_params import ECGParams, ecg_variety
 
 # QRS lobes of normal conduction, in activation order: (centre, half-width) as
 # fractions of the QRS duration, direction as (axis offset from the QRS axis,
@@ -216,12 +216,17 @@ def qrst_lobes(params: ECGParams, rng: np.random.Generator | None = None, *, ver
     if version >= 3 and table is NORMAL_QRS_LOBES:
         shares, widths, turns = QRS_LOBE_SHARE_V3, QRS_LOBE_WIDTH_V3, QRS_LOBE_TURN_V3
         if version >= 4 and not (params.rbbb or params.lafb):  # the postero-basal lobe (S in V1-V3) resized
-            shares = shares[:2] + (shares[2] * ECG_V4["basal_lobe_share"],) + shares[3:]
+            shares = shares[:2] + (shares[2] * ecg_variety(version)["basal_lobe_share"],) + shares[3:]
+        if version >= 5:  # the later lobes' widths and the terminal lobe's size (`ECG_V5`)
+            widths = widths[:1] + tuple(w * ecg_variety(version)["qrs_lobe_width"] for w in widths[1:])
+            if not (params.rbbb or params.lafb):
+                shares = shares[:4] + (shares[4] * ecg_variety(version)["terminal_lobe_share"],)
     elif version >= 2 and table is NORMAL_QRS_LOBES:
         shares = QRS_LOBE_SHARE_V2
     # The initial forces (and an infarct's Q waves) keep the table's width.
     varied = version >= 4 and table is NORMAL_QRS_LOBES and not (params.rbbb or params.lafb)
-    axis_sd, share_sd = (ECG_V4["lobe_axis_sd_deg"], ECG_V4["lobe_share_sd"]) if varied else (8.0, 0.12)
+    variety = ecg_variety(version)
+    axis_sd, share_sd = (variety["lobe_axis_sd_deg"], variety["lobe_share_sd"]) if varied else (8.0, 0.12)
     for (c, s, d_axis, d_elev, share), relative, lobe_width, turn in zip(table, shares, widths, turns):
         share, d_axis, d_elev = share * relative, d_axis + turn[0], d_elev + turn[1]
         if rng is not None:

@@ -88,7 +88,7 @@ from cardiacnets.simulate.ecg_noise import (
     BASELINE_WANDER_MAX_MV, DEVICE_LOWPASS_HZ, EMG_RMS_MAX_MV, EMG_RMS_MEDIAN_MV, MAINS_MAX_MV, device_lowpass_sos,
     recording_noise,
 )
-from cardiacnets.simulate.ecg_params import ECG_V4, ECG_VISIBLE_LATENTS, ECGParams, ecg_parameters
+from cardiacnets.simulate.ecg_params import ECG_VISIBLE_LATENTS, ECGParams, ecg_parameters, ecg_variety
 from cardiacnets.simulate.ecg_rhythm import (
     PAC, PVC, SINUS, BeatSchedule, beat_schedule, fibrillatory_waves, pacing_spikes,
 )
@@ -172,9 +172,9 @@ def _ventricular_vcg_v2(qrst: BeatLobes, pvc: BeatLobes, s: BeatSchedule, rng: n
     lobe_sd = np.where(qrst.is_qrs, BEAT_LOBE_JITTER_V2, BEAT_T_JITTER_V2)
     smoothing_ms = QRS_CORNER_SMOOTHING_MS_V3
     if version >= 4:  # the subject's own beat-to-beat variability and corner rounding (`ECG_V4`)
-        lo, hi = ECG_V4["beat_jitter"]
+        lo, hi = ecg_variety(version)["beat_jitter"]
         lobe_sd = lobe_sd * float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-        smoothing_ms = float(rng.uniform(*ECG_V4["corner_smoothing_ms"]))
+        smoothing_ms = float(rng.uniform(*ecg_variety(version)["corner_smoothing_ms"]))
     lobe_jitter = 1.0 + rng.normal(0.0, 1.0, shape) * lobe_sd
     vcg = render_vcg(qrst, s.onsets_s[conducted], s.beat_scale[conducted], s.qrs_scale[conducted], n_samples, fs,
                      s.rotation_rad[conducted], lobe_jitter)
@@ -244,14 +244,22 @@ def synthesize_ecg(params: ECGParams, rng: np.random.Generator, *, sampling_rate
         if not params.atrial_fibrillation:
             atrial = s.onsets_s[s.has_p & (s.kind == SINUS)] - params.pr_interval_ms / 1000.0
             vcg += pacing_spikes(atrial, n_samples, fs, 0.6 * spike)
+    if version >= 5:  # `ECG_V5`: the population's lead gains, refitted to PTB-XL NORM
+        variety = ecg_variety(version)
+        gains = [variety["limb_lead_gain"]] * 2 + [variety[f"chest_gain_V{k}"] for k in range(1, 7)]
+        lead_field = lead_field * np.array(gains)[:, None]
     independent = np.einsum("lk,kt->lt", lead_field, vcg)  # (8, T) I, II, V1-V6
 
     # 2. Recording noise, on the electrodes' independent leads so limb identities hold,
-    # then the device's 100 Hz low-pass (UK Biobank's CardioSoft declares 0.01-100 Hz).
+    # then the device's low-pass (version 5: the recorder's own, drawn after every other draw).
     if noise:
         independent = independent + recording_noise(rng, n_samples, fs, mains_hz, version=version)
-    if DEVICE_LOWPASS_HZ < 0.45 * fs:
-        independent = sp_signal.sosfiltfilt(device_lowpass_sos(float(fs)), independent, axis=-1)
+    lowpass_hz = DEVICE_LOWPASS_HZ
+    if version >= 5:
+        lo, hi = ecg_variety(version)["device_lowpass_hz"]
+        lowpass_hz = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    if lowpass_hz < 0.45 * fs:
+        independent = sp_signal.sosfiltfilt(device_lowpass_sos(float(fs), lowpass_hz), independent, axis=-1)
     signal_mV = assemble_12(independent).astype(np.float32)
 
     # 3. The device: median beat, measurements and statements from the recorded strip.

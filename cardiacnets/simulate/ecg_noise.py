@@ -43,9 +43,10 @@ MAINS_LARGE_PROB_V3 = 0.05
 
 
 @lru_cache(maxsize=8)
-def device_lowpass_sos(sampling_rate_hz: float) -> np.ndarray:
-    """The recorder's first-order low-pass at `DEVICE_LOWPASS_HZ` (second-order sections)."""
-    return sp_signal.butter(1, DEVICE_LOWPASS_HZ, btype="lowpass", fs=sampling_rate_hz, output="sos")
+def device_lowpass_sos(sampling_rate_hz: float, cutoff_hz: float = DEVICE_LOWPASS_HZ) -> np.ndarray:
+    """The recorder's first-order low-pass (second-order sections; `DEVICE_LOWPASS_HZ` unless the
+    simulator version draws the recorder's own)."""
+    return sp_signal.butter(1, cutoff_hz, btype="lowpass", fs=sampling_rate_hz, output="sos")
 
 
 @lru_cache(maxsize=8)

@@ -51,7 +51,7 @@ RR_VARIABILITY_SD_V3 = 0.02
 #: 0.65 SD, that add up across correlated features (the squared Mahalanobis distance between the means
 #: was 7.6; the largest terms the 40-100 Hz band, V1's upstroke and S wave, the T and QRS axes, the
 #: beat-to-beat residual), and spreads narrower than NORM's (QTc's 90th percentile 1.6 interquartile
-#: ranges below NORM's). Fitted to PTB-XL NORM of ``strat_fold`` 1-8 (``preprocessing/calibrate_ecg_v4.py``,
+#: ranges below NORM's). Fitted to PTB-XL NORM of ``strat_fold`` 1-8 (``preprocessing/calibrate_ecg.py --version 4``,
 #: the Mahalanobis distance as the loss; folds 9-10 held out):
 #:
 #: * ``lobe_share_sd``, ``lobe_axis_sd_deg``: SDs of each normal-conduction QRS lobe's log size and of its
@@ -76,6 +76,31 @@ RR_VARIABILITY_SD_V3 = 0.02
 ECG_V4 = dict(lobe_share_sd=0.2, lobe_axis_sd_deg=12.0, corner_smoothing_ms=(0.9, 1.1), beat_jitter=(0.8, 2.0),
               qtc_tail_ms=30.0, p_duration_tail_ms=16.0, rr_log_sd=0.4, qrs_axis_shift_deg=-4.0,
               t_axis_shift_deg=1.0, t_amplitude_factor=1.15, basal_lobe_share=1.1)
+#: Simulator version 5's ECG: version 4's settings (refitted) and three more, fitted by
+#: ``preprocessing/calibrate_ecg.py --version 5`` to PTB-XL NORM of ``strat_fold`` 1-8 (see the README's
+#: realism section):
+#:
+#: * ``chest_gain_V1`` ... ``chest_gain_V6``: a factor on each chest lead's gain (Dower's table is one torso
+#:   model's; version 4's healthy subjects had S in V1 and V3 and V1's upstroke 0.5-0.75 SD above NORM's
+#:   means, R in V2 below);
+#: * ``limb_lead_gain``: a factor on I and II (so on every limb lead) beyond version 3's `LIMB_LEAD_GAIN_V3`;
+#: * ``device_lowpass_hz``: log-uniform range of the recorder's first-order low-pass (version 4: 150 Hz for
+#:   every strip; recorders differ), drawn after every other draw of the strip;
+#: * ``qrs_lobe_width``: a factor on the half-widths of the normal-conduction QRS lobes after the apical one
+#:   (the initial forces and infarct Q waves keep theirs);
+#: * ``p_amplitude_factor``: on the P wave's size;
+#: * ``terminal_lobe_share``: on the terminal (rightward, basal) QRS lobe's size: S in I and V4-V6.
+ECG_V5 = dict(chest_gain_V1=0.84, chest_gain_V2=1.12, chest_gain_V3=0.88, chest_gain_V4=0.96, chest_gain_V5=0.92,
+              chest_gain_V6=1.0, limb_lead_gain=1.0, device_lowpass_hz=(130.0, 150.0), qrs_lobe_width=1.05,
+              p_amplitude_factor=1.25, terminal_lobe_share=0.8, qrs_axis_shift_deg=-8.0, t_axis_shift_deg=1.0,
+              t_amplitude_factor=1.1, basal_lobe_share=0.95, lobe_share_sd=0.4, lobe_axis_sd_deg=21.0,
+              corner_smoothing_ms=(0.1, 0.9), beat_jitter=(0.8, 1.6), qtc_tail_ms=40.0, p_duration_tail_ms=24.0,
+              rr_log_sd=0.1)
+
+
+def ecg_variety(version: int) -> dict:
+    """The ECG variety table of a simulator ``version`` from 4 (`ECG_V4`; `ECG_V5` from 5)."""
+    return ECG_V5 if version >= 5 else ECG_V4
 
 
 @dataclass
@@ -284,7 +309,7 @@ def _depolarisation(phys: Physiology, rng: np.random.Generator, p: dict, version
 
     # Frontal axis of the LV forces; right-heart load turns the measured axis through
     # the RV lobe below, and infarcts through their Q vector.
-    axis_shift = ECG_V4["qrs_axis_shift_deg"] if version >= 4 else 0.0
+    axis_shift = ecg_variety(version)["qrs_axis_shift_deg"] if version >= 4 else 0.0
     qrs_axis = (normal(42.0 + axis_shift, 22.0) - 0.4 * (phys.age_years - 55.0) - 1.2 * (phys.bmi - 26.0)
                 + 0.15 * rv_excess - 25.0 * lbbb - 10.0 * phys.hcm)
     if lafb:  # the left anterior fascicle's territory activates late: left superior axis
@@ -319,11 +344,13 @@ def _atria(phys: Physiology, rng: np.random.Generator, p: dict, version: int = 2
                           110.0, 280.0))
     la_excess = max(phys.la_max_ml / bsa_m2 - 35.0, 0.0)
     ra_excess = max(phys.ra_max_ml / bsa_m2 - 45.0, 0.0)
-    p_duration_ms = float(np.clip(normal(98.0 + 0.2 * (age - 55.0) + 0.6 * la_excess, 8.0)
-                                  + (_tail(rng, ECG_V4["p_duration_tail_ms"]) if version >= 4 else 0.0), 70.0, 160.0))
+    p_duration_ms = normal(98.0 + 0.2 * (age - 55.0) + 0.6 * la_excess, 8.0)  # then the tail: the draws' order
+    p_duration_ms += _tail(rng, ecg_variety(version)["p_duration_tail_ms"]) if version >= 4 else 0.0
+    p_duration_ms = float(np.clip(p_duration_ms, 70.0, 160.0))
     p_axis = float(np.clip(normal(45.0 + 0.3 * ra_excess, 20.0), -30.0, 100.0))
+    p_size = ecg_variety(version)["p_amplitude_factor"] if version >= 5 else 1.0
     p_amplitude_mV = (float(np.clip(normal(0.12 + 0.004 * ra_excess, 0.03), 0.04, 0.4)) * _gain(p)
-                      / p["thorax_factor"] ** 0.5)
+                      / p["thorax_factor"] ** 0.5) * p_size
     la_fraction = float(np.clip(normal(0.45 + 0.006 * la_excess - 0.003 * ra_excess, 0.05), 0.2, 0.8))
     pr_depression_mV = abs(normal(0.02, 0.008))
     return {"pr_interval_ms": pr_ms, "p_duration_ms": p_duration_ms, "p_axis_deg": p_axis,
@@ -347,13 +374,13 @@ def _repolarisation(phys: Physiology, rng: np.random.Generator, p: dict, version
     qtc_fridericia_ms = (normal(qtc_base_ms + 10.0 * (1 - male), qtc_sd_ms) + 0.5 * max(p["qrs_duration_ms"] - 95.0, 0.0)
                          + 15.0 * phys.hcm + 10.0 * phys.myocarditis + 10.0 * phys.hf)
     if version >= 4:
-        qtc_fridericia_ms += _tail(rng, ECG_V4["qtc_tail_ms"])
+        qtc_fridericia_ms += _tail(rng, ecg_variety(version)["qtc_tail_ms"])
     qt_ms = float(qtc_fridericia_ms * (60.0 / p["heart_rate_bpm"]) ** (1.0 / 3.0))
     if version >= 4:
-        t_axis_offset_deg += ECG_V4["t_axis_shift_deg"]
+        t_axis_offset_deg += ecg_variety(version)["t_axis_shift_deg"]
     t_axis = wrap_deg(0.6 * qrs_axis + t_axis_offset_deg + normal(0.0, 15.0))
     t_elevation = float(normal(t_elevation_mean_deg, 12.0))
-    t_size = ECG_V4["t_amplitude_factor"] if version >= 4 else 1.0
+    t_size = ecg_variety(version)["t_amplitude_factor"] if version >= 4 else 1.0
     t_amplitude_mV = (float(np.clip(normal(0.44 * t_size, 0.1 * t_size), 0.1, 1.0)) * gain
                       * (0.8 + 0.2 * phys.lv_mass_g / 110.0) * (0.8 if phys.hf else 1.0))
     st = np.zeros(3)  # display-frame ST vector, mV
@@ -428,9 +455,9 @@ def _beat_variation(phys: Physiology, rng: np.random.Generator, p: dict, version
         t_axis, t_elevation, _ = angles_of(t_vec)
     heart_rate_bpm = p["heart_rate_bpm"]
     rr_sd = RR_VARIABILITY_SD_V3 if version >= 3 else 0.01
-    rr_variability_frac = float(np.clip(rng.normal(0.035, rr_sd) * 70.0 / heart_rate_bpm
-                                        * (0.5 if phys.hf else 1.0)
-                                        * (np.exp(rng.normal(0.0, ECG_V4["rr_log_sd"])) if version >= 4 else 1.0),
+    base = rng.normal(0.035, rr_sd)  # then the subject's spread: the draws' order
+    spread = np.exp(rng.normal(0.0, ecg_variety(version)["rr_log_sd"])) if version >= 4 else 1.0
+    rr_variability_frac = float(np.clip(base * 70.0 / heart_rate_bpm * (0.5 if phys.hf else 1.0) * spread,
                                         0.003, 0.08 if version < 4 else 0.12))
     if p["atrial_fibrillation"]:  # irregularly irregular: SD of RR as a share of the mean
         rr_variability_frac = float(rng.uniform(0.12, 0.25))

@@ -228,17 +228,17 @@ POPULATION_PREVALENCE = DiseasePrevalence(
 )
 
 
-# Simulator calibrations (`SynthConfig.version`); the last is the default. Version 1 is the
-# simulator of cardiacnets 0.1.0; version 2 is calibrated against real recordings with
-# `cardiacnets bench realism` (CMR: body around the heart `cardiacnets.simulate.cmr_body`,
+# Simulator calibrations (`SynthConfig.version`). Version 1 is the simulator of cardiacnets 0.1.0; version 2 is
+# calibrated against real recordings with `cardiacnets bench realism` (CMR: body around the heart `cmr_body`,
 # blood-pool structure, blur, noise that is lower in air than in tissue, as in ACDC and Sunnybrook);
-# version 3 puts the heart into a real thorax (`thorax_atlas`) and refits the ECG; 4 widens the spread between subjects.
-SIMULATOR_VERSIONS = (1, 2, 3, 4)
+# version 3 puts the heart into a real thorax (`thorax_atlas`) and refits the ECG; 4 widens the spread between subjects;
+# 5 refits the ECG. The default is the committed reference bundle's version (4) until it is rebuilt on 5.
+SIMULATOR_VERSIONS = (1, 2, 3, 4, 5)
 VERSION_DEFAULTS = {
     1: dict(noise_sigma=0.05, signal_noise=0.0, cmr_texture=False, psf_sigma_px=0.0, image_size=80),
     2: dict(noise_sigma=0.008, signal_noise=0.035, cmr_texture=True, psf_sigma_px=0.7, image_size=80),
-    3: dict(noise_sigma=0.004, signal_noise=0.03, cmr_texture=True, psf_sigma_px=0.7, image_size=96),
-    4: dict(noise_sigma=0.004, signal_noise=0.03, cmr_texture=True, psf_sigma_px=0.7, image_size=96),
+    **{version: dict(noise_sigma=0.004, signal_noise=0.03, cmr_texture=True, psf_sigma_px=0.7, image_size=96)
+       for version in (3, 4, 5)},
 }
 
 
@@ -278,8 +278,8 @@ class SynthConfig:
             ``cardiacnets-reference-0.1.1``); 3 takes the short-axis surroundings from a real cine
             (`cardiacnets.simulate.thorax_atlas`, a 173 mm field of view) and refits the ECG's QRS and T
             lobes, limb-lead gain, spreads and noise to PTB-XL NORM; 4 (default) widens the acquisition and
-            ECG variety (`cmr_body.ACQUISITION_V4`, `ecg_params.ECG_V4`). A model bundle records the version it
-            was trained on, and the demo draws its fresh cohort with it.
+            ECG variety (`cmr_body.ACQUISITION_V4`, `ecg_params.ECG_V4`); 5 refits the ECG (`ECG_V5`; version
+            4's cines). A model bundle records the version it was trained on, and the demo draws its cohort with it.
     """
 
     prevalence: DiseasePrevalence = field(default_factory=DiseasePrevalence)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,17 @@ def test_mean_shift_distance_hand_computed_and_gaussian():
     assert mean_shift_distance(sim, ref, ["x", "y"], ridge=0.0) == pytest.approx(0.25, rel=0.1)
     with pytest.raises(ValueError, match="3 rows"):
         mean_shift_distance(sim[:2], ref, ["x"])
+
+
+def test_median_ratio_penalty_is_zero_inside_the_band_and_grows_outside():
+    from cardiacnets.bench.calibration import median_ratio_penalty
+
+    real = [{"a": v, "b": v} for v in (1.0, 2.0, 3.0)]  # medians 2
+    inside = [{"a": 2.3, "b": 1.75}]  # 1.15 and 0.875 of 2: within 20 %
+    assert median_ratio_penalty(inside, real, ["a", "b"], band=0.2) == 0.0
+    outside = [{"a": 3.0, "b": 2.0}]  # a at 1.5: (log 1.5 - log 1.2)^2 x weight
+    expected = 20.0 * (math.log(1.5) - math.log(1.2)) ** 2
+    assert median_ratio_penalty(outside, real, ["a", "b"], band=0.2) == pytest.approx(expected, rel=1e-12)
+    low = [{"a": 2.0 / 1.5, "b": 2.0}]  # below by the same ratio: the same penalty
+    assert median_ratio_penalty(low, real, ["a", "b"], band=0.2) == pytest.approx(expected, rel=1e-12)
+    assert median_ratio_penalty([{"a": -1.0, "b": 2.0}], real, ["a", "b"]) == 0.0  # non-positive: left out

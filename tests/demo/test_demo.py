@@ -13,7 +13,7 @@ from cardiacnets.demo.config import DemoConfig, StageConfig, fill_placeholders
 from cardiacnets.demo.reference import BUNDLE_STAGES
 from cardiacnets.demo.run import cohort_synth_config
 from cardiacnets.errors import ConfigError
-from cardiacnets.simulate.physiology import SIMULATOR_VERSIONS
+from cardiacnets.simulate.physiology import SynthConfig
 from support import REPO_ROOT
 
 # The simulator version configs/reference/reference.yaml trains on (what the bundle records, what the demo draws).
@@ -267,7 +267,7 @@ def test_a_second_build_reuses_the_runs_and_replaces_its_bundle(tiny_bundle, tmp
 
 def test_the_cohort_is_drawn_with_the_bundles_simulator_version(capsys):
     config = DemoConfig(synth=["image_size=64"])
-    assert cohort_synth_config(config, None).version == SIMULATOR_VERSIONS[-1]  # no bundle: the newest simulator
+    assert cohort_synth_config(config, None).version == SynthConfig().version  # no bundle: the default simulator
     assert cohort_synth_config(config, {"metadata": {}}).version == 1  # bundles before the record: version 1
     drawn = cohort_synth_config(config, {"metadata": {"simulator_version": 2}})
     assert drawn.version == 2 and drawn.image_size == 64

@@ -23,8 +23,8 @@ _render, _sha = render_subject, sha256_of
 
 #: SHA-256 of subject 0 of cohort 7 at `SMALL` (short axis, segmentation, 4-chamber), recorded before the next
 #: version existed: version 1 at commit 114cbf7 (cardiacnets 0.1.0's simulator), version 2 at 8401802
-#: (cardiacnets-reference-0.1.1 was built on it), version 3 at 7fb498f (reference bundles 0.1.2 to 0.1.4).
-#: Each bundle was trained on exactly these draws.
+#: (cardiacnets-reference-0.1.1 was built on it), version 3 at 7fb498f (reference bundles 0.1.2 to 0.1.4),
+#: version 4 at 2cf965f (reference bundle 0.1.5). Each bundle was trained on exactly these draws.
 PINNED = {
     1: ("80b2d82b82a7916a1cb6537dd0668b7e13fa978f457b18e701fb1b029441dde2",
         "25e5afc741c5175456fe50456b10ab26881841ce2581562f60e184f80fe4d746",
@@ -35,6 +35,9 @@ PINNED = {
     3: ("75bf0d3c88143c387a883c6a1233a5d05401b0ed62ca7796f02421d7ae2f8d6d",
         "25e5afc741c5175456fe50456b10ab26881841ce2581562f60e184f80fe4d746",
         "4b8a65f0e8b9bad902dcbb600c809f9745c0d828e79e4cc7e166967b5ad8c870"),
+    4: ("74d3686900260aeead01a4a38a362512b2b8291f8c3f1e041a57691b20a50316",
+        "25e5afc741c5175456fe50456b10ab26881841ce2581562f60e184f80fe4d746",
+        "4471b23cb5b96b65f2ea1f3cf0921a1d5f138c6b2db7ff4d89b6ea85cdcd7436"),
 }
 
 

@@ -172,13 +172,19 @@ def test_rhythms_reach_the_signal_and_the_statements():
 
 @pytest.mark.slow
 def test_precordial_r_and_s_medians_match_ptbxl_norm(ptbxl_dir):
+    # Version 4 (the committed bundle's) misses this at some samples (S in V1 at 1.29 of NORM's here; the README's
+    # realism section): version 5 refitted the lead gains and the QRS lobes for it.
+    import dataclasses
+
     from cardiacnets.bench.realism import ecg_features
 
+    # The simulator issue's comparison: 200 simulated subjects against the shared NORM records (the medians of the
+    # small S waves of V5-V6, about 0.1 mV, move by 25 % between samples of 100 subjects).
     real = [ecg_features(r.signal_mV, r.sampling_rate_hz, r.lead_names)
-            for r in map(read_ecg, ptbxl_records(ptbxl_dir, "NORM", 120))]
-    config = healthy_config()
+            for r in map(read_ecg, ptbxl_records(ptbxl_dir, "NORM", 400))]
+    config = dataclasses.replace(healthy_config(), version=5)
     simulated = []
-    for index in range(100):
+    for index in range(200):
         _, _, ecg = simulate_ecg(index, 0, config)
         simulated.append(ecg_features(ecg.signal_mV, ecg.sampling_rate_hz))
     for lead in ("V1", "V2", "V3", "V4", "V5", "V6"):
@@ -234,3 +240,13 @@ def test_bench_realism_json(capsys, tmp_path):
     assert result["examples"] == {"ecg": str(tmp_path / "examples" / "ecg_examples.png")}
     with Image.open(result["examples"]["ecg"]) as figure:
         assert figure.size == (1536, 384)
+
+
+def test_healthy_only_features_are_the_healthy_rows_of_the_full_run(tmp_path):
+    from cardiacnets.bench.realism import simulated_features
+
+    config = SynthConfig(version=5)
+    everyone, _ = simulated_features(12, 4, config, tmp_path)
+    healthy, _ = simulated_features(12, 4, config, tmp_path, healthy_only=True)
+    assert 0 < len(healthy) < len(everyone) and all(row["healthy"] for row in healthy)
+    assert healthy == [row for row in everyone if row["healthy"]]  # the same subjects, bit for bit
