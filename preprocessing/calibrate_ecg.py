@@ -1,6 +1,7 @@
 """Fit a simulator version's ECG variety (`ecg_params.ECG_V4`, `ECG_V5`) to PTB-XL NORM.
 
-    python preprocessing/calibrate_ecg.py [--version 5] [--real-data DIR] [--n 150] [--rounds 1] [--out FILE]
+    python preprocessing/calibrate_ecg.py [--version 5] [--real-data DIR] [--n 150] [--rounds 1] [--only A,B]
+                                           [--out FILE]
 
 The realism benchmark (`cardiacnets bench realism`) tells simulated from real ECGs by a logistic
 regression on 66 features whose separation lives in their marginal distributions (see
@@ -61,12 +62,19 @@ def main() -> None:
     parser.add_argument("--band", type=float, default=0.15,
                         help="version 5: precordial R/S medians may leave NORM's by this share before the "
                              "penalty (default 0.15)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated settings to search (default: all of the version's search)")
     args = parser.parse_args()
     rows, _, _ = realism.real_features(args.real_data or shared_data_dir())
     norm = [r for r in rows if r["set"] == "ptbxl" and r["norm"]]
     calibration = [r for r in norm if r["strat_fold"] not in realism.HELD_OUT_FOLDS]
     held_out = [r for r in norm if r["strat_fold"] in realism.HELD_OUT_FOLDS]
     table, search = TABLES[args.version]
+    if args.only:
+        unknown = set(args.only.split(",")) - set(search)
+        if unknown:
+            parser.error(f"--only: {', '.join(sorted(unknown))} not in version {args.version}'s search")
+        search = {name: search[name] for name in args.only.split(",")}
     precordial = [f"{wave}_{lead}_mV" for lead in realism.PRECORDIAL for wave in ("r", "s")]
 
     def simulate() -> list[dict]:  # the healthy subjects: NORM is the comparison

@@ -114,3 +114,18 @@ def test_calibration_scripts_report_their_start(script, n, shared_data, tmp_path
     assert report["final"]["settings"] == report["start"]["settings"]
     assert report["final"]["loss"] > 0 and "held_out" in report and "calibration" in report
     assert json.loads(result.stdout.strip().splitlines()[-1]) == report["final"]
+
+
+@pytest.mark.slow
+def test_calibrate_ecg_searches_only_the_settings_named(shared_data, tmp_path):
+    import json
+
+    unknown = _run_script("calibrate_ecg", "--real-data", str(shared_data), "--only", "chest_gain_V1,nonsense")
+    assert unknown.returncode == 2 and "--only: nonsense not in version 5's search" in unknown.stderr
+    out = tmp_path / "report.json"
+    result = _run_script("calibrate_ecg", "--real-data", str(shared_data), "--n", "14", "--rounds", "0",
+                         "--only", "chest_gain_V1,terminal_lobe_share", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["version"] == 5 and set(report["start"]["settings"]) == {"chest_gain_V1", "terminal_lobe_share"}
+    assert "penalty" in report["final"]  # version 5's loss carries the precordial penalty
