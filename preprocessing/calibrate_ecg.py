@@ -7,8 +7,8 @@ The realism benchmark (`cardiacnets bench realism`) tells simulated from real EC
 regression on 66 features whose separation lives in their marginal distributions (see
 `cardiacnets.bench.calibration`). This script fits the table of ``--version`` (4: `ECG_V4`, 5: `ECG_V5`,
 whose search adds each chest lead's gain, the limb leads' gain, the recorder's low-pass, the later QRS
-lobes' width, the terminal lobe's size and the P wave's size) to PTB-XL's NORM records of ``strat_fold`` 1-8 (PTB-XL's own training
-folds), by ``--loss``: the distance between the feature means a linear classifier uses (default) or the
+lobes' width, the terminal lobe's size and the P wave's size) to PTB-XL's NORM records of ``strat_fold``
+1-8 (PTB-XL's own training folds), by ``--loss``: the distance between the feature means a linear classifier uses (default) or the
 features' quantiles, comparing the healthy simulated subjects among the first ``--n`` (the same subjects at
 every evaluation; the others are not drawn); NORM of folds 9-10 stays held out and its AUROC is reported
 beside the calibration one. From version 5 the loss adds
@@ -71,10 +71,11 @@ def main() -> None:
     held_out = [r for r in norm if r["strat_fold"] in realism.HELD_OUT_FOLDS]
     table, search = TABLES[args.version]
     if args.only:
-        unknown = set(args.only.split(",")) - set(search)
+        names = args.only.split(",")
+        unknown = set(names) - set(search)
         if unknown:
             parser.error(f"--only: {', '.join(sorted(unknown))} not in version {args.version}'s search")
-        search = {name: search[name] for name in args.only.split(",")}
+        search = {name: search[name] for name in names}
     precordial = [f"{wave}_{lead}_mV" for lead in realism.PRECORDIAL for wave in ("r", "s")]
 
     def simulate() -> list[dict]:  # the healthy subjects: NORM is the comparison

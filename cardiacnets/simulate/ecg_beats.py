@@ -180,7 +180,8 @@ def qrst_lobes(params: ECGParams, rng: np.random.Generator | None = None, *, ver
             scaled by `QRS_LOBE_AMPLITUDE_V2`; from 3 they take `QRS_LOBE_WIDTH_V3`,
             `QRS_LOBE_SHARE_V3` and `QRS_LOBE_TURN_V3` (same draws); from 4 a subject's lobes of
             normal conduction vary more in size and direction, and the postero-basal one is resized
-            (`ecg_params.ECG_V4`).
+            (`ecg_params.ECG_V4`); from 5 the later lobes' widths and the terminal lobe's size change too
+            (`ECG_V5`).
 
     Returns:
         The beat's `BeatLobes`.
@@ -213,19 +214,19 @@ def qrst_lobes(params: ECGParams, rng: np.random.Generator | None = None, *, ver
                      True, True))
     shares, widths = (1.0,) * len(table), (1.0,) + (width,) * (len(table) - 1)
     turns = ((0.0, 0.0),) * len(table)
+    variety = ecg_variety(version)  # read from version 4 on
     if version >= 3 and table is NORMAL_QRS_LOBES:
         shares, widths, turns = QRS_LOBE_SHARE_V3, QRS_LOBE_WIDTH_V3, QRS_LOBE_TURN_V3
         if version >= 4 and not (params.rbbb or params.lafb):  # the postero-basal lobe (S in V1-V3) resized
-            shares = shares[:2] + (shares[2] * ecg_variety(version)["basal_lobe_share"],) + shares[3:]
+            shares = shares[:2] + (shares[2] * variety["basal_lobe_share"],) + shares[3:]
         if version >= 5:  # the later lobes' widths and the terminal lobe's size (`ECG_V5`)
-            widths = widths[:1] + tuple(w * ecg_variety(version)["qrs_lobe_width"] for w in widths[1:])
+            widths = widths[:1] + tuple(w * variety["qrs_lobe_width"] for w in widths[1:])
             if not (params.rbbb or params.lafb):
-                shares = shares[:4] + (shares[4] * ecg_variety(version)["terminal_lobe_share"],)
+                shares = shares[:4] + (shares[4] * variety["terminal_lobe_share"],)
     elif version >= 2 and table is NORMAL_QRS_LOBES:
         shares = QRS_LOBE_SHARE_V2
     # The initial forces (and an infarct's Q waves) keep the table's width.
     varied = version >= 4 and table is NORMAL_QRS_LOBES and not (params.rbbb or params.lafb)
-    variety = ecg_variety(version)
     axis_sd, share_sd = (variety["lobe_axis_sd_deg"], variety["lobe_share_sd"]) if varied else (8.0, 0.12)
     for (c, s, d_axis, d_elev, share), relative, lobe_width, turn in zip(table, shares, widths, turns):
         share, d_axis, d_elev = share * relative, d_axis + turn[0], d_elev + turn[1]

@@ -244,8 +244,8 @@ def synthesize_ecg(params: ECGParams, rng: np.random.Generator, *, sampling_rate
         if not params.atrial_fibrillation:
             atrial = s.onsets_s[s.has_p & (s.kind == SINUS)] - params.pr_interval_ms / 1000.0
             vcg += pacing_spikes(atrial, n_samples, fs, 0.6 * spike)
+    variety = ecg_variety(version)  # read from version 5 on
     if version >= 5:  # `ECG_V5`: the population's lead gains, refitted to PTB-XL NORM
-        variety = ecg_variety(version)
         gains = [variety["limb_lead_gain"]] * 2 + [variety[f"chest_gain_V{k}"] for k in range(1, 7)]
         lead_field = lead_field * np.array(gains)[:, None]
     independent = np.einsum("lk,kt->lt", lead_field, vcg)  # (8, T) I, II, V1-V6
@@ -256,7 +256,7 @@ def synthesize_ecg(params: ECGParams, rng: np.random.Generator, *, sampling_rate
         independent = independent + recording_noise(rng, n_samples, fs, mains_hz, version=version)
     lowpass_hz = DEVICE_LOWPASS_HZ
     if version >= 5:
-        lo, hi = ecg_variety(version)["device_lowpass_hz"]
+        lo, hi = variety["device_lowpass_hz"]
         lowpass_hz = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     if lowpass_hz < 0.45 * fs:
         independent = sp_signal.sosfiltfilt(device_lowpass_sos(float(fs), lowpass_hz), independent, axis=-1)

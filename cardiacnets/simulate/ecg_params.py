@@ -76,7 +76,7 @@ RR_VARIABILITY_SD_V3 = 0.02
 ECG_V4 = dict(lobe_share_sd=0.2, lobe_axis_sd_deg=12.0, corner_smoothing_ms=(0.9, 1.1), beat_jitter=(0.8, 2.0),
               qtc_tail_ms=30.0, p_duration_tail_ms=16.0, rr_log_sd=0.4, qrs_axis_shift_deg=-4.0,
               t_axis_shift_deg=1.0, t_amplitude_factor=1.15, basal_lobe_share=1.1)
-#: Simulator version 5's ECG: version 4's settings (refitted) and three more, fitted by
+#: Simulator version 5's ECG: version 4's settings (refitted) and these, fitted by
 #: ``preprocessing/calibrate_ecg.py --version 5`` to PTB-XL NORM of ``strat_fold`` 1-8 (see the README's
 #: realism section):
 #:
