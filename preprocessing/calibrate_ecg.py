@@ -8,8 +8,8 @@ regression on 66 features whose separation lives in their marginal distributions
 `cardiacnets.bench.calibration`). This script fits the table of ``--version`` (4: `ECG_V4`, 5: `ECG_V5`,
 whose search adds each chest lead's gain, the limb leads' gain, the recorder's low-pass, the later QRS
 lobes' width, the terminal lobe's size and the P wave's size) to PTB-XL's NORM records of ``strat_fold``
-1-8 (PTB-XL's own training folds), by ``--loss``: the distance between the feature means a linear classifier uses (default) or the
-features' quantiles, comparing the healthy simulated subjects among the first ``--n`` (the same subjects at
+1-8 (PTB-XL's own training folds), by ``--loss``: the distance between the feature means a linear
+classifier uses (default) or the features' quantiles, comparing the healthy simulated subjects among the first ``--n`` (the same subjects at
 every evaluation; the others are not drawn); NORM of folds 9-10 stays held out and its AUROC is reported
 beside the calibration one. From version 5 the loss adds
 `calibration.median_ratio_penalty` on the precordial R and S medians (``--band``, default 0.15), so the
