@@ -3,19 +3,19 @@
     python preprocessing/calibrate_ecg.py [--version 5] [--real-data DIR] [--n 150] [--rounds 1] [--only A,B]
                                            [--out FILE]
 
-The realism benchmark (`cardiacnets bench realism`) tells simulated from real ECGs by a logistic
-regression on 66 features whose separation lives in their marginal distributions (see
-`cardiacnets.bench.calibration`). This script fits the table of ``--version`` (4: `ECG_V4`, 5: `ECG_V5`,
-whose search adds each chest lead's gain, the limb leads' gain, the recorder's low-pass, the later QRS
-lobes' width, the terminal lobe's size and the P wave's size) to PTB-XL's NORM records of ``strat_fold``
-1-8 (PTB-XL's own training folds), by ``--loss``: the distance between the feature means a linear
-classifier uses (default) or the features' quantiles, comparing the healthy simulated subjects among the first ``--n`` (the same subjects at
-every evaluation; the others are not drawn); NORM of folds 9-10 stays held out and its AUROC is reported
-beside the calibration one. From version 5 the loss adds
-`calibration.median_ratio_penalty` on the precordial R and S medians (``--band``, default 0.15), so the
-fit cannot buy AUROC with amplitudes outside the simulator issue's 25 %. The result (JSON: start and final
-settings, loss, AUROCs, every evaluation) is printed and written to ``--out``; copying it into the table is
-a deliberate edit, not done here. The real data are only read.
+The realism benchmark (`cardiacnets bench realism`) tells simulated from real ECGs by a logistic regression
+on 66 features whose separation lives in their marginal distributions (see `cardiacnets.bench.calibration`).
+This script fits the table of ``--version`` (4: `ECG_V4`, 5: `ECG_V5`, whose search adds each chest lead's
+gain, the limb leads' gain, the recorder's low-pass, the later QRS lobes' width, the terminal lobe's size
+and the P wave's size) to PTB-XL's NORM records of ``strat_fold`` 1-8 (PTB-XL's own training folds), by
+``--loss``: the distance between the feature means a linear classifier uses (default) or the features'
+quantiles, comparing the healthy simulated subjects among the first ``--n`` (the same subjects at every
+evaluation; the others are not drawn); NORM of folds 9-10 stays held out and its AUROC is reported beside
+the calibration one. From version 5 the loss adds `calibration.median_ratio_penalty` on the precordial R and
+S medians (``--band``, default 0.15), so the fit cannot buy AUROC with amplitudes outside the simulator
+issue's 25 %. The result (JSON: start and final settings, loss, AUROCs, every evaluation) is printed and
+written to ``--out``; copying it into the table is a deliberate edit, not done here. The real data are only
+read.
 """
 
 from __future__ import annotations
