@@ -41,9 +41,8 @@ import numpy as np
 
 from cardiacnets.config import shared_data_dir
 from cardiacnets.io.ecg_leads import STANDARD_LEADS
+from cardiacnets.stats.separability import CV_FOLDS, CV_REPEATS, cv_auroc
 
-CV_FOLDS = 5
-CV_REPEATS = 5
 #: PTB-XL ``strat_fold``s left out of simulator versions 4 and 5's ECG calibration (``preprocessing/calibrate_ecg.py``
 #: fits to folds 1-8, PTB-XL's own training folds).
 HELD_OUT_FOLDS = (9, 10)
@@ -314,38 +313,6 @@ def feature_names(rows: list[dict]) -> list[str]:
     """Numeric feature columns (bookkeeping columns left out)."""
     skip = {"healthy", "xml_qrs_duration_ms", "latent_qrs_duration_ms", "set", "id", "norm", "codes", "strat_fold"}
     return [k for k in rows[0] if k not in skip]
-
-
-def cv_auroc(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
-    """Repeated stratified K-fold AUROC of a standardised logistic regression.
-
-    Missing values are imputed with the training fold's median.
-
-    Returns:
-        ``{"auroc": mean, "sd": SD over repeats, "n_sim": .., "n_real": ..}``.
-    """
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import RepeatedStratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x = np.where(np.isfinite(x), x, np.nan)
-    keep = ~np.all(np.isnan(x), axis=0)
-    x = x[:, keep]
-    per_repeat = []
-    splitter = RepeatedStratifiedKFold(n_splits=CV_FOLDS, n_repeats=CV_REPEATS, random_state=seed)
-    scores = np.zeros((CV_REPEATS, len(y)))
-    for k, (train, test) in enumerate(splitter.split(x, y)):
-        model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
-                              LogisticRegression(C=1.0, max_iter=5000))
-        model.fit(x[train], y[train])
-        scores[k // CV_FOLDS, test] = model.predict_proba(x[test])[:, 1]
-    for repeat in scores:
-        per_repeat.append(roc_auc_score(y, repeat))
-    return {"auroc": round(float(np.mean(per_repeat)), 3), "sd": round(float(np.std(per_repeat)), 3),
-            "n_sim": int(y.sum()), "n_real": int((1 - y).sum())}
 
 
 def _summary(values: np.ndarray) -> dict:

@@ -14,26 +14,8 @@ Simulator version 3 builds its surroundings from that Sunnybrook cine
 (`cardiacnets.simulate.thorax_atlas`), so for it only the ACDC comparison is
 held out; the report says so.
 
-Every frame is measured by `cmr_features`, without pixel spacing (ACDC stores
-none): intensities are divided by the LV blood pool's median, lengths by the LV
-cavity's equivalent radius ``r = sqrt(area / pi)`` or kept in pixels.
-
-* blood pool (LV cavity eroded by 1 px): coefficient of variation, robust noise
-  (1.4826 MAD of the 5-point Laplacian / sqrt(20), the SD of white noise),
-  Laplacian SD (texture: noise plus structure such as papillary muscles);
-* myocardium: median / blood median, CV;
-* endocardial border: contrast (1 - median of the shell 2-3 px outside the
-  cavity) and edge width = contrast / 90th percentile of the gradient magnitude
-  (central differences) in the 3 px band on the border, in px and in LV radii
-  (a perfect step is 2 px wide);
-* surroundings, the ring 1-3 LV radii outside the cavity (2r to 4r from its
-  centre, labels ignored, so every set counts RV and tissue alike): mean,
-  median, CV, dark (< 0.2) and bright (> 0.7) fractions, median 5 x 5 local SD,
-  robust Laplacian noise; noise of the frame's dark pixels (3 x 3 neighbourhood
-  below 0.15 and without exact zeros, which are masked or zero-filled background);
-* histogram: the 5th-95th percentiles and the share above 1.1 of the field
-  within 4 LV radii of the centre (not the whole frame: the field of view is a
-  protocol choice, about 144 mm in the simulator and up to 400 mm in ACDC).
+Every frame is measured by `cardiacnets.cmr.frame_statistics.cmr_features` (spacing-free; see that
+module for the features).
 
 Report: each feature's distributions side by side with its univariate AUROC
 (`cardiacnets.bench.realism.compare`), the repeated cross-validated AUROC of
@@ -55,19 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from cardiacnets.bench.realism import CV_FOLDS, _summary, compare, set_auroc
+from cardiacnets.cmr.frame_statistics import LV, cmr_features
 from cardiacnets.cmr.indices import mid_ventricular_slice
-from cardiacnets.io.cmr_image import SEG_LABELS
 
-LV, MYO = SEG_LABELS["lv_cavity"], SEG_LABELS["lv_myocardium"]
-#: Smallest LV cavity (pixels) a frame is measured on.
-MIN_LV_PIXELS = 12
-#: 5-point Laplacian of white noise of SD 1 has SD sqrt(1 + 1 + 1 + 1 + 16).
-LAPLACE_NOISE_GAIN = math.sqrt(20.0)
-MAD_TO_SD = 1.4826
-#: Surroundings ring, in LV radii from the cavity's centre, and the histogram field.
-RING_RADII = (2.0, 4.0)
-FIELD_RADII = 4.0
-PERCENTILES = (5, 25, 50, 75, 95)
 #: Frame autoencoder input: crop side (px) and pixel size (mm) of the reference bundle's standard cine.
 ENCODER_CROP, ENCODER_SPACING_MM = 64, 2.2
 BOOKKEEPING = ("set", "id", "phase", "lv_radius_px")
@@ -79,105 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model bundle whose anatomy/pipeline/vae encodes frames for the Fréchet distance "
                              "(default: the committed reference bundle)")
     parser.add_argument("--no-frechet", action="store_true", help="skip the CMR Fréchet distance (reported null)")
-
-
-# --------------------------------------------------------------------------- features
-
-def _disc(radius: int):
-    from scipy import ndimage
-
-    return ndimage.generate_binary_structure(2, 1) if radius <= 1 else \
-        np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= radius
-
-
-def _robust_sd(values: np.ndarray) -> float:
-    if values.size < 10:
-        return math.nan
-    return float(MAD_TO_SD * np.median(np.abs(values - np.median(values))))
-
-
-def _cv(values: np.ndarray) -> float:
-    return float(np.std(values) / np.mean(values)) if values.size >= 2 and np.mean(values) > 0 else math.nan
-
-
-def cmr_features(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Spacing-free realism features of one short-axis frame (see the module docstring).
-
-    Args:
-        image: (H, W) intensities in any scale (non-negative).
-        labels: (H, W) labels in the `SEG_LABELS` convention (1 LV cavity, 2 LV myocardium).
-
-    Returns:
-        Feature name -> value (NaN where undefined, e.g. myocardium features without a myocardium
-        label), plus ``lv_radius_px`` (bookkeeping, not a feature: it depends on the pixel size).
-
-    Raises:
-        ValueError: an LV cavity under `MIN_LV_PIXELS` pixels or a blood pool of non-positive median.
-    """
-    from scipy import ndimage
-
-    image = np.asarray(image, dtype=np.float64)
-    lv = labels == LV
-    if lv.sum() < MIN_LV_PIXELS:
-        raise ValueError(f"LV cavity of {int(lv.sum())} pixels (< {MIN_LV_PIXELS})")
-    core = ndimage.binary_erosion(lv, _disc(1))
-    core = core if core.sum() >= 4 else lv
-    blood_median = float(np.median(image[core]))
-    if not blood_median > 0:
-        raise ValueError(f"blood-pool median {blood_median} is not positive")
-    x = image / blood_median
-    radius = math.sqrt(lv.sum() / math.pi)
-    cy, cx = ndimage.center_of_mass(lv)
-    rows, cols = np.indices(x.shape)
-    dist_r = np.hypot(rows - cy, cols - cx) / radius  # distance from the LV centre in LV radii
-    lap = ndimage.laplace(x)
-    inner = ndimage.binary_erosion(lv, _disc(2))  # the Laplacian's 3 x 3 support stays inside the cavity
-    inner = inner if inner.sum() >= 10 else core
-    out = {"blood_cv": _cv(x[core]), "blood_noise_sd": _robust_sd(lap[inner]) / LAPLACE_NOISE_GAIN,
-           "blood_laplacian_sd": float(np.std(lap[inner]))}
-    myo = labels == MYO
-    out["myo_blood_ratio"] = float(np.median(x[myo])) if myo.sum() >= 4 else math.nan
-    out["myo_cv"] = _cv(x[myo]) if myo.sum() >= 4 else math.nan
-    out.update(_edge_features(x, lv, radius))
-    out.update(_surroundings(x, lap, dist_r))
-    field = x[dist_r <= FIELD_RADII]
-    for q, value in zip(PERCENTILES, np.percentile(field, PERCENTILES)):
-        out[f"field_p{q:02d}"] = float(value)
-    out["field_bright_fraction"] = float(np.mean(field > 1.1))
-    out["lv_radius_px"] = radius
-    return out
-
-
-def _edge_features(x: np.ndarray, lv: np.ndarray, radius: float) -> dict[str, float]:
-    """Endocardial contrast and edge width (px and LV radii) of a blood-normalised frame."""
-    from scipy import ndimage
-
-    shell = ndimage.binary_dilation(lv, _disc(3)) & ~ndimage.binary_dilation(lv, _disc(1))
-    band = ndimage.binary_dilation(lv, _disc(1)) & ~ndimage.binary_erosion(lv, _disc(1))
-    contrast = 1.0 - float(np.median(x[shell])) if shell.any() else math.nan
-    gy, gx = np.gradient(x)
-    slope = float(np.percentile(np.hypot(gy, gx)[band], 90))
-    width = contrast / slope if slope > 0 and contrast > 0 else math.nan
-    return {"endo_contrast": contrast, "edge_width_px": width, "edge_width_lv_radii": width / radius}
-
-
-def _surroundings(x: np.ndarray, lap: np.ndarray, dist_r: np.ndarray) -> dict[str, float]:
-    """The ring 1-3 LV radii outside the cavity, and the noise of the frame's dark pixels."""
-    from scipy import ndimage
-
-    ring = (dist_r >= RING_RADII[0]) & (dist_r <= RING_RADII[1])
-    values = x[ring]
-    local_sd = np.sqrt(np.maximum(ndimage.uniform_filter(x * x, 5) - ndimage.uniform_filter(x, 5) ** 2, 0.0))
-    # Exact zeros are masked or zero-filled background (Sunnybrook's scanner zeroes about half of each
-    # frame), not measured signal: a dark neighbourhood counts only without them.
-    dark = (ndimage.maximum_filter(x, 3) < 0.15) & (ndimage.minimum_filter(x, 3) > 0.0)
-    return {
-        "ring_mean": float(values.mean()), "ring_median": float(np.median(values)), "ring_cv": _cv(values),
-        "ring_dark_fraction": float(np.mean(values < 0.2)), "ring_bright_fraction": float(np.mean(values > 0.7)),
-        "ring_local_sd": float(np.median(local_sd[ring])),
-        "ring_noise_sd": _robust_sd(lap[ring]) / LAPLACE_NOISE_GAIN,
-        "dark_noise_sd": _robust_sd(lap[dark]) / LAPLACE_NOISE_GAIN if dark.sum() >= 20 else math.nan,
-    }
 
 
 # --------------------------------------------------------------------------- frames

@@ -94,11 +94,14 @@ def _generation_section(metrics: dict) -> list[str]:
                                                    ("nn_baseline", "knn5_baseline", "random_baseline",
                                                     "rendered_readout") if isinstance(g.get(name), dict)]
     keys = [("lvedv_r", "LVEDV r"), ("lvesv_r", "LVESV r"), ("lvef_r", "LVEF r"), ("lvm_r", "LV mass r"),
-            ("rvedv_r", "RVEDV r"), ("ssim", "SSIM"), ("frechet", "Fréchet distance")]
+            ("rvedv_r", "RVEDV r"), ("ssim", "SSIM"), ("frechet", "Fréchet distance"),
+            ("frechet_statistics", "Fréchet distance, image statistics")]
     rows = [[label] + [_num(block.get(key)) for _, block in columns] for key, label in keys]
     temporal = g.get("temporal", {})
     rows.append(["one contraction per cycle"] + [_num((block.get("temporal") or {}).get("one_cycle"))
                                                  for _, block in columns])
+    rows.append(["AUROC generated vs true, image statistics (0.5: indistinguishable)"]
+                + [_num((block.get("statistics") or {}).get("auroc")) for _, block in columns])
     lines = [f"### Generation (held-out simulated test split, {_num(g.get('n'))} subjects; generated vs true cine, "
              f"both measured with the reference segmenter)", ""]
     lines += _table(["metric"] + [name for name, _ in columns], rows)

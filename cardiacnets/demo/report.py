@@ -257,6 +257,8 @@ def _generation_section(demo) -> str:
             ("lvef_r", "LVEF r"), ("lvef_mae_pct", "LVEF MAE (points)"), ("lvm_r", "LV mass r"),
             ("rvedv_r", "RVEDV r"), ("ssim", "SSIM"), ("psnr", "PSNR (dB)"),
             ("frechet", "Fréchet distance (own CMR encoder)"),
+            ("frechet_statistics", "Fréchet distance (image statistics)"),
+            ("statistics.auroc", "AUROC generated vs true (image statistics; 0.5 = indistinguishable)"),
             ("temporal.one_cycle", "cines with one contraction per cycle"),
             ("temporal.lv_curve_r", "LV area curve r (vs true cine)")]
     generators = r.get("generators") or {"generated": r}

@@ -63,7 +63,8 @@ from cardiacnets.evaluate.generation_methods import (
 )
 from cardiacnets.evaluate.generation_scoring import (
     GROUND_TRUTH, SUMMARISED, Described, ScoringTools, anatomy_agreement, as_cines, condition_following,
-    describe_cines, frechet_distance, image_similarity, score_cines, score_samples, temporal_coherence,
+    describe_cines, frechet_distance, image_similarity, score_cines, score_samples, statistics_distance,
+    temporal_coherence,
 )
 from cardiacnets.evaluate.segmentation import (
     DEFAULT_SLICE_SPACING_MM, MEASUREMENTS, CineGeometry, Segmenter, load_segmenter,
@@ -73,7 +74,8 @@ __all__ = [
     "BASELINES", "GROUND_TRUTH", "RETRIEVED_METHODS", "SUMMARISED", "Described", "GenerateFn", "Method",
     "ReferenceCines", "ScoringTools", "anatomy_agreement", "as_cines", "condition_following", "describe_cines",
     "evaluate_generation", "frechet_distance", "image_similarity", "nearest_neighbour_generator",
-    "pipeline_generator", "random_generator", "score_cines", "score_samples", "temporal_coherence",
+    "pipeline_generator", "random_generator", "score_cines", "score_samples", "statistics_distance",
+    "temporal_coherence",
     "write_comparisons",
 ]
 
@@ -165,9 +167,9 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
 
     Returns:
         The metrics dict: the first generator's summary at the top level (``ssim``, ``psnr``,
-        ``frechet``, ``lvedv_r``, ``lvef_r``, ``lvedv_mae_ml``, ``temporal``, ...; with an anatomy,
-        ``anatomy``), ``generators`` (every generator's summary by name), ``nn_baseline``,
-        ``knn<k>_baseline``, ``random_baseline`` and ``rendered_readout`` with the same keys, ``n``,
+        ``frechet``, ``frechet_statistics``, ``statistics``, ``lvedv_r``, ``lvef_r``, ``lvedv_mae_ml``,
+        ``temporal``, ...; with an anatomy, ``anatomy``), ``generators`` (every generator's summary by
+        name), ``nn_baseline``, ``knn<k>_baseline``, ``random_baseline`` and ``rendered_readout`` with the same keys, ``n``,
         ``settings``, ``timing``, ``segmenter`` (with ``acdc_dice``) and ``notes``.
 
     Raises:
@@ -209,6 +211,11 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
 
     # 3. Score: the true cines described once, every method against them.
     results, per_subject, notes = _score_all(setup, tools, true_cines, outputs, timing)
+    if baselines and Path(feature_encoder).resolve().is_relative_to(Path(alignment).resolve()):
+        notes.append("frechet: the features are the alignment model's CMR encoder, in which the nearest-neighbour "
+                     "baseline retrieves its cines, so that baseline's distance is low by construction; "
+                     "frechet_statistics (hand-made image statistics, statistics.auroc: generated vs true) "
+                     "favours no method")
 
     # 4. The segmenter's check on real scans.
     segmenter_info = _segmenter_check(seg, setup.geometry, acdc_dir, device, bf16, timing, notes)

@@ -6,7 +6,9 @@ distance between feature distributions under an aligned CMR encoder (MONAI
 ``get_fid_score``), and physiological consistency: a segmenter labels every
 frame, `cavity_measurements` turns the labels into cavity sizes, EF and LV
 mass, and the generated and true cines' measurements are compared (Pearson r
-and MAE). `temporal_coherence` checks that the LV moves like one cardiac cycle,
+and MAE). `statistics_distance` compares hand-made image statistics (contrast,
+texture, noise, edges, surroundings) of generated and true cines, a space no
+method was trained or selected in. `temporal_coherence` checks that the LV moves like one cardiac cycle,
 `condition_following` splits a generator's error into its read-out's and its
 image model's, and `anatomy_agreement` relates the anatomy an anatomy-first
 generator drew to its cine and to the truth.
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cardiacnets.cmr.frame_statistics import cine_statistics
 from cardiacnets.evaluate.segmentation import (
     DEFAULT_SLICE_SPACING_MM, MEASUREMENTS, Segmenter, agreement, cavity_measurements, segment_cines,
 )
@@ -86,6 +89,8 @@ class Described:
         measurements: `cavity_measurements` rows (one per cine).
         features: (N, dim) float64 feature-encoder outputs.
         seconds: time spent (segmentation and features).
+        statistics: (N, k) image statistics (`cardiacnets.cmr.frame_statistics.cine_statistics` on the
+            segmenter's labels), NaN where undefined.
     """
 
     cines: np.ndarray
@@ -93,10 +98,11 @@ class Described:
     measurements: pd.DataFrame
     features: np.ndarray
     seconds: float
+    statistics: np.ndarray | None = None
 
 
 def describe_cines(cines: np.ndarray, tools: ScoringTools) -> Described:
-    """Segment, measure and embed cines.
+    """Segment, measure and embed cines, and measure their image statistics.
 
     Args:
         cines: (N, slices, frames, H, W).
@@ -116,7 +122,9 @@ def describe_cines(cines: np.ndarray, tools: ScoringTools) -> Described:
         for start in range(0, len(cines), tools.batch_size):
             chunk = torch.from_numpy(cines[start:start + tools.batch_size]).to(tools.device)
             features.append(encoder(chunk).double().cpu().numpy())
-    return Described(cines, labels, measurements, np.concatenate(features), time.perf_counter() - started)
+    statistics, _ = cine_statistics(cines, labels)
+    return Described(cines, labels, measurements, np.concatenate(features), time.perf_counter() - started,
+                     statistics)
 
 
 def image_similarity(generated: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +167,46 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
         return float("nan")
     return float(get_fid_score(torch.as_tensor(features_a, dtype=torch.float64),
                                torch.as_tensor(features_b, dtype=torch.float64)))
+
+
+def statistics_distance(generated: np.ndarray, true: np.ndarray, seed: int = 0) -> dict:
+    """How far generated cines' image statistics are from the true cines': Fréchet distance and a classifier.
+
+    Each statistic is standardised by the true cines' mean and SD; statistics measured on fewer than
+    half of the true cines, or constant there, are left out; a missing value counts as the true mean.
+    The features are hand-made (contrast, texture, noise, edge width, surroundings; `cine_statistics`),
+    so no generator or baseline was trained or selected in this space, unlike the aligned encoder of
+    ``frechet`` (whose retrieval picks the nearest-neighbour baseline's cines).
+
+    Args:
+        generated: (N, k) `Described.statistics` of the generated cines.
+        true: (M, k) the same of the true cines.
+        seed: the classifier's folds.
+
+    Returns:
+        ``frechet`` (standardised units), ``auroc`` and ``auroc_sd`` (`cv_auroc` of generated vs true;
+        0.5: a logistic regression cannot tell them apart), ``n_features`` used, ``unmeasured``
+        (generated cines with no statistic at all, e.g. no LV found). The Fréchet distance is NaN with
+        fewer than 2 cines a side, the AUROC with fewer than `CV_FOLDS`.
+    """
+    from cardiacnets.stats.separability import CV_FOLDS, cv_auroc
+
+    generated, true = np.asarray(generated, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    unmeasured = int(np.isnan(generated).all(axis=1).sum())
+    with np.errstate(invalid="ignore"):
+        mean, sd = np.nanmean(true, axis=0), np.nanstd(true, axis=0)
+    keep = (np.isfinite(true).mean(axis=0) >= 0.5) & (sd > 0)
+    out = {"frechet": float("nan"), "auroc": float("nan"), "auroc_sd": float("nan"),
+           "n_features": int(keep.sum()), "unmeasured": unmeasured}
+    if not keep.any():
+        return out
+    a, b = [np.nan_to_num((x[:, keep] - mean[keep]) / sd[keep], nan=0.0) for x in (generated, true)]
+    out["frechet"] = frechet_distance(a, b)
+    if min(len(a), len(b)) < CV_FOLDS:
+        return out
+    classified = cv_auroc(np.vstack([a, b]), np.r_[np.ones(len(a)), np.zeros(len(b))], seed)
+    out["auroc"], out["auroc_sd"] = classified["auroc"], classified["sd"]
+    return out
 
 
 def temporal_coherence(generated: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -234,6 +282,7 @@ def score_cines(generated: np.ndarray | Described, true: np.ndarray | Described,
 
     Returns:
         ``(summary, per_cine)``. ``summary``: ``n``, ``ssim``, ``psnr`` (means), ``frechet``;
+        ``statistics`` (`statistics_distance`) and its ``frechet_statistics``;
         ``<index>_r`` and ``<index>_mae_<unit>`` for lvedv, lvesv, lvef, rvedv, rvef, lvm
         (generated vs true measurements); ``measured`` (r, MAE, n per measurement);
         ``n_unmeasured`` (cines the segmenter found no LV cavity in, left out of r/MAE);
@@ -251,6 +300,9 @@ def score_cines(generated: np.ndarray | Described, true: np.ndarray | Described,
     summary.update(summarised(measured))
     summary["measured"] = measured
     summary["temporal"] = temporal_coherence(gen.labels, ref.labels)
+    if gen.statistics is not None and ref.statistics is not None:
+        summary["statistics"] = statistics_distance(gen.statistics, ref.statistics)
+        summary["frechet_statistics"] = summary["statistics"]["frechet"]
     summary["n_unmeasured"] = int((gen.measurements["failure"] != "").sum())
     if ground_truth is not None:
         summary["vs_ground_truth"] = {"generated": r_against_ground_truth(gen.measurements, ground_truth),

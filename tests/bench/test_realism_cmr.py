@@ -10,99 +10,15 @@ import numpy as np
 import pytest
 
 from cardiacnets.bench import realism, realism_cmr
-from cardiacnets.bench.realism_cmr import (LV, MYO, acdc_frames, cmr_features, encoder_input, frechet_report,
-                                           mid_ventricular_slice, sunnybrook_frames)
+from cardiacnets.bench.realism_cmr import acdc_frames, encoder_input, frechet_report, sunnybrook_frames
+from cardiacnets.cmr.frame_statistics import LV, MYO, cmr_features
+from support.frames import disc_phantom
 from cardiacnets.cli import main
 from cardiacnets.errors import InputError
 
 
-def _disc_phantom(size=64, radius=8.0, wall=4.0, blood=1.0, myocardium=0.5, outside=0.5):
-    """A disc of blood in a ring of myocardium: (image, labels)."""
-    rows, cols = np.indices((size, size))
-    dist = np.hypot(rows - size / 2, cols - size / 2)
-    labels = np.where(dist <= radius, LV, np.where(dist <= radius + wall, MYO, 0)).astype(np.uint8)
-    image = np.select([labels == LV, labels == MYO], [blood, myocardium], outside).astype(np.float64)
-    return image, labels
-
-
-def test_constant_disc_in_half_bright_ring():
-    image, labels = _disc_phantom()
-    f = cmr_features(image, labels)
-    assert f["blood_cv"] == 0.0 and f["blood_noise_sd"] == 0.0 and f["blood_laplacian_sd"] == 0.0
-    assert f["myo_blood_ratio"] == 0.5 and f["myo_cv"] == 0.0
-    assert f["endo_contrast"] == 0.5
-    # Everything outside the cavity is 0.5: the ring 1-3 radii out is flat and neither dark nor bright.
-    assert f["ring_mean"] == pytest.approx(0.5) and f["ring_cv"] == pytest.approx(0.0, abs=1e-12)
-    assert f["ring_dark_fraction"] == 0.0 and f["ring_bright_fraction"] == 0.0 and f["ring_noise_sd"] == 0.0
-    assert math.isnan(f["dark_noise_sd"])  # no dark pixel at all
-    assert f["lv_radius_px"] == pytest.approx(math.sqrt((labels == LV).sum() / math.pi))
-    # The field within 4 radii is the disc (1) and the rest (0.5): about (4 r)^2 - r^2 of 0.5 for r^2 of 1.
-    assert f["field_p05"] == 0.5 and f["field_p95"] == 1.0 and f["field_bright_fraction"] == 0.0
-
-
-def test_features_do_not_depend_on_intensity_scale():
-    rng = np.random.default_rng(0)
-    image, labels = _disc_phantom(size=80, radius=12.0, outside=0.1)
-    image = image + rng.normal(0.0, 0.03, image.shape)
-    a, b = cmr_features(image, labels), cmr_features(7.5 * image, labels)
-    for name, value in a.items():
-        assert b[name] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), name
-
-
-def test_edge_width_of_a_perfect_step_is_two_pixels():
-    # A square cavity of 1 on 0.5: central differences give 0.25 per px on both sides of the step.
-    image = np.full((60, 60), 0.5)
-    labels = np.zeros((60, 60), np.uint8)
-    labels[20:40, 20:40] = LV
-    image[labels == LV] = 1.0
-    f = cmr_features(image, labels)
-    assert f["endo_contrast"] == 0.5
-    assert f["edge_width_px"] == pytest.approx(2.0)
-    assert f["edge_width_lv_radii"] == pytest.approx(2.0 / math.sqrt(400 / math.pi))
-    # A blurred step is wider.
-    from scipy import ndimage
-
-    blurred = cmr_features(ndimage.gaussian_filter(image, 1.5), labels)
-    assert blurred["edge_width_px"] > 3.0
-
-
-def test_blood_pool_noise_is_recovered():
-    sigma = 0.05
-    image, labels = _disc_phantom(size=96, radius=20.0)
-    noisy = image + np.random.default_rng(1).normal(0.0, sigma, image.shape)
-    f = cmr_features(noisy, labels)
-    assert f["blood_cv"] == pytest.approx(sigma, rel=0.1)
-    assert f["blood_noise_sd"] == pytest.approx(sigma, rel=0.15)
-    assert f["ring_noise_sd"] == pytest.approx(sigma, rel=0.15)  # the ring is flat plus the same noise
-    assert cmr_features(image, labels)["blood_cv"] == 0.0
-
-
-def test_dark_half_of_the_surroundings():
-    image, labels = _disc_phantom(size=96, radius=8.0, outside=0.25)
-    outside_heart = np.indices(image.shape)[1] < 48
-    image[outside_heart & (labels == 0)] = 0.05
-    f = cmr_features(image, labels)
-    assert f["ring_dark_fraction"] == pytest.approx(0.5, abs=0.04)
-    assert f["ring_mean"] == pytest.approx((0.25 + 0.05) / 2, abs=0.01)
-    assert f["dark_noise_sd"] == 0.0
-    # Exact zeros are masked background, not signal: a zeroed half leaves no dark pixel to measure.
-    image[outside_heart & (labels == 0)] = 0.0
-    assert math.isnan(cmr_features(image, labels)["dark_noise_sd"])
-
-
-def test_too_small_cavity_and_mid_slice():
-    image, labels = _disc_phantom(radius=1.5)
-    with pytest.raises(ValueError, match="LV cavity"):
-        cmr_features(image, labels)
-    stack = np.zeros((8, 8, 9), np.uint8)
-    stack[3:5, 3:5, 2:7] = LV
-    assert mid_ventricular_slice(stack) == 4
-    assert mid_ventricular_slice(np.zeros((8, 8, 3), np.uint8)) is None
-    assert mid_ventricular_slice(np.moveaxis(stack, -1, 0), slice_axis=0) == 4  # (slices, H, W) as ACDC's
-
-
 def test_encoder_input_scales_the_cavity_to_the_target_radius():
-    image, labels = _disc_phantom(size=200, radius=30.0, outside=0.0, myocardium=0.0)
+    image, labels = disc_phantom(size=200, radius=30.0, outside=0.0, myocardium=0.0)
     crop = encoder_input(image, labels, target_radius_px=10.0)
     assert crop.shape == (64, 64) and crop.min() == 0.0 and crop.max() == 1.0
     assert math.sqrt((crop > 0.5).sum() / math.pi) == pytest.approx(10.0, rel=0.05)
@@ -124,7 +40,7 @@ def test_real_readers(shared_data, acdc_dir):
 
 
 def test_frechet_reports_why_without_an_encoder(tmp_path):
-    image, labels = _disc_phantom()
+    image, labels = disc_phantom()
     frames = [{"image": image, "labels": labels, "pixel_mm": 1.8}] * 4
     out = frechet_report(frames, frames, tmp_path / "no-bundle")
     assert out["value"] is None and str(tmp_path / "no-bundle") in out["reason"]

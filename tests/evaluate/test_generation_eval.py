@@ -24,6 +24,7 @@ from cardiacnets.errors import ConfigError, InputError
 from cardiacnets.evaluate.generation import (
     ScoringTools, as_cines, describe_cines, evaluate_generation, frechet_distance, image_similarity,
     nearest_neighbour_generator, pipeline_generator, ReferenceCines, score_cines, write_comparisons,
+    statistics_distance,
 )
 from cardiacnets.evaluate.segmentation import Segmenter, cavity_measurements
 from cardiacnets.generation import ECGToCMRPipeline
@@ -104,6 +105,27 @@ def test_frechet_distance_hand_computed():
     assert math.isnan(frechet_distance(features[:1], features))
 
 
+def test_statistics_distance_hand_computed():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(300, 3)) * [1.0, 2.0, 5.0] + [0.0, 10.0, -3.0]
+    same = statistics_distance(true, true)
+    assert same["frechet"] == pytest.approx(0.0, abs=1e-6) and same["auroc"] == pytest.approx(0.5, abs=0.1)
+    # One statistic moved by one of the true cines' SDs: 1 in standardised units, and separable.
+    sd = true[:, 1].std()
+    shifted = true + [0.0, sd, 0.0]
+    moved = statistics_distance(shifted, true)
+    assert moved["frechet"] == pytest.approx(1.0, rel=1e-6) and moved["auroc"] > 0.7
+    # A statistic constant on the true cines, or measured on under half of them, is left out; a cine
+    # with nothing measured counts as the true mean and is reported.
+    wider = np.column_stack([true, np.ones(300), np.where(np.arange(300) < 100, 1.0, np.nan)])
+    generated = np.column_stack([shifted, np.full(300, 7.0), np.full(300, 3.0)])
+    generated[0] = np.nan
+    result = statistics_distance(generated, wider)
+    assert result["n_features"] == 3 and result["unmeasured"] == 1
+    assert 0.9 < result["frechet"] < 1.0  # the unmeasured cine, at the true mean, pulls the shift in a little
+    assert math.isnan(statistics_distance(true[:3], true)["auroc"])
+
+
 def test_as_cines_shapes():
     assert as_cines(np.zeros((3, 8, 4, 4)), 1).shape == (3, 1, 8, 4, 4)
     assert as_cines(np.zeros((3, 2, 8, 4, 4)), 2).shape == (3, 2, 8, 4, 4)
@@ -119,6 +141,7 @@ def test_score_cines_exact_segmenter(disc_set, models):
     pd.testing.assert_frame_equal(truth.measurements, stored)  # the threshold segmenter is exact on these cines
     summary, per_cine = score_cines(true, truth, tools)
     assert summary["ssim"] == pytest.approx(1.0, abs=1e-6) and summary["frechet"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["frechet_statistics"] == pytest.approx(0.0, abs=1e-4) and summary["statistics"]["n_features"] > 10
     assert summary["lvedv_r"] == pytest.approx(1.0) and summary["lvedv_mae_ml"] == 0.0 and summary["n"] == 4
     # Another subject's cine (rolled by one): the MAE is the mean gap between neighbours' measurements.
     summary, per_cine = score_cines(np.roll(true, 1, axis=0), truth, tools)
@@ -191,8 +214,12 @@ def test_evaluate_generation_with_a_noisy_oracle_and_baselines(disc_set, models,
                                  batch_size=3, out_dir=tmp_path / "out", n_examples=2)
     for block in (result, result["nn_baseline"], result["random_baseline"], result["knn5_baseline"],
                   result["rendered_readout"]):
-        assert {"ssim", "psnr", "frechet", "lvedv_r", "lvef_r", "lvedv_mae_ml", "lvef_mae_pct", "n",
-                "temporal"} <= set(block)
+        assert {"ssim", "psnr", "frechet", "frechet_statistics", "statistics", "lvedv_r", "lvef_r", "lvedv_mae_ml",
+                "lvef_mae_pct", "n", "temporal"} <= set(block)
+    # The noisy truth looks like the truth in image statistics far more than the rendered read-out's plain drawing.
+    assert result["frechet_statistics"] < result["rendered_readout"]["frechet_statistics"]
+    # The Fréchet features here are a separate encoder, not the alignment model the nearest neighbour retrieves in.
+    assert not any("low by construction" in note for note in result["notes"])
     # The noisy oracle moves like the truth; the drawn anatomy of the rendered read-out follows the
     # training set's mean cycle, one contraction per cine.
     assert result["temporal"]["lv_curve_r"] > 0.95 and result["temporal"]["one_cycle"] == 1.0

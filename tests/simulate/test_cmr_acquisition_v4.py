@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cardiacnets.bench.realism_cmr import cmr_features
+from cardiacnets.cmr.frame_statistics import cmr_features
 from cardiacnets.cmr.indices import function_indices, mid_ventricular_slice
 from cardiacnets.simulate import SynthConfig
 from cardiacnets.simulate.cmr_body import ACQUISITION_V4, TISSUE_SIGNAL_RANGE_V3, sample_acquisition

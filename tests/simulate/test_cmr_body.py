@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cardiacnets.bench.realism_cmr import cmr_features
+from cardiacnets.cmr.frame_statistics import cmr_features
 from cardiacnets.cmr.indices import function_indices, mid_ventricular_slice
 from cardiacnets.errors import ConfigError
 from cardiacnets.simulate import SynthConfig

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cardiacnets.bench.realism_cmr import cmr_features
+from cardiacnets.cmr.frame_statistics import cmr_features
 from cardiacnets.cmr.indices import function_indices, mid_ventricular_slice
 from cardiacnets.errors import InputError
 from cardiacnets.simulate import SynthConfig
