@@ -216,8 +216,10 @@ def test_evaluate_generation_with_a_noisy_oracle_and_baselines(disc_set, models,
                   result["rendered_readout"]):
         assert {"ssim", "psnr", "frechet", "frechet_statistics", "statistics", "lvedv_r", "lvef_r", "lvedv_mae_ml",
                 "lvef_mae_pct", "n", "temporal"} <= set(block)
-    # The noisy truth looks like the truth in image statistics far more than the rendered read-out's plain drawing.
-    assert result["frechet_statistics"] < result["rendered_readout"]["frechet_statistics"]
+    # Image statistics are measured for every method (these 4 test subjects are too few for the classifier).
+    for block in (result, result["nn_baseline"], result["rendered_readout"]):
+        assert np.isfinite(block["frechet_statistics"]) and block["statistics"]["n_features"] > 10
+        assert math.isnan(block["statistics"]["auroc"])
     # The Fréchet features here are a separate encoder, not the alignment model the nearest neighbour retrieves in.
     assert not any("low by construction" in note for note in result["notes"])
     # The noisy oracle moves like the truth; the drawn anatomy of the rendered read-out follows the
