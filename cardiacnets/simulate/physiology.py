@@ -232,7 +232,7 @@ POPULATION_PREVALENCE = DiseasePrevalence(
 # calibrated against real recordings with `cardiacnets bench realism` (CMR: body around the heart `cmr_body`,
 # blood-pool structure, blur, noise that is lower in air than in tissue, as in ACDC and Sunnybrook);
 # version 3 puts the heart into a real thorax (`thorax_atlas`) and refits the ECG; 4 widens the spread between subjects;
-# 5 refits the ECG. The default is the committed reference bundle's version (4) until it is rebuilt on 5.
+# 5 refits the ECG (version 4's cines). The default is the committed reference bundle's version, 5.
 SIMULATOR_VERSIONS = (1, 2, 3, 4, 5)
 VERSION_DEFAULTS = {
     1: dict(noise_sigma=0.05, signal_noise=0.0, cmr_texture=False, psf_sigma_px=0.0, image_size=80),
@@ -277,8 +277,8 @@ class SynthConfig:
             realism calibration against real recordings (`cardiacnets bench realism`; the data of
             ``cardiacnets-reference-0.1.1``); 3 takes the short-axis surroundings from a real cine
             (`cardiacnets.simulate.thorax_atlas`, a 173 mm field of view) and refits the ECG's QRS and T
-            lobes, limb-lead gain, spreads and noise to PTB-XL NORM; 4 (default) widens the acquisition and
-            ECG variety (`cmr_body.ACQUISITION_V4`, `ecg_params.ECG_V4`); 5 refits the ECG (`ECG_V5`; version
+            lobes, limb-lead gain, spreads and noise to PTB-XL NORM; 4 widens the acquisition and ECG variety
+            (`cmr_body.ACQUISITION_V4`, `ecg_params.ECG_V4`); 5 (default) refits the ECG (`ECG_V5`; version
             4's cines). A model bundle records the version it was trained on, and the demo draws its cohort with it.
     """
 
@@ -303,7 +303,7 @@ class SynthConfig:
     ecg_duration_s: float = 10.0
     mains_hz: float = 50.0
     ecg_noise: bool = True
-    version: int = 4
+    version: int = 5
 
     def setting(self, name: str):
         """The value of a version-dependent setting: the field if set, else `VERSION_DEFAULTS` of ``version``."""
