@@ -159,6 +159,8 @@ FEATURES = ("blood_cv", "blood_noise_sd", "blood_laplacian_sd", "myo_blood_ratio
             *(f"field_p{q:02d}" for q in PERCENTILES), "field_bright_fraction")
 #: The phases `cine_statistics` measures, as column-name prefixes.
 PHASES = ("ed", "es")
+#: The columns of `cine_statistics`.
+CINE_STATISTICS = tuple(f"{phase}_{name}" for phase in PHASES for name in FEATURES)
 
 
 def cine_statistics(cines: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -183,7 +185,7 @@ def cine_statistics(cines: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, 
     if cines.ndim != 5 or cines.shape != labels.shape:
         raise ValueError(f"cine_statistics needs (N, slices, frames, H, W) cines and labels of one shape, "
                          f"got {cines.shape} and {labels.shape}")
-    names = tuple(f"{phase}_{name}" for phase in PHASES for name in FEATURES)
+    names = CINE_STATISTICS
     values = np.full((len(cines), len(names)), np.nan)
     for i, (cine, label) in enumerate(zip(cines, labels)):
         mid = mid_ventricular_slice(label[:, 0], slice_axis=0)

@@ -290,6 +290,12 @@ def _generation_section(demo) -> str:
                     + "; the anatomy's own indices vs the true cine (predicted function), r "
                     + ", ".join(f"{_esc(k[:-2])} {_fmt(v)}" for k, v in predicted.items() if k.endswith("_r"))
                     + "</p>")
+        differences = (block.get("statistics") or {}).get("largest_differences")
+        if differences:
+            out += (f"<p>{_esc(name)}: the image statistics furthest from the true cines' (generated mean − true "
+                    "mean, in true SDs; generated SD / true SD): "
+                    + ", ".join(f"{_esc(d['name'])} {_fmt(d['d'])} ({_fmt(d['sd_ratio'])})" for d in differences)
+                    + "</p>")
     segmenter = r.get("segmenter", {})
     if segmenter.get("acdc_dice"):
         dice = segmenter["acdc_dice"]

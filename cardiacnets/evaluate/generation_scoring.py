@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cardiacnets.cmr.frame_statistics import cine_statistics
+from cardiacnets.cmr.frame_statistics import CINE_STATISTICS, cine_statistics
 from cardiacnets.evaluate.segmentation import (
     DEFAULT_SLICE_SPACING_MM, MEASUREMENTS, Segmenter, agreement, cavity_measurements, segment_cines,
 )
@@ -170,7 +170,8 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
                                torch.as_tensor(features_b, dtype=torch.float64)))
 
 
-def statistics_distance(generated: np.ndarray, true: np.ndarray, seed: int = 0) -> dict:
+def statistics_distance(generated: np.ndarray, true: np.ndarray, seed: int = 0,
+                        names: tuple[str, ...] | None = None, n_largest: int = 5) -> dict:
     """How far generated cines' image statistics are from the true cines': Fréchet distance and a classifier.
 
     Each statistic is standardised by the true cines' mean and SD; statistics measured on fewer than
@@ -183,12 +184,17 @@ def statistics_distance(generated: np.ndarray, true: np.ndarray, seed: int = 0) 
         generated: (N, k) `Described.statistics` of the generated cines.
         true: (M, k) the same of the true cines.
         seed: the classifier's folds.
+        names: the k statistics' names; with them, the result lists the `n_largest` differences.
+        n_largest: how many differences to list.
 
     Returns:
         ``frechet`` (standardised units), ``auroc`` and ``auroc_sd`` (`cv_auroc` of generated vs true;
         0.5: a logistic regression cannot tell them apart), ``n_features`` used, ``unmeasured``
-        (generated cines with no statistic at all, e.g. no LV found). The Fréchet distance is NaN with
-        fewer than 2 cines a side, the AUROC with fewer than `CV_FOLDS`.
+        (generated cines with no statistic at all, e.g. no LV found); with `names`,
+        ``largest_differences``: the statistics whose generated mean is furthest from the true
+        mean, as ``{name, d, sd_ratio}`` (``d``: the difference in true SDs; ``sd_ratio``:
+        generated SD / true SD). The Fréchet distance is NaN with fewer than 2 cines a side, the
+        AUROC with fewer than `CV_FOLDS`.
     """
     from cardiacnets.stats.separability import CV_FOLDS, cv_auroc
 
@@ -204,6 +210,12 @@ def statistics_distance(generated: np.ndarray, true: np.ndarray, seed: int = 0) 
         return out
     a, b = [np.nan_to_num((x[:, keep] - mean[keep]) / sd[keep], nan=0.0) for x in (generated, true)]
     out["frechet"] = frechet_distance(a, b)
+    if names is not None:
+        kept = [name for name, k in zip(names, keep) if k]
+        d, ratio = a.mean(axis=0), a.std(axis=0)
+        out["largest_differences"] = [
+            {"name": kept[j], "d": round(float(d[j]), 3), "sd_ratio": round(float(ratio[j]), 3)}
+            for j in np.argsort(-np.abs(d))[:n_largest]]
     if min(len(a), len(b)) < CV_FOLDS:
         return out
     classified = cv_auroc(np.vstack([a, b]), np.r_[np.ones(len(a)), np.zeros(len(b))], seed)
@@ -303,7 +315,7 @@ def score_cines(generated: np.ndarray | Described, true: np.ndarray | Described,
     summary["measured"] = measured
     summary["temporal"] = temporal_coherence(gen.labels, ref.labels)
     if gen.statistics is not None and ref.statistics is not None:
-        summary["statistics"] = statistics_distance(gen.statistics, ref.statistics)
+        summary["statistics"] = statistics_distance(gen.statistics, ref.statistics, names=CINE_STATISTICS)
         summary["frechet_statistics"] = summary["statistics"]["frechet"]
     summary["n_unmeasured"] = int((gen.measurements["failure"] != "").sum())
     if ground_truth is not None:

@@ -115,6 +115,10 @@ def test_statistics_distance_hand_computed():
     shifted = true + [0.0, sd, 0.0]
     moved = statistics_distance(shifted, true)
     assert moved["frechet"] == pytest.approx(1.0, rel=1e-6) and moved["auroc"] > 0.7
+    # Named, the statistics furthest from the truth are listed first, in true SDs.
+    named = statistics_distance(shifted, true, names=("a", "b", "c"), n_largest=2)
+    assert named["largest_differences"][0] == {"name": "b", "d": 1.0, "sd_ratio": 1.0}
+    assert len(named["largest_differences"]) == 2 and "largest_differences" not in moved
     # A statistic constant on the true cines, or measured on under half of them, is left out; a cine
     # with nothing measured counts as the true mean and is reported.
     wider = np.column_stack([true, np.ones(300), np.where(np.arange(300) < 100, 1.0, np.nan)])
@@ -219,6 +223,7 @@ def test_evaluate_generation_with_a_noisy_oracle_and_baselines(disc_set, models,
     # Image statistics are measured for every method (these 4 test subjects are too few for the classifier).
     for block in (result, result["nn_baseline"], result["rendered_readout"]):
         assert np.isfinite(block["frechet_statistics"]) and block["statistics"]["n_features"] > 10
+        assert block["statistics"]["largest_differences"][0]["name"].startswith(("ed_", "es_"))
         assert math.isnan(block["statistics"]["auroc"])
     # The Fréchet features here are a separate encoder, not the alignment model the nearest neighbour retrieves in.
     assert not any("low by construction" in note for note in result["notes"])
