@@ -37,12 +37,14 @@ from pathlib import Path
 import numpy as np
 
 from cardiacnets.bench.realism import CV_FOLDS, _summary, compare, set_auroc
+from cardiacnets.cmr import frame_statistics
 from cardiacnets.cmr.frame_statistics import LV, cmr_features
 from cardiacnets.cmr.indices import mid_ventricular_slice
 
 #: Frame autoencoder input: crop side (px) and pixel size (mm) of the reference bundle's standard cine.
 ENCODER_CROP, ENCODER_SPACING_MM = 64, 2.2
-BOOKKEEPING = ("set", "id", "phase", "lv_radius_px")
+#: Columns of a measured frame row that are not features: where it came from, and `cmr_features`' own.
+BOOKKEEPING = ("set", "id", "phase", *frame_statistics.BOOKKEEPING)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -124,7 +124,8 @@ def run_generation(args: argparse.Namespace) -> int:
     print(f"generation: {result['model'] or 'baselines only'} on split {result['split']!r} of {result['data']} "
           f"({result['n']} subjects, view {result['view']}; {s['steps']} {s['scheduler']} steps, guidance "
           f"{s['guidance']}, seed {s['seed']})")
-    keys = ["ssim", "psnr", "frechet", "frechet_statistics", "lvedv_r", "lvef_r", "lvm_r", "lvedv_mae_ml", "lvef_mae_pct", "rvedv_r"]
+    keys = ["ssim", "psnr", "frechet", "frechet_statistics", "lvedv_r", "lvef_r", "lvm_r", "lvedv_mae_ml",
+            "lvef_mae_pct", "rvedv_r"]
     print(f"  {'':18}" + "".join(f"{k:>13}" for k in keys) + f"{'one_cycle':>13}")
     generators = result.get("generators") or ({"generator": result} if "ssim" in result else {})
     for name, block in generators.items():

@@ -169,8 +169,8 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
         The metrics dict: the first generator's summary at the top level (``ssim``, ``psnr``,
         ``frechet``, ``frechet_statistics``, ``statistics``, ``lvedv_r``, ``lvef_r``, ``lvedv_mae_ml``,
         ``temporal``, ...; with an anatomy, ``anatomy``), ``generators`` (every generator's summary by
-        name), ``nn_baseline``, ``knn<k>_baseline``, ``random_baseline`` and ``rendered_readout`` with the same keys, ``n``,
-        ``settings``, ``timing``, ``segmenter`` (with ``acdc_dice``) and ``notes``.
+        name), ``nn_baseline``, ``knn<k>_baseline``, ``random_baseline`` and ``rendered_readout`` with
+        the same keys, ``n``, ``settings``, ``timing``, ``segmenter`` (with ``acdc_dice``) and ``notes``.
 
     Raises:
         InputError: unusable folders, split or view; ConfigError: invalid numbers or a missing

@@ -28,6 +28,7 @@ from cardiacnets.cmr.frame_statistics import CINE_STATISTICS, cine_statistics
 from cardiacnets.evaluate.segmentation import (
     DEFAULT_SLICE_SPACING_MM, MEASUREMENTS, Segmenter, agreement, cavity_measurements, segment_cines,
 )
+from cardiacnets.stats.separability import CV_FOLDS, cv_auroc
 
 #: Manifest columns with the ground-truth indices the measurements are also compared with (context).
 GROUND_TRUTH = {"lvedv_ml": "seg_lvedv_ml", "lvesv_ml": "seg_lvesv_ml", "lvef_pct": "seg_lvef_pct",
@@ -196,8 +197,6 @@ def statistics_distance(generated: np.ndarray, true: np.ndarray, seed: int = 0,
         generated SD / true SD). The Fréchet distance is NaN with fewer than 2 cines a side, the
         AUROC with fewer than `CV_FOLDS`.
     """
-    from cardiacnets.stats.separability import CV_FOLDS, cv_auroc
-
     generated, true = np.asarray(generated, dtype=np.float64), np.asarray(true, dtype=np.float64)
     unmeasured = int(np.isnan(generated).all(axis=1).sum())
     with warnings.catch_warnings():  # a statistic no true cine has is NaN here and left out below
