@@ -47,6 +47,8 @@ def register(eval_sub: argparse._SubParsersAction) -> None:
                         "value of an anatomy-first pipeline)")
     p.add_argument("--temperature", type=float, default=None,
                    help="anatomy-first pipelines: the sampled indices' temperature (default: validation-chosen)")
+    p.add_argument("--no-acquisition-noise", dest="acquisition_noise", action="store_false",
+                   help="anatomy-first pipelines: score the decoded frames without the acquisition noise")
     p.add_argument("--shape-temperature", type=float, default=None,
                    help="anatomy-first pipelines: the shape code's temperature (default: validation-chosen)")
     p.add_argument("--knn", type=int, default=5, help="neighbours averaged by the k-nearest baseline (default 5)")
@@ -116,7 +118,7 @@ def run_generation(args: argparse.Namespace) -> int:
         slice_spacing_mm=args.slice_spacing_mm, reference_split=args.reference_split, acdc_dir=args.acdc,
         out_dir=args.out, n_examples=args.examples, device=_device(args.device), bf16=args.precision == "bf16",
         progress=args.progress, temperature=args.temperature, knn=args.knn,
-        shape_temperature=args.shape_temperature)
+        shape_temperature=args.shape_temperature, acquisition_noise=args.acquisition_noise)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="anatomy-first generator: scale of the shape code's initial noise (1 draws the shape and "
                         "motion the indices leave open from the learned distribution, 0 the most typical one; "
                         "default: the validation-chosen value)")
+    p.add_argument("--no-acquisition-noise", dest="acquisition_noise", action="store_false",
+                   help="anatomy-first generator: write the decoded frames without the acquisition noise that "
+                        "the pipeline's noise model adds (the expected image; noise is added by default)")
     p.add_argument("--n-samples", type=int, default=1,
                    help="cines drawn for the ECG; with more than one, their per-pixel SD is written too")
     p.add_argument("--scheduler", choices=("dpm++", "ddim"), default="dpm++", help="sampler (default dpm++)")
@@ -76,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
                             sampling_rate_hz=args.sampling_rate, lead_names=leads, units=args.units)
     standardized = time.perf_counter()
     settings = {"steps": args.steps, "guidance": args.guidance, "temperature": args.temperature,
-                "shape_temperature": args.shape_temperature, "n_samples": args.n_samples, "seed": args.seed, "scheduler": args.scheduler,
-                "precision": args.precision}
+                "shape_temperature": args.shape_temperature, "n_samples": args.n_samples, "seed": args.seed,
+                "scheduler": args.scheduler, "precision": args.precision, "acquisition_noise": args.acquisition_noise}
     output = run_request(pipe, request, **settings)
     generated = time.perf_counter()
     provenance = request_provenance(pipe, request, args.model, **settings)

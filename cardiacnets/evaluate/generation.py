@@ -123,7 +123,7 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
                         reference_split: str = "train", acdc_dir=None, out_dir=None, n_examples: int = 4,
                         device: str = "cpu", bf16: bool = False, progress: bool = False,
                         temperature: float | None = None, knn: int = 5,
-                        shape_temperature: float | None = None) -> dict:
+                        shape_temperature: float | None = None, acquisition_noise: bool = True) -> dict:
     """Generate the split's cines from their ECGs with one or more generators, and score them with the baselines.
 
     Steps: (1) check and load the inputs (pipelines, segmenter, feature encoder, alignment run,
@@ -151,6 +151,7 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
             the direct generator, the anatomy-first pipeline's validation-chosen value).
         temperature: the anatomy-first pipelines' index temperature (None: their default).
         shape_temperature: the anatomy-first pipelines' shape temperature (None: their default).
+        acquisition_noise: False: the anatomy-first pipelines' decoded frames without their acquisition noise.
         n_samples: cines the generators make per ECG. The scores of each generator are those of its
             first sample (one cine per ECG, as the baselines); with more, ``samples`` adds the r and MAE
             of the mean of each subject's samples' measurements, each sample's own r, and the spread.
@@ -186,7 +187,7 @@ def evaluate_generation(model_dir, data, split: str = "test", *, segmenter, feat
         raise ConfigError("nothing to evaluate: give a pipeline folder (--model) or the baselines")
     started = time.perf_counter()
     sampling = {"steps": steps, "guidance": guidance, "temperature": temperature,
-                "shape_temperature": shape_temperature, "seed": seed,
+                "shape_temperature": shape_temperature, "seed": seed, "acquisition_noise": acquisition_noise,
                 "scheduler": scheduler, "n_samples": n_samples}
     setup = _generators(model_dirs, data, split, generate_batch, sampling, device)
     seg = segmenter if isinstance(segmenter, Segmenter) else load_segmenter(segmenter)
@@ -268,7 +269,8 @@ def _generators(model_dirs: list[Path], data, split: str, generate_batch: Genera
             dataset = TrainingSet(data, split=split, require=("ecg", setup.view), targets=targets)
         method = pipeline_method("", folder, dataset, sampling["steps"], sampling["guidance"],
                                  sampling["temperature"], sampling["seed"], sampling["scheduler"],
-                                 sampling["n_samples"], device, sampling["shape_temperature"])
+                                 sampling["n_samples"], device, sampling["shape_temperature"],
+                                 sampling["acquisition_noise"])
         method.name = method.info["generator"] if len(model_dirs) > 1 else "generator"
         if method.name in {m.name for m in setup.methods}:
             method.name = f"{method.name}_{i}"

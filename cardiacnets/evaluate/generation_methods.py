@@ -40,7 +40,8 @@ def is_baseline(name: str) -> bool:
 def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: float | None = 3.0, seed: int = 0,
                        scheduler: str = "dpm++", n_samples: int = 1, estimates: list | None = None,
                        inputs: Callable[[dict], dict] | None = None, labels: list | None = None,
-                       temperature: float | None = None, shape_temperature: float | None = None) -> GenerateFn:
+                       temperature: float | None = None, shape_temperature: float | None = None,
+                       acquisition_noise: bool = True) -> GenerateFn:
     """A trained pipeline (either generator) as a `GenerateFn`.
 
     One ``torch.Generator`` seeded with `seed` is consumed batch after batch in split order,
@@ -62,6 +63,7 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
             (B × n_samples, frames, H, W) are appended to it.
         temperature: the indices' sampling temperature (anatomy-first pipelines; None: their default).
         shape_temperature: the shape code's sampling temperature (anatomy-first pipelines; None: their default).
+        acquisition_noise: False: anatomy-first pipelines draw the decoded frames without acquisition noise.
 
     Returns:
         ``generate_batch(batch) -> (B × n_samples, frames, H, W)``.
@@ -73,6 +75,8 @@ def pipeline_generator(pipe, num_inference_steps: int = 25, guidance_scale: floa
         settings["temperature"] = temperature
     if shape_temperature is not None:
         settings["shape_temperature"] = shape_temperature
+    if not acquisition_noise:
+        settings["acquisition_noise"] = False
 
     def generate_batch(batch: dict) -> np.ndarray:
         given = inputs(batch) if inputs is not None else {"ecg": batch["ecg"], "lead_mask": batch.get("ecg_lead_mask"),
@@ -145,7 +149,7 @@ class Method:
 
 def pipeline_method(name: str, model_dir: Path, dataset, steps: int, guidance: float | None,
                     temperature: float | None, seed: int, scheduler: str, n_samples: int, device: str,
-                    shape_temperature: float | None = None) -> Method:
+                    shape_temperature: float | None = None, acquisition_noise: bool = True) -> Method:
     """A trained pipeline folder as a `Method` (raw demographics and measurements from the split's manifest)."""
     from cardiacnets.generation.request import (
         anatomy_sampling, demographics_normaliser, generator_kind, load_pipeline, pipeline_inputs,
@@ -166,15 +170,16 @@ def pipeline_method(name: str, model_dir: Path, dataset, steps: int, guidance: f
 
     if generator_kind(pipe) == "direct":
         guidance = 3.0 if guidance is None else guidance
-        if temperature is not None or shape_temperature is not None:
-            raise ConfigError("--temperature and --shape-temperature apply to anatomy-first pipelines only")
+        if temperature is not None or shape_temperature is not None or not acquisition_noise:
+            raise ConfigError("--temperature, --shape-temperature and --no-acquisition-noise apply to "
+                              "anatomy-first pipelines only")
     estimates, labels = [], []
     generate = pipeline_generator(pipe, steps, guidance, seed, scheduler, n_samples, estimates, inputs, labels,
-                                  temperature, shape_temperature)
+                                  temperature, shape_temperature, acquisition_noise)
     settings = {"model": str(model_dir), "generator": generator_kind(pipe), "guidance": guidance,
                 "view": pipe.view}
     if generator_kind(pipe) == "anatomy":
-        settings.update(anatomy_sampling(pipe, guidance, temperature, shape_temperature))
+        settings.update(anatomy_sampling(pipe, guidance, temperature, shape_temperature, acquisition_noise))
     return Method(name, generate, n_samples, estimates, labels, settings)
 
 

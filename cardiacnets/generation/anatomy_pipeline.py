@@ -47,6 +47,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange, repeat
 
+from cardiacnets.generation.acquisition import AcquisitionNoise
 from cardiacnets.generation.anatomy_prior import AnatomyDenoiser
 from cardiacnets.generation.conditioning import ECGConditionEncoder
 from cardiacnets.generation.image_decoder import LabelConditionedDenoiser
@@ -91,8 +92,11 @@ class AnatomyFirstPipeline(CardiacPipeline):
         default_shape_temperature: the shape code's temperature used when a call gives none (chosen on
             validation).
         default_guidance: the anatomy guidance scale used when a call gives none.
+        acquisition: the acquisition-noise model added to the decoded frames (`AcquisitionNoise`; None: the
+            decoded frames as they are, as in bundles before 0.1.7).
     """
 
+    _optional_components = ["acquisition"]
     model_cpu_offload_seq = "condition_encoder->anatomy_denoiser->image_denoiser->vae"
 
     def __init__(self, condition_encoder: ECGConditionEncoder, readout: ConditionReadout,
@@ -102,7 +106,7 @@ class AnatomyFirstPipeline(CardiacPipeline):
                  slice_thickness_mm: float = 8.0, ecg_config: dict[str, Any] | None = None,
                  intensity_range: list[float] | None = None, precision: str = "fp32",
                  default_temperature: float = 1.0, default_guidance: float = 1.0,
-                 default_shape_temperature: float = 1.0):
+                 default_shape_temperature: float = 1.0, acquisition: AcquisitionNoise | None = None):
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -110,7 +114,7 @@ class AnatomyFirstPipeline(CardiacPipeline):
             model.eval()
         self.register_modules(condition_encoder=condition_encoder, readout=readout, anatomy_denoiser=anatomy_denoiser,
                               shape_model=shape_model, image_denoiser=image_denoiser, vae=vae, scheduler=scheduler,
-                              image_scheduler=image_scheduler)
+                              image_scheduler=image_scheduler, acquisition=acquisition)
         self.register_to_config(view=view, frame_interval_ms=frame_interval_ms, spacing_mm=spacing_mm,
                                 slice_thickness_mm=slice_thickness_mm, ecg_config=ecg_config,
                                 intensity_range=list(intensity_range or (0.0, 1.0)), precision=precision,
@@ -242,7 +246,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
     @torch.no_grad()
     def render(self, labels: np.ndarray | torch.Tensor, num_inference_steps: int = 25, scheduler: str = "dpm++",
                generator: torch.Generator | None = None, precision: str | None = None,
-               callback: Callable[[int, Any, torch.Tensor], None] | None = None) -> np.ndarray:
+               callback: Callable[[int, Any, torch.Tensor], None] | None = None,
+               acquisition_noise: bool = True) -> np.ndarray:
         """Cines drawn for given label cines (the image stage alone; steps 6–7 of ``__call__``).
 
         Args:
@@ -252,6 +257,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
             generator: seeds the initial noise (one noise map per cine and slice, shared by its frames).
             precision: ``fp32`` or ``bf16`` (default: the pipeline's).
             callback: called as ``callback(step, timestep, latents)`` after each step.
+            acquisition_noise: add the pipeline's acquisition noise (when it has the model) to the decoded
+                frames; False: the decoded frames, the expected image of each latent.
 
         Returns:
             Float32 cines of the labels' shape, clipped to the training range.
@@ -281,7 +288,10 @@ class AnatomyFirstPipeline(CardiacPipeline):
         with self._autocast(precision):
             frames = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()
         low, high = self.config.intensity_range
-        cines = rearrange(frames.clamp(low, high), "(n s f) 1 h w -> n s f h w", n=n, s=s).cpu().numpy()
+        cines = rearrange(frames.clamp(low, high), "(n s f) 1 h w -> n s f h w", n=n, s=s).cpu()
+        if acquisition_noise and self.acquisition is not None:
+            cines = self.acquisition(cines, generator)
+        cines = cines.numpy()
         return cines[:, 0] if one_slice else cines
 
     @torch.no_grad()
@@ -289,7 +299,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
                  measurements: dict | None = None, num_inference_steps: int = 25, image_steps: int | None = None,
                  guidance_scale: float | None = None, temperature: float | None = None,
                  shape_temperature: float | None = None, scheduler: Literal["dpm++", "ddim"] = "dpm++",
-                 generator: torch.Generator | None = None, num_samples_per_ecg: int = 1, progress: bool = False, precision: Literal["fp32", "bf16"] | None = None,
+                 generator: torch.Generator | None = None, num_samples_per_ecg: int = 1, progress: bool = False,
+                 precision: Literal["fp32", "bf16"] | None = None, acquisition_noise: bool = True,
                  callback_on_step_end: Callable | None = None,
                  return_dict: bool = True) -> AnatomyFirstOutput | tuple:
         """Generate cines (and their anatomy) from standard ECGs.
@@ -313,6 +324,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
             num_samples_per_ecg: M cines per ECG (consecutive in the output).
             progress: show a progress bar over all steps.
             precision: ``fp32`` or ``bf16`` autocast of the image stage.
+            acquisition_noise: add the acquisition noise of the pipeline's `AcquisitionNoise` (when it has
+                one) to the decoded frames, as a scanner's images have; False: the noise-free expected image.
             callback_on_step_end: ``callback(pipe, step, timestep, callback_kwargs)`` after every step of
                 both stages (diffusers' convention); ``callback_kwargs`` has ``stage`` (``anatomy`` or
                 ``image``) and ``latents``; returns a dict (ignored) or None.
@@ -350,7 +363,7 @@ class AnatomyFirstPipeline(CardiacPipeline):
         labels = self.shape_model.decode(codes)  # (N, slices, frames, H, W)
         # 7. Draw the images from the anatomy.
         cines = self.render(labels, image_steps, scheduler, generator, precision,
-                            callback_for("image", num_inference_steps))
+                            callback_for("image", num_inference_steps), acquisition_noise)
         bar.close()
         if labels.shape[1] == 1:
             labels = labels[:, 0]

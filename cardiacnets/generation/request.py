@@ -235,19 +235,21 @@ def pipeline_inputs(pipe, ecg: torch.Tensor, lead_mask: torch.Tensor | None, dem
 
 
 def anatomy_sampling(pipe, guidance: float | None, temperature: float | None,
-                     shape_temperature: float | None) -> dict:
+                     shape_temperature: float | None, acquisition_noise: bool = True) -> dict:
     """The guidance and temperatures an anatomy-first pipeline samples with: each given one, else the
-    pipeline's validation-chosen default (what provenance and evaluation records report)."""
+    pipeline's validation-chosen default (what provenance and evaluation records report); and whether
+    acquisition noise is added (asked for and the pipeline has a noise model)."""
     c = pipe.config
     return {"guidance": c.default_guidance if guidance is None else guidance,
             "temperature": c.default_temperature if temperature is None else temperature,
-            "shape_temperature": c.default_shape_temperature if shape_temperature is None else shape_temperature}
+            "shape_temperature": c.default_shape_temperature if shape_temperature is None else shape_temperature,
+            "acquisition_noise": bool(acquisition_noise and getattr(pipe, "acquisition", None) is not None)}
 
 
 def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: float | None = None,
                 temperature: float | None = None, shape_temperature: float | None = None, n_samples: int = 1,
                 seed: int = 0, scheduler: str = "dpm++", precision: str | None = None,
-                callback_on_step_end: Callable | None = None):
+                callback_on_step_end: Callable | None = None, acquisition_noise: bool = True):
     """Generate from a request with either pipeline.
 
     Args:
@@ -260,6 +262,7 @@ def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: 
         n_samples: cines per ECG; seed: seeds all noise; scheduler: ``dpm++`` or ``ddim``;
         precision: ``fp32`` or ``bf16`` (default: the pipeline's).
         callback_on_step_end: diffusers-style progress callback.
+        acquisition_noise: add the anatomy-first pipeline's acquisition noise (False: the decoded frames).
 
     Returns:
         The pipeline's output (``cines``, ``index_estimates``, and for the anatomy-first generator
@@ -275,10 +278,12 @@ def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: 
                 "generator": torch.Generator().manual_seed(seed), "precision": precision,
                 "callback_on_step_end": callback_on_step_end}
     if generator_kind(pipe) == "anatomy":
-        settings.update(guidance_scale=guidance, temperature=temperature, shape_temperature=shape_temperature)
+        settings.update(guidance_scale=guidance, temperature=temperature, shape_temperature=shape_temperature,
+                        acquisition_noise=acquisition_noise)
     else:
-        if temperature is not None or shape_temperature is not None:
-            raise ConfigError("temperature and shape_temperature apply to the anatomy-first generator only")
+        if temperature is not None or shape_temperature is not None or not acquisition_noise:
+            raise ConfigError("temperature, shape_temperature and turning acquisition noise off apply to the "
+                              "anatomy-first generator only")
         settings["guidance_scale"] = 3.0 if guidance is None else guidance
     try:
         return pipe(**inputs, **settings)
@@ -288,7 +293,8 @@ def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: 
 
 def request_provenance(pipe, request: GenerationRequest, model_dir: str | os.PathLike, *, steps: int,
                        guidance: float | None, temperature: float | None, n_samples: int, seed: int, scheduler: str,
-                       precision: str | None, shape_temperature: float | None = None) -> dict:
+                       precision: str | None, shape_temperature: float | None = None,
+                       acquisition_noise: bool = True) -> dict:
     """The provenance record of a generation (before outputs and timings are added)."""
     import cardiacnets
 
@@ -300,7 +306,7 @@ def request_provenance(pipe, request: GenerationRequest, model_dir: str | os.Pat
     settings = {"steps": steps, "scheduler": scheduler, "n_samples": n_samples, "seed": seed,
                 "precision": precision or pipe.config.precision}
     if kind == "anatomy":
-        settings.update(anatomy_sampling(pipe, guidance, temperature, shape_temperature))
+        settings.update(anatomy_sampling(pipe, guidance, temperature, shape_temperature, acquisition_noise))
     else:
         settings["guidance"] = 3.0 if guidance is None else guidance
     return {

@@ -8,7 +8,9 @@ autoencoder, noised at a random step, and the denoiser predicts the noise or
 velocity from the noisy latents and the frame's label map (DDPM's objective,
 `cardiacnets.generation.diffusion`). Exports ``RUN/image_denoiser`` and
 ``RUN/image_scheduler``, which the ``anatomy`` stage (`cardiacnets.train.anatomy_task`)
-puts into the exported pipeline.
+puts into the exported pipeline, and ``RUN/acquisition``, the acquisition-noise
+model (`cardiacnets.generation.acquisition`) fitted on the residuals of the
+frozen autoencoder's reconstructions of training frames.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class AnatomyImageOptions:
         num_train_timesteps: diffusion steps of the noise schedule.
         beta_schedule: diffusers beta schedule (``scaled_linear``, ``linear``, ``squaredcos_cap_v2``); the
             linear ones run between diffusers' default first and last beta (`noise_scheduler_from`).
+        noise_subjects: training subjects the acquisition-noise model is fitted on (mid-ventricular slice,
+            every `noise_frame_step`-th frame); 0: no noise model (the pipeline draws decoded frames as they are).
+        noise_frame_step: frame step of the frames the noise model is fitted on.
     """
 
     view: str = "sa"
@@ -49,6 +54,8 @@ class AnatomyImageOptions:
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     num_train_timesteps: int = 1000
     beta_schedule: Literal["scaled_linear", "linear", "squaredcos_cap_v2"] = "scaled_linear"
+    noise_subjects: int = 400
+    noise_frame_step: int = 1
 
     def validate(self) -> None:
         check_view(self.view)
@@ -56,6 +63,9 @@ class AnatomyImageOptions:
             raise ConfigError("task anatomy_image needs options.vae (a trained autoencoder, VAE_RUN/vae)")
         if self.frames_per_subject < 1 or self.num_train_timesteps < 2:
             raise ConfigError("options.frames_per_subject must be at least 1 and num_train_timesteps at least 2")
+        if self.noise_subjects < 0 or self.noise_subjects == 1 or self.noise_frame_step < 1:
+            raise ConfigError("options.noise_subjects must be 0 (no noise model) or at least 2, and "
+                              "noise_frame_step at least 1")
 
 
 @register_task
@@ -138,7 +148,54 @@ class AnatomyImageTask(Task):
         folder = run_dir / "image_denoiser"
         model.save_pretrained(folder, safe_serialization=True)
         self.noise_scheduler.save_pretrained(run_dir / "image_scheduler")
-        (run_dir / "anatomy_image.json").write_text(json.dumps(
-            {"vae": str(Path(self.options.vae).resolve()), "training_set": str(Path(self.config.data.path).resolve()),
-             "view": self.options.view}, indent=2) + "\n")
-        return {"image_denoiser": folder, "image_scheduler": run_dir / "image_scheduler"}
+        exports = {"image_denoiser": folder, "image_scheduler": run_dir / "image_scheduler"}
+        record = {"vae": str(Path(self.options.vae).resolve()),
+                  "training_set": str(Path(self.config.data.path).resolve()), "view": self.options.view}
+        if self.options.noise_subjects:
+            noise, record["acquisition"] = fit_noise_model(self.config.data.path, self.vae, self.options.view,
+                                                           self.options.noise_subjects, self.options.noise_frame_step,
+                                                           self.config.data.train_split, self.config.seed)
+            noise.save_pretrained(run_dir / "acquisition", safe_serialization=True)
+            exports["acquisition"] = run_dir / "acquisition"
+        (run_dir / "anatomy_image.json").write_text(json.dumps(record, indent=2) + "\n")
+        return exports
+
+
+def fit_noise_model(data_path, vae, view: str, n_subjects: int, frame_step: int = 1, split: str = "train",
+                    seed: int = 0):
+    """Fit the acquisition-noise model on a training set's frames and the autoencoder's reconstructions.
+
+    Args:
+        data_path: the training set.
+        vae: the frozen frame autoencoder.
+        view: the CMR view.
+        n_subjects: subjects drawn at random from `split` (all when fewer); the mid-ventricular slice of each
+            (the middle stored slice), every `frame_step`-th frame.
+        frame_step: frame step.
+        split: the split drawn from.
+        seed: the draw's seed.
+
+    Returns:
+        ``(AcquisitionNoise, report)`` (`cardiacnets.generation.acquisition.fit_acquisition_noise`).
+    """
+    import numpy as np
+
+    from cardiacnets.generation.acquisition import fit_acquisition_noise
+
+    data = TrainingSet(data_path, split=split, require=(view,))
+    if len(data) < 2:
+        raise InputError(data_path, f"the noise model needs at least 2 {split} subjects with view {view!r}")
+    positions = np.random.default_rng(seed).permutation(len(data))[:n_subjects]
+    frames, reconstructions, subjects = [], [], []
+    for position in sorted(positions):
+        cine = data[int(position)][f"cmr_{view}"]  # (slices, frames, H, W)
+        x = torch.from_numpy(np.ascontiguousarray(cine[cine.shape[0] // 2, ::frame_step]))[:, None]
+        with torch.no_grad():
+            decoded = vae.decode(vae.encode(x.to(vae.dtype)).latent_dist.mode()).sample.float()
+        frames.append(x[:, 0].numpy())
+        reconstructions.append(decoded[:, 0].clamp(0, 1).numpy())
+        subjects.append(np.full(x.shape[0], position))
+    model, report = fit_acquisition_noise(np.concatenate(frames), np.concatenate(reconstructions),
+                                          np.concatenate(subjects))
+    report.update({"split": split, "frame_step": frame_step, "seed": seed})
+    return model, report

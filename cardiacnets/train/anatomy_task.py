@@ -474,6 +474,7 @@ class AnatomyTask(Task):
     def _pipeline(self, model):
         from diffusers import DDPMScheduler
 
+        from cardiacnets.generation.acquisition import AcquisitionNoise
         from cardiacnets.generation.anatomy_pipeline import AnatomyFirstPipeline
         from cardiacnets.generation.image_decoder import LabelConditionedDenoiser
 
@@ -482,10 +483,11 @@ class AnatomyTask(Task):
         image_denoiser = LabelConditionedDenoiser.from_pretrained(image_run / "image_denoiser")
         image_scheduler = DDPMScheduler.from_pretrained(image_run / "image_scheduler")
         vae = load_vae(record["vae"])
+        noise = AcquisitionNoise.from_pretrained(image_run / "acquisition") if "acquisition" in record else None
         settings = pipeline_settings(self.config.data.path, self.options.view, self.config.data.train_split)
         return AnatomyFirstPipeline(self.condition_encoder.to("cpu"), self.readout, model.to("cpu").eval(),
                                     self.shape_model, image_denoiser, vae, self.noise_scheduler, image_scheduler,
-                                    precision=self.options.export_precision, **settings)
+                                    precision=self.options.export_precision, acquisition=noise, **settings)
 
     def select_sampling(self, pipe) -> dict:
         """Temperatures and guidance chosen on the validation split (anatomy only: decoded codes, measured).

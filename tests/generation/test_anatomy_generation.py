@@ -451,6 +451,32 @@ def test_render_shares_the_noise_across_frames(fitted):
     np.testing.assert_allclose(cines[0, 0, 1:], np.broadcast_to(cines[0, 0, :1], cines[0, 0, 1:].shape), atol=1e-5)
 
 
+def test_acquisition_noise_is_added_after_decoding_saved_and_switchable(fitted, tmp_path):
+    """With an `AcquisitionNoise`, the cines are the decoded frames plus its noise (per frame), unless turned off;
+    the component is saved and loaded with the pipeline, and pipelines without it still load."""
+    from cardiacnets.generation.acquisition import AcquisitionNoise
+
+    pipe = tiny_anatomy_pipeline(fitted)
+    ecg = 0.3 * torch.randn(1, 12, 500, generator=torch.Generator().manual_seed(0))
+    clean = pipe(ecg, num_inference_steps=2, image_steps=2, generator=torch.Generator().manual_seed(4)).cines
+    pipe.save_pretrained(tmp_path / "plain")
+    assert AnatomyFirstPipeline.from_pretrained(tmp_path / "plain").acquisition is None
+    noise = AcquisitionNoise(bin_edges=(0.0, 1.0))
+    noise.log_sd_mean.fill_(math.log(0.05))
+    pipe.register_modules(acquisition=noise)
+    off = pipe(ecg, num_inference_steps=2, image_steps=2, generator=torch.Generator().manual_seed(4),
+               acquisition_noise=False).cines
+    np.testing.assert_array_equal(off, clean)
+    noisy = pipe(ecg, num_inference_steps=2, image_steps=2, generator=torch.Generator().manual_seed(4)).cines
+    inside = (clean > 0.2) & (clean < 0.8)  # away from the clipped ends
+    assert inside.sum() > 100 and float(np.std((noisy - clean)[inside])) == pytest.approx(0.05, rel=0.15)
+    pipe.save_pretrained(tmp_path / "noisy")
+    loaded = AnatomyFirstPipeline.from_pretrained(tmp_path / "noisy")
+    assert isinstance(loaded.acquisition, AcquisitionNoise)
+    again = loaded(ecg, num_inference_steps=2, image_steps=2, generator=torch.Generator().manual_seed(4)).cines
+    np.testing.assert_allclose(again, noisy, atol=1e-5)
+
+
 def test_paper_configs_of_the_anatomy_generator_instantiate_on_the_meta_device():
     from cardiacnets.config import load_config
     from cardiacnets.train import TrainConfig

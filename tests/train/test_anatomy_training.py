@@ -80,6 +80,10 @@ def test_anatomy_image_run_exports_the_denoiser_and_its_schedule(runs):
     assert Path(record["vae"]) == (runs / "vae" / "vae").resolve()
     config = json.loads((runs / "image" / "image_denoiser" / "config.json").read_text())
     assert config["latent_size"] == 16 and config["downsample_factor"] == 4 and config["latent_channels"] == 2
+    # The acquisition-noise model, fitted on the 8 training subjects (fewer than options.noise_subjects).
+    assert record["acquisition"]["n_subjects"] == 8 and record["acquisition"]["split"] == "train"
+    assert len(record["acquisition"]["median_sd"]) == 8 and min(record["acquisition"]["median_sd"]) > 0
+    assert (runs / "image" / "acquisition" / "config.json").is_file()
 
 
 def test_anatomy_run_exports_a_working_pipeline(runs, disc_data):
@@ -121,6 +125,7 @@ def test_anatomy_run_exports_a_working_pipeline(runs, disc_data):
                generator=torch.Generator().manual_seed(0))
     assert out.cines.shape == (4, 8, 64, 64) and out.labels.shape == (4, 8, 64, 64)
     assert set(np.unique(out.labels)) <= {0, 1, 2, 3}
+    assert pipe.acquisition is not None and pipe.acquisition.config.n_subjects == 8  # the image run's noise model
 
 
 def test_generate_cli_writes_the_anatomy_beside_the_cine(runs, ukb_xml_path, tmp_path, capsys):
@@ -129,6 +134,7 @@ def test_generate_cli_writes_the_anatomy_beside_the_cine(runs, ukb_xml_path, tmp
                  str(out), "--steps", "2", "--n-samples", "2", "--demographic", "age_years=300", "--json"]) == 0
     provenance = json.loads(capsys.readouterr().out)
     assert provenance["generator"] == "anatomy" and provenance["synthetic"] is True
+    assert provenance["acquisition_noise"] is True  # the image run's noise model, on by default
     assert provenance["demographics"]["ignored"]["age_years"].startswith("implausible")  # the override, 300 years
     assert provenance["demographics"]["from_file"] == ["sex_male"]  # the file's own value where none was given
     assert set(provenance["measurements"]["used"]) == {"qrs_duration_ms"}  # the XML has no Sokolow index
@@ -174,3 +180,17 @@ def test_anatomy_run_names_too_many_shape_components(runs, disc_data, tmp_path, 
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "options.n_components=20" in err and "has 8" in err
+
+
+def test_generate_cli_without_acquisition_noise_writes_the_decoded_frames(runs, ukb_xml_path, tmp_path, capsys):
+    cines = {}
+    for flags in ([], ["--no-acquisition-noise"]):
+        out = tmp_path / ("plain" if flags else "noisy")
+        assert main(["generate", "--ecg", str(ukb_xml_path), "--model", str(runs / "anatomy" / "pipeline"), "--out",
+                     str(out), "--steps", "2", "--json", *flags]) == 0
+        provenance = json.loads(capsys.readouterr().out)
+        assert provenance["acquisition_noise"] is (not flags)
+        cines[bool(flags)] = np.asarray(nib.load(out / "sample_0" / "cine.nii.gz").dataobj, dtype=np.float64)
+    # The same seed draws the same anatomy and decoded frames; the noise is the only difference.
+    difference = cines[False] - cines[True]
+    assert np.abs(difference).max() > 0 and abs(float(np.mean(difference))) < 0.05 * np.abs(cines[True]).mean()
