@@ -258,7 +258,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
             precision: ``fp32`` or ``bf16`` (default: the pipeline's).
             callback: called as ``callback(step, timestep, latents)`` after each step.
             acquisition_noise: add the pipeline's acquisition noise (when it has the model) to the decoded
-                frames; False: the decoded frames, the expected image of each latent.
+                frames; False: the decoded frames, the expected image of each latent. Either way `generator`
+                advances by the same draws, so a seed gives the same decoded frames with and without noise.
 
         Returns:
             Float32 cines of the labels' shape, clipped to the training range.
@@ -289,8 +290,14 @@ class AnatomyFirstPipeline(CardiacPipeline):
             frames = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()
         low, high = self.config.intensity_range
         cines = rearrange(frames.clamp(low, high), "(n s f) 1 h w -> n s f h w", n=n, s=s).cpu()
+        # The noise has its own generator, seeded by one draw that is made whether or not noise is added: the
+        # same seed gives the same anatomies and decoded frames with and without noise (paired comparisons).
+        noise_generator = None
+        if generator is not None:
+            seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
+            noise_generator = torch.Generator(generator.device).manual_seed(int(seed.item()))
         if acquisition_noise and self.acquisition is not None:
-            cines = self.acquisition(cines, generator)
+            cines = self.acquisition(cines, noise_generator)
         cines = cines.numpy()
         return cines[:, 0] if one_slice else cines
 
