@@ -105,6 +105,11 @@ def _generation_section(metrics: dict) -> list[str]:
     lines = [f"### Generation (held-out simulated test split, {_num(g.get('n'))} subjects; generated vs true cine, "
              f"both measured with the reference segmenter)", ""]
     lines += _table(["metric"] + [name for name, _ in columns], rows)
+    noise = (g.get("method") or {}).get("acquisition_noise")
+    if noise is not None:
+        lines += [("The generated cines carry the pipeline's acquisition noise (`generation.acquisition`); "
+                   if noise else "The generated cines are the decoded frames, without acquisition noise; ")
+                  + "`cardiacnets evaluate generation --no-acquisition-noise` scores the same samples without it.", ""]
     dice = (g.get("anatomy") or {}).get("dice_vs_segmented_cine", {})
     if dice:
         lines += ["Generated anatomy vs the segmented generated cine, Dice: "
@@ -173,7 +178,8 @@ def write_model_card(bundle: str | Path, metrics: dict, metadata: dict) -> Path:
         ["heads_lead_i", "`heads_lead_i/model`", "the same heads from lead I only"],
         ["segment", "`segment/model`", "short-axis segmenter (LV, myocardium, RV)"],
         ["anatomy", "`anatomy/pipeline`", "anatomy-first ECG → CMR generator (shape model, read-out, anatomy "
-                                          "prior, label-conditioned image denoiser, frame autoencoder)"]])
+                                          "prior, label-conditioned image denoiser, frame autoencoder, "
+                                          "acquisition-noise model)"]])
     lines += ["## Figures on the held-out simulated test split", ""]
     lines += _retrieval_section(metrics) + _heads_section(metrics) + _generation_section(metrics)
     lines += _real_section(metrics)

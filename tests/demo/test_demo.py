@@ -61,6 +61,7 @@ def test_reference_build_exports_a_sealed_bundle_with_its_model_card(tiny_bundle
     assert info["metadata"]["simulator_version"] == REFERENCE_VERSION and info["metadata"]["synth"] == REFERENCE_SYNTH
     assert {key.split("/")[0] for key in info["components"]} == set(BUNDLE_STAGES)
     assert (bundle / "anatomy" / "pipeline" / "model_index.json").is_file()
+    assert (bundle / "anatomy" / "pipeline" / "acquisition" / "config.json").is_file()  # the image stage's noise
     assert (bundle / "heads_lead_i" / "model").is_dir() and (bundle / "align" / "model").is_dir()
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert on_disk - set(info["files"]) == {"bundle.json", "SHA256SUMS"}
@@ -71,6 +72,7 @@ def test_reference_build_exports_a_sealed_bundle_with_its_model_card(tiny_bundle
     assert "Not for clinical use" in card and "reference build" in card
     assert f"{metrics['retrieval']['views']['sa']['ecg_to_cmr']['top1']:.3f}" in card  # measured, not typed in
     assert f"{metrics['generation']['lvedv_r']:.3f}" in card
+    assert metrics["generation"]["method"]["acquisition_noise"] is True and "carry the pipeline's acquisition" in card
     assert info["files"]["anatomy/pipeline/model_index.json"]["sha256"] in card
     # Every trained stage's steps, those whose models live inside the anatomy pipeline too.
     assert set(info["metadata"]["training"]) >= set(BUNDLE_STAGES) | {"frame_vae", "anatomy_image"}
