@@ -105,11 +105,13 @@ def untrained_anatomy_pipeline(*, n_frames: int = 25, image_size: int = 64, n_co
 
     The shape model's mean is a plain contracting heart and its components are random orthonormal
     directions, so sampled codes decode to hearts of varying shape (the decoding cost is realistic);
-    the read-out's weights are zero.
+    the read-out's weights are zero; the acquisition-noise model has its default curve (SD 0.01 at every
+    intensity, white), so its cost is in the timings.
     """
     from diffusers import DDPMScheduler
 
     from cardiacnets.config import to_dict
+    from cardiacnets.generation.acquisition import AcquisitionNoise
     from cardiacnets.generation.anatomy_pipeline import AnatomyFirstPipeline
     from cardiacnets.generation.conditioning import ECGConditionEncoder
     from cardiacnets.generation.readout import ConditionReadout
@@ -143,7 +145,8 @@ def untrained_anatomy_pipeline(*, n_frames: int = 25, image_size: int = 64, n_co
                                     prediction_type="v_prediction", clip_sample=False)
     return AnatomyFirstPipeline(condition_encoder, readout, prior, shape_model, image, vae, scheduler,
                                 image_scheduler, spacing_mm=2.2, frame_interval_ms=40.0,
-                                ecg_config=dict(DEMO_ECG_CONFIG), default_temperature=0.0)
+                                ecg_config=dict(DEMO_ECG_CONFIG), default_temperature=0.0,
+                                acquisition=AcquisitionNoise())
 
 
 def parameter_counts(pipe) -> dict[str, int]:

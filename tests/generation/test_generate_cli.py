@@ -415,3 +415,5 @@ def test_bench_generate_reports_baseline_and_tuned(capsys):
     assert set(result["generators"]) == {"direct", "anatomy"}
     assert anatomy["cine"] == {"frames": 25, "height": 64, "width": 64, "latent": [4, 25, 16, 16]}
     assert anatomy["baseline"]["precision"] == "fp32" and anatomy["tuned"][0]["seconds_per_cine"] > 0
+    assert 0 < anatomy["acquisition_noise_seconds_per_cine"] < anatomy["tuned"][0]["seconds_per_cine"]
+    assert "acquisition_noise_seconds_per_cine" not in result  # the direct generator has no noise model
