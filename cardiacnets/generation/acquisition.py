@@ -249,44 +249,74 @@ class AcquisitionNoise(ModelMixin, ConfigMixin):
         return noisy.clamp(low, high).to(device)
 
 
+def _log_curves(curves: np.ndarray) -> tuple[np.ndarray, int, list[int]]:
+    """Log curves with missing (subject, bin) values filled by the bin's median and bins no subject reaches by
+    the nearest measured bin: ``(logs, n_filled, empty_bins)``."""
+    logs = np.log(np.maximum(curves, 1e-6))
+    filled = int(np.isnan(logs).sum())
+    empty = [int(i) for i in np.flatnonzero(np.isnan(logs).all(axis=0))]
+    if len(empty) == logs.shape[1]:
+        raise ValueError(f"every intensity bin holds under {MIN_BIN_PIXELS} pixels in every subject")
+    measured = np.flatnonzero(~np.isnan(logs).all(axis=0))
+    for i in empty:
+        logs[:, i] = logs[:, measured[np.argmin(np.abs(measured - i))]]
+    return np.where(np.isnan(logs), np.nanmedian(logs, axis=0), logs), filled, empty
+
+
 def fit_acquisition_noise(frames: np.ndarray, reconstructions: np.ndarray, subjects: np.ndarray,
                           bin_edges: Sequence[float] = DEFAULT_BIN_EDGES,
-                          intensity_range: Sequence[float] = (0.0, 1.0), rank: int = 2) -> tuple[AcquisitionNoise, dict]:
+                          intensity_range: Sequence[float] = (0.0, 1.0), rank: int = 2,
+                          halves: np.ndarray | None = None) -> tuple[AcquisitionNoise, dict]:
     """Fit `AcquisitionNoise` to training frames and their autoencoder reconstructions.
+
+    A subject's curve is measured on a few thousand pixels, so its own scatter adds to the spread between
+    subjects, and in log units it is large where the reconstructions hold nearly as much Laplacian
+    variance as the frames (the difference is small and uncertain). With `halves`, the between-subject
+    covariance is the symmetrised cross-covariance of the curves measured on two disjoint halves of each
+    subject's frames: their measurement errors are independent, so they cancel in expectation (the
+    split-half estimate); without, the plain covariance of the curves (an overestimate).
 
     Args:
         frames, reconstructions, subjects, bin_edges: as for `residual_curves`.
         intensity_range: the training cines' range.
-        rank: leading components of the between-subject covariance of the log curves kept.
+        rank: leading components of the between-subject covariance kept (negative eigenvalues of the
+            split-half estimate count as 0).
+        halves: (N,) 0 or 1 per frame: the half of its subject's frames it belongs to (each subject needs
+            frames in both).
 
     Returns:
-        ``(model, report)``; the report holds the median curve, the between-subject SD of the log curve, the
-        lag-1 autocorrelation and the smoothing width, the number of subjects, the number of (subject, bin)
-        values filled with the bin's median, and the bins no subject reaches (``empty_bins``; they take the
-        nearest measured bin's values).
+        ``(model, report)``; the report holds the median curve, the between-subject SD of the log curve as
+        modelled, the covariance estimate and rank and the variance share kept, the lag-1 autocorrelation
+        and the smoothing width, the number of subjects, the number of (subject, bin) values filled with the
+        bin's median, and the bins no subject reaches (``empty_bins``; they take the nearest measured bin's
+        values).
 
     Raises:
-        ValueError: fewer than 2 subjects, or no bin with pixels in any subject.
+        ValueError: fewer than 2 subjects, no bin with pixels in any subject, or a subject without frames in
+            one of the halves.
     """
     lag1 = residual_lag1(frames, reconstructions)
     width = correlation_width(lag1)
     curves = residual_curves(frames, reconstructions, subjects, bin_edges, width)
     if curves.shape[0] < 2:
         raise ValueError(f"the noise model needs frames of at least 2 subjects, got {curves.shape[0]}")
-    logs = np.log(np.maximum(curves, 1e-6))
-    filled = int(np.isnan(logs).sum())
-    empty = [int(i) for i in np.flatnonzero(np.isnan(logs).all(axis=0))]
-    if len(empty) == logs.shape[1]:
-        raise ValueError(f"every intensity bin holds under {MIN_BIN_PIXELS} pixels in every subject")
-    full = np.flatnonzero(~np.isnan(logs).all(axis=0))
-    for i in empty:  # a bin no subject reaches takes the nearest measured bin's values (listed in the report)
-        logs[:, i] = logs[:, full[np.argmin(np.abs(full - i))]]
-    medians = np.nanmedian(logs, axis=0)
-    logs = np.where(np.isnan(logs), medians, logs)
+    logs, filled, empty = _log_curves(curves)
     mean = logs.mean(axis=0)
-    covariance = np.cov(logs, rowvar=False).reshape(len(mean), len(mean))
-    # Keep the covariance's `rank` leading components (a subject's noise level and its signal dependence):
-    # the rest is mostly the measurement's own scatter, which would inflate the drawn noise (log-normal).
+    if halves is None:
+        covariance = np.cov(logs, rowvar=False).reshape(len(mean), len(mean))
+    else:
+        halves = np.asarray(halves)
+        parts = []
+        for half in (0, 1):
+            mine = halves == half
+            if not np.array_equal(np.unique(np.asarray(subjects)[mine]), np.unique(subjects)):
+                raise ValueError(f"every subject needs frames in both halves (half {half} lacks some)")
+            part, _, _ = _log_curves(residual_curves(frames[mine], reconstructions[mine],
+                                                     np.asarray(subjects)[mine], bin_edges, width))
+            parts.append(part - part.mean(axis=0))
+        cross = parts[0].T @ parts[1] / (len(parts[0]) - 1)
+        covariance = 0.5 * (cross + cross.T)
+    # Keep the covariance's `rank` leading components (a subject's noise level and its signal dependence).
     values, vectors = np.linalg.eigh(covariance)
     order = np.argsort(values)[::-1]
     kept = vectors[:, order[:rank]] * np.sqrt(np.maximum(values[order[:rank]], 0.0))
@@ -298,6 +328,9 @@ def fit_acquisition_noise(frames: np.ndarray, reconstructions: np.ndarray, subje
     model.log_sd_scale_tril.copy_(torch.as_tensor(np.linalg.cholesky(covariance), dtype=torch.float32))
     report = {"n_subjects": int(curves.shape[0]), "filled_bins": filled, "empty_bins": empty,
               "median_sd": [round(float(v), 5) for v in np.exp(np.median(logs, axis=0))],
-              "between_subject_log_sd": [round(float(v), 4) for v in logs.std(axis=0)],
-              "covariance_rank": rank, "explained_variance": round(explained, 4), "lag1": round(lag1, 4), "correlation_width_px": round(width, 4)}
+              "between_subject_log_sd": [round(float(v), 4) for v in np.sqrt(np.diag(covariance))],
+              "curves_log_sd": [round(float(v), 4) for v in logs.std(axis=0)],
+              "covariance": "full" if halves is None else "split_half", "covariance_rank": rank,
+              "explained_variance": round(explained, 4), "lag1": round(lag1, 4),
+              "correlation_width_px": round(width, 4)}
     return model.eval(), report

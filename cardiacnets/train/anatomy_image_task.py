@@ -46,6 +46,9 @@ class AnatomyImageOptions:
         noise_subjects: training subjects the acquisition-noise model is fitted on (mid-ventricular slice,
             every `noise_frame_step`-th frame); 0: no noise model (the pipeline draws decoded frames as they are).
         noise_frame_step: frame step of the frames the noise model is fitted on.
+        noise_covariance: ``split_half`` (the noise's spread between subjects from the cross-covariance of
+            curves measured on alternate frames, free of each curve's own measurement scatter) or ``full``
+            (the curves' plain covariance, inflated by that scatter).
     """
 
     view: str = "sa"
@@ -56,6 +59,7 @@ class AnatomyImageOptions:
     beta_schedule: Literal["scaled_linear", "linear", "squaredcos_cap_v2"] = "scaled_linear"
     noise_subjects: int = 400
     noise_frame_step: int = 1
+    noise_covariance: Literal["split_half", "full"] = "split_half"
 
     def validate(self) -> None:
         check_view(self.view)
@@ -154,7 +158,8 @@ class AnatomyImageTask(Task):
         if self.options.noise_subjects:
             noise, record["acquisition"] = fit_noise_model(self.config.data.path, self.vae, self.options.view,
                                                            self.options.noise_subjects, self.options.noise_frame_step,
-                                                           self.config.data.train_split, self.config.seed)
+                                                           self.config.data.train_split, self.config.seed,
+                                                           self.options.noise_covariance == "split_half")
             noise.save_pretrained(run_dir / "acquisition", safe_serialization=True)
             exports["acquisition"] = run_dir / "acquisition"
         (run_dir / "anatomy_image.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -162,7 +167,7 @@ class AnatomyImageTask(Task):
 
 
 def fit_noise_model(data_path, vae, view: str, n_subjects: int, frame_step: int = 1, split: str = "train",
-                    seed: int = 0):
+                    seed: int = 0, split_half: bool = True):
     """Fit the acquisition-noise model on a training set's frames and the autoencoder's reconstructions.
 
     Args:
@@ -174,6 +179,8 @@ def fit_noise_model(data_path, vae, view: str, n_subjects: int, frame_step: int 
         frame_step: frame step.
         split: the split drawn from.
         seed: the draw's seed.
+        split_half: estimate the between-subject spread from alternate frames' curves
+            (`fit_acquisition_noise`'s ``halves``); False: the plain covariance.
 
     Returns:
         ``(AcquisitionNoise, report)`` (`cardiacnets.generation.acquisition.fit_acquisition_noise`).
@@ -195,7 +202,8 @@ def fit_noise_model(data_path, vae, view: str, n_subjects: int, frame_step: int 
         frames.append(x[:, 0].numpy())
         reconstructions.append(decoded[:, 0].clamp(0, 1).numpy())
         subjects.append(np.full(x.shape[0], position))
+    halves = np.concatenate([np.arange(len(s)) % 2 for s in subjects])  # alternate frames: two disjoint halves
     model, report = fit_acquisition_noise(np.concatenate(frames), np.concatenate(reconstructions),
-                                          np.concatenate(subjects))
+                                          np.concatenate(subjects), halves=halves if split_half else None)
     report.update({"split": split, "frame_step": frame_step, "seed": seed})
     return model, report

@@ -102,6 +102,29 @@ def test_fit_varies_between_subjects_as_the_training_subjects_do():
         fit_acquisition_noise(noisy[:1], clean[:1], subjects[:1], EDGES)
 
 
+def test_split_half_covariance_removes_each_curves_own_scatter():
+    """Small frames make each subject's curve uncertain: the plain covariance adds that scatter to the spread
+    between subjects; the cross-covariance of alternate frames' curves does not."""
+    rng = np.random.default_rng(2)
+    thermal = np.exp(rng.normal(math.log(0.02), 0.04, size=400))
+    noisy, clean, subjects = [], [], []
+    for subject, a in enumerate(thermal):
+        frames = ramp_frames(4, size=24)[:, :, :8]  # 6 rows of 8 pixels per bin and frame (36 measured)
+        clean.append(frames)
+        noisy.append(frames + rng.normal(size=frames.shape) * a)
+        subjects.append(np.full(4, subject))
+    noisy, clean, subjects = np.concatenate(noisy), np.concatenate(clean), np.concatenate(subjects)
+    halves = np.tile([0, 1], len(thermal) * 2)
+    _, plain = fit_acquisition_noise(noisy, clean, subjects, EDGES, rank=1)
+    model, split = fit_acquisition_noise(noisy, clean, subjects, EDGES, rank=1, halves=halves)
+    assert split["covariance"] == "split_half" and plain["covariance"] == "full"
+    plain_sd, split_sd = np.mean(plain["between_subject_log_sd"]), np.mean(split["between_subject_log_sd"])
+    assert split_sd == pytest.approx(0.04, abs=0.015)  # the true spread of the subjects' log noise level
+    assert plain_sd > split_sd + 0.02  # inflated by each curve's own scatter
+    with pytest.raises(ValueError, match="both halves"):
+        fit_acquisition_noise(noisy, clean, subjects, EDGES, halves=np.zeros(len(noisy), int))
+
+
 def test_fit_fills_bins_no_subject_reaches_from_the_nearest_and_says_so():
     noisy, clean, subjects = noisy_subjects([(0.01, 0.0), (0.01, 0.0)])
     half = np.minimum(clean, 0.49)  # nothing above 0.5
