@@ -147,15 +147,17 @@ def residual_curves(frames: np.ndarray, reconstructions: np.ndarray, subjects: n
     flat = np.hypot(rows, cols)[:, 1:-1, 1:-1] < max_gradient
     gain = laplacian_gain(width_px)
     curves = []
+    subjects = np.asarray(subjects)
     for subject in np.unique(subjects):
-        mine = np.asarray(subjects) == subject
+        mine = np.flatnonzero(subjects == subject)
+        frames_lap, recon_lap, mine_level, mine_flat = lap_frames[mine], lap_recon[mine], level[mine], flat[mine]
         row = []
         for low, high in zip(edges[:-1], edges[1:]):
-            inside = mine[:, None, None] & flat & (level >= low) & (level < high)
+            inside = mine_flat & (mine_level >= low) & (mine_level < high)
             if inside.sum() < MIN_BIN_PIXELS:
                 row.append(math.nan)
                 continue
-            total, present = _robust_sd(lap_frames[inside]), _robust_sd(lap_recon[inside])
+            total, present = _robust_sd(frames_lap[inside]), _robust_sd(recon_lap[inside])
             row.append(math.sqrt(max(total**2 - present**2, (0.1 * total) ** 2)) / gain)
         curves.append(row)
     return np.asarray(curves)
