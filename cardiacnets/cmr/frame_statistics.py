@@ -62,7 +62,8 @@ def _disc(radius: int):
         np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= radius
 
 
-def _robust_sd(values: np.ndarray) -> float:
+def robust_sd(values: np.ndarray) -> float:
+    """1.4826 × the median absolute deviation (the SD of Gaussian values, robust to outliers); NaN under 10 values."""
     if values.size < 10:
         return math.nan
     return float(MAD_TO_SD * np.median(np.abs(values - np.median(values))))
@@ -105,7 +106,7 @@ def cmr_features(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     lap = ndimage.laplace(x)
     inner = ndimage.binary_erosion(lv, _disc(2))  # the Laplacian's 3 x 3 support stays inside the cavity
     inner = inner if inner.sum() >= 10 else core
-    out = {"blood_cv": _cv(x[core]), "blood_noise_sd": _robust_sd(lap[inner]) / LAPLACE_NOISE_GAIN,
+    out = {"blood_cv": _cv(x[core]), "blood_noise_sd": robust_sd(lap[inner]) / LAPLACE_NOISE_GAIN,
            "blood_laplacian_sd": float(np.std(lap[inner]))}
     myo = labels == MYO
     out["myo_blood_ratio"] = float(np.median(x[myo])) if myo.sum() >= 4 else math.nan
@@ -147,8 +148,8 @@ def _surroundings(x: np.ndarray, lap: np.ndarray, dist_r: np.ndarray) -> dict[st
         "ring_mean": float(values.mean()), "ring_median": float(np.median(values)), "ring_cv": _cv(values),
         "ring_dark_fraction": float(np.mean(values < 0.2)), "ring_bright_fraction": float(np.mean(values > 0.7)),
         "ring_local_sd": float(np.median(local_sd[ring])),
-        "ring_noise_sd": _robust_sd(lap[ring]) / LAPLACE_NOISE_GAIN,
-        "dark_noise_sd": _robust_sd(lap[dark]) / LAPLACE_NOISE_GAIN if dark.sum() >= 20 else math.nan,
+        "ring_noise_sd": robust_sd(lap[ring]) / LAPLACE_NOISE_GAIN,
+        "dark_noise_sd": robust_sd(lap[dark]) / LAPLACE_NOISE_GAIN if dark.sum() >= 20 else math.nan,
     }
 
 

@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
-MAD_TO_SD = 1.4826
+from cardiacnets.cmr.frame_statistics import robust_sd
+
 #: Fewest residual pixels a subject's intensity bin is measured on (fewer: filled with the bins' median).
 MIN_BIN_PIXELS = 50
 #: Largest smoothing width tried (pixels); lag-1 autocorrelations above its own are matched by it.
@@ -82,10 +83,6 @@ def correlation_width(lag1: float) -> float:
     grid = np.linspace(0.0, MAX_WIDTH_PX, 201)
     values = np.array([smoothed_lag1(w) for w in grid])
     return float(np.interp(min(lag1, values[-1]), values, grid))
-
-
-def _robust_sd(values: np.ndarray) -> float:
-    return float(MAD_TO_SD * np.median(np.abs(values - np.median(values))))
 
 
 def laplacian_gain(width_px: float) -> float:
@@ -157,7 +154,7 @@ def residual_curves(frames: np.ndarray, reconstructions: np.ndarray, subjects: n
             if inside.sum() < MIN_BIN_PIXELS:
                 row.append(math.nan)
                 continue
-            total, present = _robust_sd(frames_lap[inside]), _robust_sd(recon_lap[inside])
+            total, present = robust_sd(frames_lap[inside]), robust_sd(recon_lap[inside])
             row.append(math.sqrt(max(total**2 - present**2, (0.1 * total) ** 2)) / gain)
         curves.append(row)
     return np.asarray(curves)
