@@ -7,4 +7,4 @@ generation and ECG-only heads. A physiologically grounded paired simulator
 (`cardiacnets.simulate`) is the built-in data source for demos and tests.
 """
 
-__version__ = "0.1.7"
+__version__ = "0.1.8"

@@ -23,8 +23,10 @@ second, each by a small diffusion model:
 3. the shape model (``shape_model``, `ShapeModel`) decodes the code to a valid
    label cine (LV blood pool, myocardium, RV over the cycle);
 4. the image denoiser (``image_denoiser``, `LabelConditionedDenoiser`)
-   generates each frame's latents from its label map, the frames of a cine
-   sharing one initial noise, and the autoencoder (``vae``) decodes them.
+   generates each frame's latents from its label map (and, for a denoiser
+   with an appearance input, one appearance code per cine, drawn from the
+   training cines' bank), the frames of a cine sharing one initial noise,
+   and the autoencoder (``vae``) decodes them.
 
 ``__call__`` returns the cines, their label cines (the anatomy they were
 drawn from, useful to clinicians and to evaluation) and the read-out's index
@@ -247,7 +249,7 @@ class AnatomyFirstPipeline(CardiacPipeline):
     def render(self, labels: np.ndarray | torch.Tensor, num_inference_steps: int = 25, scheduler: str = "dpm++",
                generator: torch.Generator | None = None, precision: str | None = None,
                callback: Callable[[int, Any, torch.Tensor], None] | None = None,
-               acquisition_noise: bool = True) -> np.ndarray:
+               acquisition_noise: bool = True, appearance: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
         """Cines drawn for given label cines (the image stage alone; steps 6–7 of ``__call__``).
 
         Args:
@@ -260,6 +262,9 @@ class AnatomyFirstPipeline(CardiacPipeline):
             acquisition_noise: add the pipeline's acquisition noise (when it has the model) to the decoded
                 frames; False: the decoded frames, the expected image of each latent. Either way `generator`
                 advances by the same draws, so a seed gives the same decoded frames with and without noise.
+            appearance: (N, codes) appearance codes of the cines (`appearance_codes`, e.g. measured on real
+                cines) for a denoiser with an appearance input; None: each cine draws the code of a random
+                training cine from the denoiser's bank (no code where the denoiser has no bank).
 
         Returns:
             Float32 cines of the labels' shape, clipped to the training range.
@@ -272,6 +277,15 @@ class AnatomyFirstPipeline(CardiacPipeline):
         n, s, f = labels.shape[:3]
         device = self.image_denoiser.device
         c = self.image_denoiser.config
+        codes = None
+        if appearance is not None and not c.appearance_dim:
+            raise ValueError("this pipeline's image denoiser has no appearance input; pass appearance=None")
+        if appearance is not None or c.appearance_bank_size:
+            codes = self.image_denoiser.draw_appearance(n, generator) if appearance is None \
+                else torch.as_tensor(np.asarray(appearance), dtype=torch.float32)
+            if tuple(codes.shape) != (n, c.appearance_dim):
+                raise ValueError(f"appearance must be ({n}, {c.appearance_dim}), got {tuple(codes.shape)}")
+            codes = codes.to(device).repeat_interleave(s * f, dim=0)
         noise = randn_tensor((n, s, c.latent_channels, c.latent_size, c.latent_size), generator=generator,
                              device=device, dtype=torch.float32)
         latents = repeat(noise, "n s c h w -> (n s f) c h w", f=f)
@@ -282,7 +296,8 @@ class AnatomyFirstPipeline(CardiacPipeline):
         step_kwargs = {"generator": generator} if scheduler == "ddim" else {}
         for i, t in enumerate(sampler.timesteps):
             with self._autocast(precision):
-                prediction = self.image_denoiser(sampler.scale_model_input(latents, t), t, flat_labels).sample.float()
+                prediction = self.image_denoiser(sampler.scale_model_input(latents, t), t, flat_labels,
+                                                 codes).sample.float()
             latents = sampler.step(prediction, t, latents, **step_kwargs).prev_sample
             if callback is not None:
                 callback(i, t, latents)

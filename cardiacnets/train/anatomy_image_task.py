@@ -49,6 +49,11 @@ class AnatomyImageOptions:
         noise_covariance: ``split_half`` (the noise's spread between subjects from the cross-covariance of
             curves measured on alternate frames, free of each curve's own measurement scatter) or ``full``
             (the curves' plain covariance, inflated by that scatter).
+        appearance: give the denoiser each cine's appearance code (`appearance_codes` of its mid-ventricular
+            end-diastolic frame) and store a bank of training codes to draw from at generation.
+        appearance_dropout: probability that a training frame's code is dropped (the denoiser learns to run
+            without one).
+        appearance_bank_size: training codes kept in the bank (all when fewer).
     """
 
     view: str = "sa"
@@ -60,6 +65,9 @@ class AnatomyImageOptions:
     noise_subjects: int = 400
     noise_frame_step: int = 1
     noise_covariance: Literal["split_half", "full"] = "split_half"
+    appearance: bool = True
+    appearance_dropout: float = 0.1
+    appearance_bank_size: int = 2048
 
     def validate(self) -> None:
         check_view(self.view)
@@ -70,6 +78,8 @@ class AnatomyImageOptions:
         if self.noise_subjects < 0 or self.noise_subjects == 1 or self.noise_frame_step < 1:
             raise ConfigError("options.noise_subjects must be 0 (no noise model) or at least 2, and "
                               "noise_frame_step at least 1")
+        if not 0.0 <= self.appearance_dropout < 1.0 or self.appearance_bank_size < 2:
+            raise ConfigError("options.appearance_dropout must be in [0, 1) and appearance_bank_size at least 2")
 
 
 @register_task
@@ -102,6 +112,11 @@ class AnatomyImageTask(Task):
             raise InputError(self.config.data.path, f"task anatomy_image needs the stored segmentations ({key}.npy)")
         derived = {"latent_channels": int(self.vae.config.latent_channels), "downsample_factor": factor,
                    "latent_size": int(shape[-1]) // factor}
+        if self.options.appearance:
+            from cardiacnets.generation.image_decoder import APPEARANCE_NAMES
+
+            derived["appearance_dim"] = len(APPEARANCE_NAMES)
+            derived["appearance_bank_size"] = min(self.options.appearance_bank_size, len(self._training_codes()))
         overrides = dict(self.config.model.overrides)
         for key, value in derived.items():
             if key in overrides and overrides[key] != value:
@@ -117,21 +132,46 @@ class AnatomyImageTask(Task):
             raise ConfigError(f"task anatomy_image trains a LabelConditionedDenoiser; model {self.model_name!r} is a "
                               f"{type(model).__name__}")
 
-    def _frames(self, batch: dict, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 1, H, W) frames and (N, H, W) labels: random frames (training) or every 6th (validation)."""
+    def build_model(self):
+        model = super().build_model()
+        if self.options.appearance and self.config.init.model is None:
+            model.set_appearance(self._training_codes(), torch.Generator().manual_seed(self.config.seed))
+        return model
+
+    def _training_codes(self) -> torch.Tensor:
+        """Appearance codes of every training cine with a segmentation (computed once)."""
+        if getattr(self, "training_codes", None) is None:
+            self.training_codes = training_appearance_codes(self.config.data.path, self.options.view,
+                                                            self.config.data.train_split)
+        return self.training_codes
+
+    def _frames(self, batch: dict, generator: torch.Generator | None):
+        """(N, 1, H, W) frames, (N, H, W) labels and (N, codes) appearance codes (None without appearance):
+        random frames (training; codes dropped at `appearance_dropout`) or every 6th (validation)."""
         view = self.options.view
         cines, labels = batch[f"cmr_{view}"], batch[f"seg_{view}"]  # (B, slices, frames, H, W)
+        b, s, f = cines.shape[:3]
+        codes = None
+        if self.options.appearance:
+            from cardiacnets.generation.image_decoder import appearance_codes
+
+            codes = appearance_codes(cines[:, s // 2, 0], labels[:, s // 2, 0])  # mid-ventricular, end-diastole
         if generator is None:
             return (rearrange(cines[:, :, ::6], "b s f h w -> (b s f) 1 h w"),
-                    rearrange(labels[:, :, ::6], "b s f h w -> (b s f) h w"))
-        b, s, f = cines.shape[:3]
+                    rearrange(labels[:, :, ::6], "b s f h w -> (b s f) h w"),
+                    None if codes is None else codes.repeat_interleave(s * len(range(0, f, 6)), dim=0))
         k = self.options.frames_per_subject
         slices = torch.randint(s, (b * k,), generator=generator)
         frames = torch.randint(f, (b * k,), generator=generator)
         subjects = torch.arange(b).repeat_interleave(k)
-        return (rearrange(cines[subjects, slices, frames], "n h w -> n 1 h w"), labels[subjects, slices, frames])
+        if codes is not None:
+            codes = codes[subjects]
+            codes[torch.rand(b * k, generator=generator) < self.options.appearance_dropout] = float("nan")
+        return (rearrange(cines[subjects, slices, frames], "n h w -> n 1 h w"), labels[subjects, slices, frames],
+                codes)
 
-    def _loss(self, model, frames: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None):
+    def _loss(self, model, frames: torch.Tensor, labels: torch.Tensor, codes: torch.Tensor | None,
+              generator: torch.Generator | None):
         vae = self.vae.to(frames.device)
         with torch.no_grad():
             clean = vae.encode(frames.to(vae.dtype)).latent_dist.mode().float() * vae.config.scaling_factor
@@ -139,7 +179,7 @@ class AnatomyImageTask(Task):
         timesteps = torch.randint(0, self.options.num_train_timesteps, (clean.shape[0],),
                                   generator=generator).to(clean.device)
         noisy = self.noise_scheduler.add_noise(clean, noise, timesteps)
-        prediction = model(noisy, timesteps, labels).sample
+        prediction = model(noisy, timesteps, labels, codes).sample
         return F.mse_loss(prediction.float(), training_target(self.noise_scheduler, clean, noise, timesteps).float())
 
     def training_step(self, model, batch, generator):
@@ -207,3 +247,26 @@ def fit_noise_model(data_path, vae, view: str, n_subjects: int, frame_step: int 
                                           np.concatenate(subjects), halves=halves if split_half else None)
     report.update({"split": split, "frame_step": frame_step, "seed": seed})
     return model, report
+
+
+def training_appearance_codes(data_path, view: str, split: str = "train", chunk: int = 256) -> torch.Tensor:
+    """(M, codes) appearance codes (`appearance_codes`) of a split's cines: the mid-ventricular slice's
+    end-diastolic frame (frame 0) under its stored segmentation, for every subject with the view."""
+    import numpy as np
+
+    from cardiacnets.generation.image_decoder import appearance_codes
+
+    data = TrainingSet(data_path, split=split, require=(view,))
+    if len(data) < 2:
+        raise InputError(data_path, f"the appearance codes need at least 2 {split} subjects with view {view!r}")
+    if f"seg_{view}" not in data.arrays:
+        raise InputError(data_path, f"the appearance codes need the stored segmentations (seg_{view}.npy)")
+    rows = data.manifest["row"].to_numpy().astype(int)
+    slices = data.row_shape(f"cmr_{view}")[0]
+    codes = []
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        frames = np.asarray(data.arrays[f"cmr_{view}"][part, slices // 2, 0], dtype=np.float32)
+        labels = np.asarray(data.arrays[f"seg_{view}"][part, slices // 2, 0])
+        codes.append(appearance_codes(torch.from_numpy(frames), torch.from_numpy(labels.astype(np.int64))))
+    return torch.cat(codes)

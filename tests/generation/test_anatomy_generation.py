@@ -19,7 +19,8 @@ from cardiacnets.cmr.indices import cavity_measurements
 from cardiacnets.generation.anatomy_pipeline import AnatomyFirstPipeline
 from cardiacnets.generation.anatomy_prior import AnatomyDenoiser
 from cardiacnets.generation.conditioning import ECGConditionEncoder
-from cardiacnets.generation.image_decoder import LabelConditionedDenoiser, label_channels
+from cardiacnets.generation.image_decoder import (
+    APPEARANCE_NAMES, LabelConditionedDenoiser, appearance_codes, label_channels)
 from cardiacnets.generation.readout import (
     ConditionReadout, correction_mlp, cross_fit, fit_correction, readout_features, ridge_loo)
 from cardiacnets.generation.shape_model import (
@@ -351,6 +352,72 @@ def test_label_conditioned_denoiser_follows_the_labels():
         model(x, 5, labels[:, :8])
 
 
+def test_appearance_codes_are_the_regions_intensity_quantiles():
+    labels = torch.zeros(2, 6, 6, dtype=torch.long)
+    labels[0, :2, :2] = 1  # 4 blood pixels
+    labels[0, 2, :4] = 2  # 4 myocardium pixels
+    labels[0, 5, 5] = 3  # 1 RV pixel: too few
+    frames = torch.arange(72, dtype=torch.float32).reshape(2, 6, 6) / 100.0
+    codes = appearance_codes(frames, labels)
+    assert codes.shape == (2, len(APPEARANCE_NAMES))
+    assert codes[0, 0].item() == pytest.approx(np.median([0.00, 0.01, 0.06, 0.07]))
+    assert codes[0, 1].item() == pytest.approx(np.median([0.12, 0.13, 0.14, 0.15]))
+    assert math.isnan(codes[0, 2].item())
+    rest = frames[0][labels[0] == 0].numpy()
+    np.testing.assert_allclose(codes[0, 3:].numpy(), np.quantile(rest, [0.1, 0.5, 0.9]), rtol=1e-6)
+    # The second frame is all background: no tissue medians; its percentiles are those of 0.36 ... 0.71.
+    assert torch.isnan(codes[1, :3]).all()
+    np.testing.assert_allclose(codes[1, 3:].numpy(), np.quantile(np.arange(36, 72) / 100.0, [0.1, 0.5, 0.9]),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="both be"):
+        appearance_codes(frames, labels[:, :5])
+
+
+def appearance_denoiser(bank: int = 16) -> LabelConditionedDenoiser:
+    torch.manual_seed(0)
+    return LabelConditionedDenoiser(latent_channels=2, latent_size=8, downsample_factor=2, block_out_channels=(8, 16),
+                                    attention_levels=(False, False), norm_num_groups=4,
+                                    appearance_dim=len(APPEARANCE_NAMES), appearance_bank_size=bank).eval()
+
+
+def test_denoiser_follows_the_appearance_code_and_runs_without_one(tmp_path):
+    model = appearance_denoiser()
+    codes = torch.rand(40, len(APPEARANCE_NAMES), generator=torch.Generator().manual_seed(1))
+    codes[3, 2] = float("nan")  # incomplete codes are left out of the statistics and the bank
+    model.set_appearance(codes, torch.Generator().manual_seed(0))
+    complete = torch.cat([codes[:3], codes[4:]])
+    np.testing.assert_allclose(model.appearance_mean.numpy(), complete.mean(0).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(model.appearance_std.numpy(), complete.std(0).numpy(), rtol=1e-5)
+    bank_rows = {tuple(row.tolist()) for row in model.appearance_bank}
+    assert len(bank_rows) == 16 and bank_rows <= {tuple(row.tolist()) for row in complete}
+    drawn = model.draw_appearance(5, torch.Generator().manual_seed(2))
+    assert drawn.shape == (5, len(APPEARANCE_NAMES)) and {tuple(r.tolist()) for r in drawn} <= bank_rows
+
+    labels = torch.from_numpy(heart_cines(1, size=16)[0, 0, :2]).long()
+    x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        bright, dark = (model(x, 5, labels, drawn[i:i + 1].expand(2, -1)).sample for i in (0, 1))
+        none = model(x, 5, labels).sample
+        nan_rows = model(x, 5, labels, torch.full((2, len(APPEARANCE_NAMES)), float("nan"))).sample
+    assert not torch.allclose(bright, dark)
+    torch.testing.assert_close(nan_rows, none)  # a row of NaN is "no code"
+    model.save_pretrained(tmp_path / "denoiser")
+    loaded = LabelConditionedDenoiser.from_pretrained(tmp_path / "denoiser").eval()
+    torch.testing.assert_close(loaded.appearance_bank, model.appearance_bank)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, 5, labels, drawn[:2]).sample, model(x, 5, labels, drawn[:2]).sample)
+    with pytest.raises(ValueError, match="appearance must be"):
+        model(x, 5, labels, drawn[:1])
+    plain = LabelConditionedDenoiser(latent_channels=2, latent_size=8, downsample_factor=2, block_out_channels=(8, 16),
+                                     attention_levels=(False, False), norm_num_groups=4)
+    with pytest.raises(ValueError, match="no appearance input"):
+        plain(x, 5, labels, drawn[:2])
+    with pytest.raises(ValueError, match="no appearance input"):
+        plain.set_appearance(codes)
+    with pytest.raises(ValueError, match="appearance_dim must be"):
+        LabelConditionedDenoiser(appearance_dim=3)
+
+
 # --- the pipeline ------------------------------------------------------------------------------------------------------
 
 TINY_ENCODER = {"n_samples": 500, "stem_width": 8, "widths": [8, 16], "blocks": [1, 1], "embed_dim": 4}
@@ -451,6 +518,48 @@ def test_render_shares_the_noise_across_frames(fitted):
     np.testing.assert_allclose(cines[0, 0, 1:], np.broadcast_to(cines[0, 0, :1], cines[0, 0, 1:].shape), atol=1e-5)
 
 
+def test_render_draws_one_appearance_per_cine_or_takes_given_codes(fitted):
+    """With an appearance input, each cine draws one training code from the bank (the same for all its
+    frames), reproducibly per seed; given codes are used as they are."""
+    pipe = tiny_anatomy_pipeline(fitted)
+    image = LabelConditionedDenoiser(latent_channels=2, latent_size=SIZE // 2, downsample_factor=2,
+                                     block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
+                                     appearance_dim=len(APPEARANCE_NAMES), appearance_bank_size=8)
+    for module in image.appearance_embedding:  # an untrained embedding: make the code matter
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=1.0)
+    image.set_appearance(torch.rand(20, len(APPEARANCE_NAMES), generator=torch.Generator().manual_seed(0)))
+    pipe.register_modules(image_denoiser=image)
+    labels = np.repeat(heart_cines(2, size=SIZE)[:, :, :1], 3, axis=2)  # static anatomies, 3 frames
+    seen = []
+    original = image.forward
+
+    def spy(sample, timestep, labels, appearance=None, return_dict=True):
+        seen.append(appearance.clone())
+        return original(sample, timestep, labels, appearance, return_dict)
+
+    image.forward = spy
+    a = pipe.render(labels, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    codes = seen[0]
+    assert codes.shape == (6, len(APPEARANCE_NAMES))
+    torch.testing.assert_close(codes[:3], codes[:1].expand(3, -1))  # one code per cine, shared by its frames
+    bank = {tuple(row.tolist()) for row in image.appearance_bank}
+    assert tuple(codes[0].tolist()) in bank and tuple(codes[3].tolist()) in bank
+    again = pipe.render(labels, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(again, a)
+    given = image.appearance_bank[[1, 1]].numpy()
+    b = pipe.render(labels, num_inference_steps=2, generator=torch.Generator().manual_seed(0), appearance=given)
+    torch.testing.assert_close(seen[-1][:3], torch.from_numpy(given[:1]).expand(3, -1))
+    c = pipe.render(labels, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                    appearance=image.appearance_bank[[5, 5]].numpy())
+    assert not np.allclose(b, c)
+    with pytest.raises(ValueError, match="appearance must be"):
+        pipe.render(labels, num_inference_steps=1, appearance=given[:1])
+    pipe.register_modules(image_denoiser=tiny_anatomy_pipeline(fitted).image_denoiser)
+    with pytest.raises(ValueError, match="no appearance input"):
+        pipe.render(labels, num_inference_steps=1, appearance=given)
+
+
 def test_acquisition_noise_is_added_after_decoding_saved_and_switchable(fitted, tmp_path):
     """With an `AcquisitionNoise`, the cines are the decoded frames plus its noise (per frame), unless turned off;
     the component is saved and loaded with the pipeline, and pipelines without it still load."""
@@ -496,13 +605,17 @@ def test_paper_configs_of_the_anatomy_generator_instantiate_on_the_meta_device()
     prior = load_config(TrainConfig, REPO_ROOT / "configs/paper/anatomy.yaml")
     assert (image.task, prior.task) == ("anatomy_image", "anatomy")
     with torch.device("meta"):
-        denoiser = create_model(image.model.name, **image.model.overrides)
+        # The task sets the appearance sizes from its options and data (`AnatomyImageTask.model_overrides`).
+        assert image.options["appearance"] is True
+        denoiser = create_model(image.model.name, appearance_dim=len(APPEARANCE_NAMES),
+                                appearance_bank_size=image.options["appearance_bank_size"], **image.model.overrides)
         anatomy = create_model(prior.model.name, condition_dim=14, **prior.model.overrides)
         shape = ShapeModel(n_slices=10, n_frames=50, image_size=256, grid_size=prior.options["grid_size"],
                            n_components=prior.options["n_components"])
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in
               (("image_denoiser", denoiser), ("anatomy_denoiser", anatomy))}
     assert denoiser.config.latent_size == 32 and denoiser.image_size == 256
+    assert denoiser.appearance_bank.shape == (2048, len(APPEARANCE_NAMES))
     assert counts["image_denoiser"] > 50e6 and counts["anatomy_denoiser"] > 10e6
     assert shape.components.shape == (64, 3 * 10 * 50 * 64 * 64) and shape.components.device.type == "meta"
 

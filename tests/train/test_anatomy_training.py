@@ -84,6 +84,16 @@ def test_anatomy_image_run_exports_the_denoiser_and_its_schedule(runs):
     assert record["acquisition"]["n_subjects"] == 8 and record["acquisition"]["split"] == "train"
     assert len(record["acquisition"]["median_sd"]) == 8 and min(record["acquisition"]["median_sd"]) > 0
     assert (runs / "image" / "acquisition" / "config.json").is_file()
+    # The appearance input: a bank of the 8 training cines' codes, and their statistics.
+    from cardiacnets.generation.image_decoder import APPEARANCE_NAMES, LabelConditionedDenoiser
+    from cardiacnets.train.anatomy_image_task import training_appearance_codes
+
+    assert config["appearance_dim"] == len(APPEARANCE_NAMES) and config["appearance_bank_size"] == 8
+    denoiser = LabelConditionedDenoiser.from_pretrained(runs / "image" / "image_denoiser")
+    codes = training_appearance_codes(record["training_set"], "sa", "train")
+    assert codes.shape == (8, len(APPEARANCE_NAMES)) and bool(torch.isfinite(codes).all())
+    torch.testing.assert_close(denoiser.appearance_mean, codes.mean(0))
+    assert {tuple(r.tolist()) for r in denoiser.appearance_bank} == {tuple(r.tolist()) for r in codes}
 
 
 def test_anatomy_run_exports_a_working_pipeline(runs, disc_data):
