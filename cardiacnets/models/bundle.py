@@ -65,7 +65,7 @@ class Bundle:
 
 #: The reference bundle committed with the package (`cardiacnets/reference_models/`), which `make demo`
 #: evaluates and the CMR realism benchmark encodes frames with.
-COMMITTED_BUNDLE_NAME = "cardiacnets-reference-0.1.7"
+COMMITTED_BUNDLE_NAME = "cardiacnets-reference-0.1.8"
 
 
 def committed_bundle() -> Path:
