@@ -110,6 +110,10 @@ def _generation_section(metrics: dict) -> list[str]:
         lines += [("The generated cines carry the pipeline's acquisition noise (`generation.acquisition`); "
                    if noise else "The generated cines are the decoded frames, without acquisition noise; ")
                   + "`cardiacnets evaluate generation --no-acquisition-noise` scores the same samples without it.", ""]
+    bank = (g.get("method") or {}).get("appearance_bank")
+    if bank:
+        lines += [f"Each generated cine draws the appearance code (tissue intensities) of one of {bank} training "
+                  "cines stored with the image denoiser (`generation.image_decoder`).", ""]
     dice = (g.get("anatomy") or {}).get("dice_vs_segmented_cine", {})
     if dice:
         lines += ["Generated anatomy vs the segmented generated cine, Dice: "

@@ -237,13 +237,15 @@ def pipeline_inputs(pipe, ecg: torch.Tensor, lead_mask: torch.Tensor | None, dem
 def anatomy_sampling(pipe, guidance: float | None, temperature: float | None,
                      shape_temperature: float | None, acquisition_noise: bool = True) -> dict:
     """The guidance and temperatures an anatomy-first pipeline samples with: each given one, else the
-    pipeline's validation-chosen default (what provenance and evaluation records report); and whether
-    acquisition noise is added (asked for and the pipeline has a noise model)."""
+    pipeline's validation-chosen default (what provenance and evaluation records report); whether
+    acquisition noise is added (asked for and the pipeline has a noise model); and the image denoiser's
+    bank of training appearance codes each cine draws from (0: no appearance code)."""
     c = pipe.config
     return {"guidance": c.default_guidance if guidance is None else guidance,
             "temperature": c.default_temperature if temperature is None else temperature,
             "shape_temperature": c.default_shape_temperature if shape_temperature is None else shape_temperature,
-            "acquisition_noise": bool(acquisition_noise and getattr(pipe, "acquisition", None) is not None)}
+            "acquisition_noise": bool(acquisition_noise and getattr(pipe, "acquisition", None) is not None),
+            "appearance_bank": int(pipe.image_denoiser.config.appearance_bank_size)}
 
 
 def run_request(pipe, request: GenerationRequest, *, steps: int = 25, guidance: float | None = None,

@@ -73,6 +73,8 @@ def test_reference_build_exports_a_sealed_bundle_with_its_model_card(tiny_bundle
     assert f"{metrics['retrieval']['views']['sa']['ecg_to_cmr']['top1']:.3f}" in card  # measured, not typed in
     assert f"{metrics['generation']['lvedv_r']:.3f}" in card
     assert metrics["generation"]["method"]["acquisition_noise"] is True and "carry the pipeline's acquisition" in card
+    bank = metrics["generation"]["method"]["appearance_bank"]  # every training cine of the tiny cohort's split
+    assert 2 <= bank <= 30 and f"one of {bank} training cines" in card
     assert info["files"]["anatomy/pipeline/model_index.json"]["sha256"] in card
     # Every trained stage's steps, those whose models live inside the anatomy pipeline too.
     assert set(info["metadata"]["training"]) >= set(BUNDLE_STAGES) | {"frame_vae", "anatomy_image"}

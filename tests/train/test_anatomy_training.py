@@ -145,6 +145,7 @@ def test_generate_cli_writes_the_anatomy_beside_the_cine(runs, ukb_xml_path, tmp
     provenance = json.loads(capsys.readouterr().out)
     assert provenance["generator"] == "anatomy" and provenance["synthetic"] is True
     assert provenance["acquisition_noise"] is True  # the image run's noise model, on by default
+    assert provenance["appearance_bank"] == 8  # each cine draws one of the 8 training cines' appearance codes
     assert provenance["demographics"]["ignored"]["age_years"].startswith("implausible")  # the override, 300 years
     assert provenance["demographics"]["from_file"] == ["sex_male"]  # the file's own value where none was given
     assert set(provenance["measurements"]["used"]) == {"qrs_duration_ms"}  # the XML has no Sokolow index
