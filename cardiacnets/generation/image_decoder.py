@@ -170,7 +170,7 @@ class LabelConditionedDenoiser(ModelMixin, ConfigMixin):
         self.appearance_std.copy_(codes.std(dim=0).clamp_min(1e-6))
         size = self.config.appearance_bank_size
         rows = torch.randperm(len(codes), generator=generator)[:size]
-        self.appearance_bank.copy_(codes[rows] if len(rows) == size else codes[rows[torch.arange(size) % len(rows)]])
+        self.appearance_bank.copy_(codes[rows[torch.arange(size) % len(rows)]])  # cycled when fewer than size
 
     def draw_appearance(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, appearance_dim) codes of random training cines from the bank (`set_appearance`)."""
